@@ -1,0 +1,7 @@
+"""``python -m patternsearch``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

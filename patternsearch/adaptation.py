@@ -1,0 +1,211 @@
+"""Pattern adaptation: MAML's inner loop restricted to the flagged layer groups.
+
+The fast path skips what a frozen group does not need:
+
+* frozen parameters enter the computation as constants, so autograd computes
+  no weight gradient for them, and backward stops at the earliest flagged
+  group (nothing before it requires a gradient);
+* when the model is a sequence (``nn.Sequential``, nested ones flattened) the
+  stages before the first flagged group form a frozen prefix, whose output on
+  the support set is computed once per adaptation instead of once per step.
+
+Batch norm: adaptation runs the model in whatever mode it is in. The built-in
+models use batch statistics always (``track_running_stats=False``), i.e. the
+transductive setting of Finn et al. (2017): the support batch during
+adaptation, the query batch at prediction. Buffers are copied per call, so a
+model with running statistics is never modified.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .groups import layer_groups
+from .pattern import Pattern
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+Params = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A module run functionally, with the model names of its tensors."""
+
+    module: nn.Module
+    param_names: tuple[tuple[str, str], ...]  # (name in module, name in model)
+    buffer_names: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class AdaptationPlan:
+    """How one pattern's flags run on one model (steps do not matter).
+
+    Attributes:
+        flagged: Model parameter names that adapt.
+        prefix: The frozen prefix, run once per adaptation, or None.
+        suffix: The part run at every step.
+    """
+
+    flagged: tuple[str, ...]
+    prefix: _Part | None
+    suffix: _Part
+
+
+_PLANS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[bool, ...], AdaptationPlan]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _stages(module: nn.Module) -> Iterator[nn.Module]:
+    if isinstance(module, nn.Sequential):
+        for child in module.children():
+            yield from _stages(child)
+    else:
+        yield module
+
+
+def _part(module: nn.Module, model_names: Mapping[int, str], model_buffers: Mapping[int, str]) -> _Part:
+    params = tuple((name, model_names[id(p)]) for name, p in module.named_parameters())
+    buffers = tuple((name, model_buffers[id(b)]) for name, b in module.named_buffers())
+    return _Part(module, params, buffers)
+
+
+def _build_plan(model: nn.Module, flags: tuple[bool, ...]) -> AdaptationPlan:
+    groups = layer_groups(model)
+    if len(flags) != len(groups):
+        raise ValueError(f"pattern has {len(flags)} flags but the model has {len(groups)} layer groups")
+    flagged = tuple(name for group, flag in zip(groups, flags, strict=True) if flag for name in group.params)
+    flagged_set = set(flagged)
+    model_names = {id(p): name for name, p in model.named_parameters()}
+    model_buffers = {id(b): name for name, b in model.named_buffers()}
+    stages = list(_stages(model))
+    cut = 0
+    for stage in stages:
+        if any(model_names[id(p)] in flagged_set for p in stage.parameters()):
+            break
+        cut += 1
+    if cut == 0 or cut == len(stages):
+        return AdaptationPlan(flagged, None, _part(model, model_names, model_buffers))
+    prefix = _part(nn.Sequential(*stages[:cut]), model_names, model_buffers)
+    suffix = _part(nn.Sequential(*stages[cut:]), model_names, model_buffers)
+    return AdaptationPlan(flagged, prefix, suffix)
+
+
+def adaptation_plan(model: nn.Module, pattern: Pattern) -> AdaptationPlan:
+    """Returns the (cached) plan for running ``pattern``'s flags on ``model``."""
+    per_model = _PLANS.setdefault(model, {})
+    plan = per_model.get(pattern.flags)
+    if plan is None:
+        plan = per_model[pattern.flags] = _build_plan(model, pattern.flags)
+    return plan
+
+
+def _tensors(part: _Part, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    tensors = {local: params[name] for local, name in part.param_names}
+    tensors.update({local: buffers[name] for local, name in part.buffer_names})
+    return tensors
+
+
+def copied_buffers(model: nn.Module) -> Params:
+    """Copies of the model's buffers, so functional calls never modify it."""
+    return {name: b.clone() for name, b in model.named_buffers()}
+
+
+def functional_forward(model: nn.Module, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+    """Runs ``model`` on ``x`` with ``params`` and copies of its buffers.
+
+    Args:
+        model: The network.
+        params: Parameter tensors by name (e.g. the output of :func:`adapt`).
+        x: Input batch.
+
+    Returns:
+        The model output. The model itself is left unchanged.
+    """
+    return functional_call(model, {**params, **copied_buffers(model)}, (x,))
+
+
+def _check_loss(loss: Tensor) -> None:
+    if not torch.isfinite(loss).all():
+        raise FloatingPointError(f"non-finite inner-loop loss ({loss.item()}); is the inner learning rate too high?")
+
+
+def adapt(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    pattern: Pattern,
+    inner_lr: float,
+    loss_fn: LossFn | None = None,
+    *,
+    params: Mapping[str, Tensor] | None = None,
+    create_graph: bool = False,
+    first_order: bool = False,
+) -> Params:
+    """Adapts the flagged layer groups to a support set with SGD.
+
+    Each step computes the loss on the support set with the current
+    parameters, the gradient for the flagged groups only, and an SGD update.
+    Unflagged parameters keep their values bit for bit.
+
+    Args:
+        model: The meta-trained network; it is not modified.
+        x: Support inputs.
+        y: Support targets.
+        pattern: Which groups adapt, and for how many steps.
+        inner_lr: SGD learning rate of the inner loop.
+        loss_fn: ``loss_fn(output, target) -> scalar``; cross-entropy by default.
+        params: Starting parameters (default: the model's, detached). Meta-
+            training passes the live parameters to differentiate through.
+        create_graph: Keep the graph of the inner gradients (second-order MAML).
+        first_order: Differentiate through the updates but not through the
+            inner gradients (first-order MAML); ignored when ``create_graph``.
+
+    Returns:
+        Parameters by name (all of them), for ``torch.func.functional_call``.
+        Detached unless ``create_graph`` or ``first_order`` is set.
+
+    Raises:
+        FloatingPointError: If the inner loss becomes NaN or infinite.
+    """
+    loss_fn = loss_fn or F.cross_entropy
+    differentiable = create_graph or first_order
+    start: Params = dict(params) if params is not None else {n: p.detach() for n, p in model.named_parameters()}
+    if pattern.is_none:
+        return start
+    plan = adaptation_plan(model, pattern)
+    buffers = copied_buffers(model)
+    features = x
+    if plan.prefix is not None:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and differentiable):
+            features = functional_call(plan.prefix.module, _tensors(plan.prefix, start, buffers), (x,))
+    suffix_fixed = _tensors(plan.suffix, start, buffers)
+    local_of = {name: local for local, name in plan.suffix.param_names}
+    flagged_local = [local_of[name] for name in plan.flagged]
+    fast = [start[name] for name in plan.flagged]
+    with torch.enable_grad():
+        for _ in range(pattern.steps):
+            if not differentiable:
+                fast = [t.detach().requires_grad_() for t in fast]
+            tensors = dict(suffix_fixed)
+            tensors.update(zip(flagged_local, fast, strict=True))
+            loss = loss_fn(functional_call(plan.suffix.module, tensors, (features,)), y)
+            _check_loss(loss)
+            grads = torch.autograd.grad(loss, fast, create_graph=create_graph, retain_graph=differentiable)
+            if differentiable:
+                fast = [t - inner_lr * g for t, g in zip(fast, grads, strict=True)]
+            else:
+                with torch.no_grad():
+                    fast = [t - inner_lr * g for t, g in zip(fast, grads, strict=True)]
+    adapted = dict(start)
+    adapted.update(zip(plan.flagged, fast, strict=True))
+    if not differentiable:
+        adapted = {name: t.detach() for name, t in adapted.items()}
+    return adapted

@@ -1,0 +1,23 @@
+"""Few-shot benchmarks: episodes, the registry and the built-in data sets."""
+
+from ._archives import DataError, cache_home, resolve_data_root
+from ._registry import BENCHMARKS, create_benchmark, list_benchmarks, register_benchmark
+from ._tasks import Benchmark, ClassEpisodes, Task, TaskSource, TrainingDefaults, accuracy, negative_mse
+from . import omniglot, sinusoid  # noqa: E402,F401  (registers the built-ins)
+
+__all__ = [
+    "BENCHMARKS",
+    "Benchmark",
+    "ClassEpisodes",
+    "DataError",
+    "Task",
+    "TaskSource",
+    "TrainingDefaults",
+    "accuracy",
+    "cache_home",
+    "create_benchmark",
+    "list_benchmarks",
+    "negative_mse",
+    "register_benchmark",
+    "resolve_data_root",
+]

@@ -1,0 +1,154 @@
+"""Episodes (few-shot tasks), task sources and the Benchmark description."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+SPLITS = ("train", "val", "test")
+_SPLIT_STREAM = {name: i for i, name in enumerate(SPLITS)}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One few-shot episode: a support set to adapt on and a query set to score."""
+
+    x_support: Tensor
+    y_support: Tensor
+    x_query: Tensor
+    y_query: Tensor
+
+    def to(self, device: torch.device | str) -> Task:
+        """Returns the task on ``device``."""
+        return Task(*(t.to(device) for t in (self.x_support, self.y_support, self.x_query, self.y_query)))
+
+
+class TaskSource(Protocol):
+    """Deterministic episodes: the same (seed, index) gives the same task anywhere."""
+
+    def task(self, index: int, seed: int) -> Task:
+        """Returns episode ``index`` of the stream ``seed``."""
+        ...
+
+
+def task_rng(seed: int, stream: int, index: int) -> np.random.Generator:
+    """The generator of one episode, independent of every other episode."""
+    return np.random.default_rng([int(seed), int(stream), int(index)])
+
+
+def split_stream(split: str) -> int:
+    """A number that keeps the random streams of the splits apart."""
+    return _SPLIT_STREAM[split]
+
+
+def accuracy(logits: Tensor, targets: Tensor) -> float:
+    """Fraction of correct arg-max predictions."""
+    return float((logits.argmax(dim=-1) == targets).float().mean())
+
+
+def negative_mse(outputs: Tensor, targets: Tensor) -> float:
+    """Negative mean squared error (higher is better)."""
+    return -float(F.mse_loss(outputs, targets))
+
+
+class ClassEpisodes:
+    """N-way K-shot Q-query episodes drawn from images grouped by class.
+
+    Args:
+        class_images: One tensor ``[n_images, *image_shape]`` per class (or a
+            single tensor whose first two dimensions are class and image).
+        ways: Classes per episode.
+        shots: Support examples per class.
+        queries: Query examples per class.
+        stream: Keeps this split's random stream apart from the others.
+
+    Raises:
+        ValueError: If there are too few classes or images per class.
+    """
+
+    def __init__(self, class_images: Sequence[Tensor] | Tensor, ways: int, shots: int, queries: int, stream: int):
+        if ways < 1 or shots < 1 or queries < 1:
+            raise ValueError(f"ways, shots and queries must be >= 1 (got {ways}, {shots}, {queries})")
+        if len(class_images) < ways:
+            raise ValueError(f"{ways}-way episodes need at least {ways} classes, the split has {len(class_images)}")
+        smallest = min(len(images) for images in class_images)
+        if smallest < shots + queries:
+            raise ValueError(
+                f"episodes need {shots}+{queries} images per class; the smallest class has {smallest}"
+            )
+        self.class_images = class_images
+        self.ways, self.shots, self.queries, self.stream = ways, shots, queries, stream
+
+    def task(self, index: int, seed: int) -> Task:
+        """Returns episode ``index`` for ``seed``."""
+        rng = task_rng(seed, self.stream, index)
+        classes = rng.choice(len(self.class_images), self.ways, replace=False)
+        per_class = self.shots + self.queries
+        chosen = [
+            self.class_images[c][torch.from_numpy(rng.choice(len(self.class_images[c]), per_class, replace=False))]
+            for c in classes
+        ]
+        images = torch.stack(chosen)  # [ways, shots + queries, ...]
+        labels = torch.arange(self.ways)
+        return Task(
+            images[:, : self.shots].flatten(0, 1),
+            labels.repeat_interleave(self.shots),
+            images[:, self.shots :].flatten(0, 1),
+            labels.repeat_interleave(self.queries),
+        )
+
+
+@dataclass(frozen=True)
+class TrainingDefaults:
+    """Meta-training hyper-parameters suited to a benchmark."""
+
+    inner_lr: float = 0.4
+    train_steps: int = 1
+    eval_steps: int = 10
+    meta_batch: int = 16
+    meta_lr: float = 1e-3
+    iterations: int = 2000
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A few-shot benchmark: task sources per split and how to score them.
+
+    Attributes:
+        name: Benchmark name.
+        splits: ``train``, ``val`` and ``test`` task sources.
+        input_shape: Shape of one input example.
+        num_outputs: Model outputs (ways, or 1 for regression).
+        loss_fn: Training and adaptation loss.
+        score_fn: Query score, higher is better (accuracy, negative MSE).
+        metric: Name of the score.
+        default_model: Model used when none is named.
+        defaults: Meta-training defaults.
+    """
+
+    name: str
+    splits: dict[str, TaskSource]
+    input_shape: tuple[int, ...]
+    num_outputs: int
+    loss_fn: Callable[[Tensor, Tensor], Tensor]
+    score_fn: Callable[[Tensor, Tensor], float]
+    metric: str
+    default_model: str
+    defaults: TrainingDefaults = field(default_factory=TrainingDefaults)
+
+    def split(self, name: str) -> TaskSource:
+        """The task source of a split (``train``, ``val`` or ``test``)."""
+        if name not in self.splits:
+            raise ValueError(f"unknown split {name!r}; choose from {', '.join(self.splits)}")
+        return self.splits[name]
+
+    def tasks(self, split: str, count: int, seed: int) -> list[Task]:
+        """The first ``count`` episodes of ``split`` for ``seed``."""
+        source = self.split(split)
+        return [source.task(i, seed) for i in range(count)]

@@ -1,0 +1,66 @@
+"""The model registry: ``register_model``, ``create_model``, ``list_models``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+
+from torch import nn
+
+from ..registry import PluginError, Registry
+
+ModelFactory = Callable[..., nn.Module]
+
+MODELS: Registry[ModelFactory] = Registry("model", "patternsearch.models")
+
+
+def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Registers ``factory(num_classes, **kwargs) -> nn.Module`` under ``name``.
+
+    A factory may also accept ``input_shape`` (channels, height, width or the
+    feature count); benchmarks pass it when the factory's signature takes it.
+    """
+    return MODELS.register(name)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of the registered (and plug-in) models matching ``pattern``."""
+    return MODELS.names(pattern)
+
+
+def _accepts(factory: ModelFactory, keyword: str) -> bool:
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == keyword or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def create_model(
+    name: str, num_classes: int, *, input_shape: Sequence[int] | None = None, **kwargs: object
+) -> nn.Module:
+    """Builds a model by registered name, entry point or ``module:function``.
+
+    Args:
+        name: Model name or plug-in reference.
+        num_classes: Output size (ways, or 1 for regression).
+        input_shape: Shape of one input example; passed on when the factory
+            accepts it.
+        **kwargs: Factory options; ``None`` values are dropped so that unset
+            command-line options never override a model's defaults.
+
+    Raises:
+        PluginError: Unknown name, failing plug-in, or a factory that does
+            not return an ``nn.Module``.
+    """
+    factory = MODELS.get(name)
+    options = {k: v for k, v in kwargs.items() if v is not None}
+    if input_shape is not None and _accepts(factory, "input_shape"):
+        options["input_shape"] = tuple(input_shape)
+    try:
+        model = factory(num_classes, **options)
+    except Exception as error:
+        raise PluginError(f"model {name!r} failed to build: {type(error).__name__}: {error}") from error
+    if not isinstance(model, nn.Module):
+        raise PluginError(f"model factory {name!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model

@@ -1,0 +1,58 @@
+"""The naive MAML inner loop, kept as the reference that the fast path must match.
+
+Every step runs the whole model and differentiates with respect to every
+parameter with ``torch.autograd.grad``, then applies SGD to the flagged ones.
+With the ``full`` pattern this is the plain PyTorch MAML loop that ``bench``
+uses as its reference point.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .adaptation import LossFn, Params, functional_forward
+from .groups import layer_groups
+from .pattern import Pattern
+
+
+def reference_adapt(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    pattern: Pattern,
+    inner_lr: float,
+    loss_fn: LossFn | None = None,
+) -> Params:
+    """Adapts like :func:`patternsearch.adapt`, without skipping any work.
+
+    Args:
+        model: The network; it is not modified.
+        x: Support inputs.
+        y: Support targets.
+        pattern: Flags and steps.
+        inner_lr: SGD learning rate.
+        loss_fn: Loss; cross-entropy by default.
+
+    Returns:
+        Adapted parameters by name (detached).
+    """
+    loss_fn = loss_fn or F.cross_entropy
+    groups = layer_groups(model)
+    if len(groups) != pattern.num_groups:
+        raise ValueError(f"pattern has {pattern.num_groups} flags but the model has {len(groups)} layer groups")
+    flagged = {name for group, flag in zip(groups, pattern.flags, strict=True) if flag for name in group.params}
+    params = {name: p.detach().clone() for name, p in model.named_parameters()}
+    steps = 0 if pattern.is_none else pattern.steps
+    with torch.enable_grad():
+        for _ in range(steps):
+            leaves = {name: t.requires_grad_() for name, t in params.items()}
+            loss = loss_fn(functional_forward(model, leaves, x), y)
+            grads = torch.autograd.grad(loss, list(leaves.values()))
+            with torch.no_grad():
+                params = {
+                    name: (t - inner_lr * g if name in flagged else t).detach()
+                    for (name, t), g in zip(leaves.items(), grads, strict=True)
+                }
+    return params
