@@ -60,19 +60,25 @@ class Checkpoint:
     history: list[dict[str, Any]] = field(default_factory=list)
     training: dict[str, Any] = field(default_factory=dict)
 
-    def build_model(self, benchmark: Benchmark) -> nn.Module:
+    def build_model(self, benchmark: Benchmark, model: str | None = None) -> nn.Module:
         """Creates the model for ``benchmark`` and loads the weights.
+
+        Args:
+            benchmark: Gives the output size and input shape.
+            model: Build this model instead of the recorded one (its
+                parameters must match the checkpoint's).
 
         Raises:
             CheckpointError: If the checkpoint's keys or shapes do not match
                 the model (the message names the mismatching keys).
         """
-        model = create_model(
-            self.model, num_classes=benchmark.num_outputs, input_shape=benchmark.input_shape,
+        name = model or self.model
+        net = create_model(
+            name, num_classes=benchmark.num_outputs, input_shape=benchmark.input_shape,
             **self.config.get("model_kwargs", {}),
         )
-        load_weights(model, self.state_dict, self.model)
-        return model
+        load_weights(net, self.state_dict, name)
+        return net
 
 
 def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], name: str) -> None:

@@ -68,10 +68,12 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-every", type=_positive_int, default=100)
     parser.add_argument("--val-tasks", type=_positive_int, default=100)
+    parser.add_argument("--checkpoint-every", type=_positive_int, default=25, help="iterations between checkpoints")
     parser.set_defaults(handler=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
+    from .benchmarks import create_benchmark
     from .checkpoint import default_checkpoint_path
     from .training import TrainConfig, train
 
@@ -80,19 +82,75 @@ def _train(args: argparse.Namespace) -> int:
         inner_lr=args.inner_lr, train_steps=args.train_steps, eval_steps=args.eval_steps,
         meta_batch=args.meta_batch, meta_lr=args.meta_lr, iterations=args.iterations,
         first_order=args.first_order, seed=args.seed, val_every=args.val_every, val_tasks=args.val_tasks,
-        data_root=args.data_root, device=args.device,
+        checkpoint_every=args.checkpoint_every, data_root=args.data_root, device=args.device,
     )
-    path = args.checkpoint or default_checkpoint_path(args.benchmark, args.model or "default", args.ways, args.shots)
-    checkpoint = train(config, path)
+    benchmark = create_benchmark(args.benchmark, args.ways, args.shots, args.queries, args.data_root)
+    path = args.checkpoint or default_checkpoint_path(
+        benchmark.name, args.model or benchmark.default_model, args.ways, args.shots
+    )
+    checkpoint = train(config, path, benchmark=benchmark)
     last = checkpoint.history[-1] if checkpoint.history else {}
     print(f"checkpoint: {path} (iteration {checkpoint.training.get('iteration')}, "
           f"validation score {last.get('val_score', float('nan')):.4f})")
     return 0
 
 
+# --------------------------------------------------------------------------- evaluate
+
+
+def _add_experiment_options(parser: argparse.ArgumentParser) -> None:
+    _add_data_options(parser)
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="checkpoint path (default: the shipped or cached one for this configuration)")
+
+
+def _open(args: argparse.Namespace, **options: Any) -> Any:
+    from .experiment import open_experiment
+
+    return open_experiment(
+        args.benchmark, args.model, ways=args.ways, shots=args.shots, queries=args.queries,
+        data_root=args.data_root, checkpoint=args.checkpoint, device=args.device, **options,
+    )
+
+
+def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "evaluate", help="score one pattern and time its adaptation",
+        description="Adapt with one pattern on fixed tasks; report accuracy (95%% CI), latency and FLOPs.",
+    )
+    _add_experiment_options(parser)
+    parser.add_argument("--pattern", default="full", help="FLAGS:STEPS, 'full' or 'none' (default full)")
+    parser.add_argument("--split", choices=["val", "test"], default="test")
+    parser.add_argument("--tasks", type=_positive_int, default=600, help="number of tasks (default 600)")
+    parser.add_argument("--seed", type=int, default=0, help="task seed (default 0)")
+    parser.add_argument("--repeats", type=_positive_int, default=5, help="timed rounds (default 5)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_pattern
+
+    experiment = _open(args)
+    pattern = experiment.pattern(args.pattern)
+    tasks = experiment.tasks(args.split, args.tasks, args.seed)
+    result = evaluate_pattern(
+        experiment.model, experiment.benchmark, pattern, experiment.inner_lr, tasks,
+        split=args.split, device=experiment.device, repeats=args.repeats,
+    )
+    if args.json:
+        _print_json(result.as_dict())
+    else:
+        print(f"pattern {result.pattern} on {result.tasks} {result.split} tasks ({result.device})")
+        print(f"  {result.metric}: {result.accuracy:.4f} +/- {result.ci95:.4f} (95% CI)")
+        print(f"  adaptation latency: {result.latency_ms:.2f} ms median (IQR {result.latency_iqr_ms:.2f} ms)")
+        print(f"  adaptation FLOPs: {result.flops:,}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
-_PARSERS = [_train_parser]
+_PARSERS = [_train_parser, _evaluate_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,12 +37,18 @@ def cache_home() -> Path:
 
 
 def resolve_data_root(data_root: str | os.PathLike[str] | None) -> Path:
-    """``data_root`` if given, else ``$PATTERNSEARCH_DATA``, else ``<cache>/data``."""
-    if data_root:
-        return Path(data_root).expanduser()
-    if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV]).expanduser()
-    return cache_home() / "data"
+    """``data_root`` if given, else ``$PATTERNSEARCH_DATA``, else ``<cache>/data``.
+
+    Raises:
+        DataError: If a folder named by the argument or the variable does not exist.
+    """
+    explicit = data_root or os.environ.get(DATA_ENV)
+    if not explicit:
+        return cache_home() / "data"
+    root = Path(explicit).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist")
+    return root
 
 
 def md5sum(path: Path) -> str:

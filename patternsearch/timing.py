@@ -1,0 +1,91 @@
+"""Honest latency measurement of adaptation: warm-up, interleaving, medians.
+
+On a GPU every sample is bracketed by CUDA events after a synchronisation, so
+the time is the device's, not the launch queue's. Inputs are moved to the
+device before timing: nothing is copied between host and device inside the
+timed region.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .benchmarks import Task
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency samples of one adaptation variant, in milliseconds."""
+
+    samples_ms: tuple[float, ...]
+
+    @property
+    def median_ms(self) -> float:
+        """Median latency."""
+        return float(np.median(self.samples_ms))
+
+    @property
+    def spread_ms(self) -> float:
+        """Inter-quartile range."""
+        q25, q75 = np.percentile(self.samples_ms, [25, 75])
+        return float(q75 - q25)
+
+    def as_dict(self) -> dict[str, float]:
+        """Median, spread and sample count."""
+        return {"latency_ms": self.median_ms, "latency_iqr_ms": self.spread_ms, "latency_samples": len(self.samples_ms)}
+
+
+def time_call(fn: Callable[[], object], device: torch.device) -> float:
+    """Milliseconds one call takes on ``device``."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize(device)
+        return float(start.elapsed_time(end))
+    began = time.perf_counter()
+    fn()
+    return (time.perf_counter() - began) * 1000.0
+
+
+def interleaved_latencies(
+    variants: Mapping[str, Callable[[Task], object]],
+    tasks: Sequence[Task],
+    device: torch.device,
+    *,
+    repeats: int = 5,
+    warmup: int = 1,
+) -> dict[str, LatencyStats]:
+    """Times several adaptation variants on the same tasks, interleaved.
+
+    Each round runs every variant once per task, in an order that rotates from
+    round to round (A B C, B C A, ...), so slow drifts of a shared machine hit
+    all variants alike.
+
+    Args:
+        variants: Name → function that adapts on one task.
+        tasks: Tasks already on ``device``.
+        device: Where the work runs.
+        repeats: Timed rounds.
+        warmup: Untimed rounds first.
+
+    Returns:
+        Latency statistics per variant (``repeats * len(tasks)`` samples each).
+    """
+    names = list(variants)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(warmup + repeats):
+        order = names[round_index % len(names) :] + names[: round_index % len(names)]
+        for task in tasks:
+            for name in order:
+                elapsed = time_call(lambda fn=variants[name], t=task: fn(t), device)
+                if round_index >= warmup:
+                    samples[name].append(elapsed)
+    return {name: LatencyStats(tuple(values)) for name, values in samples.items()}

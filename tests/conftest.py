@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_OMNIGLOT = REPO.parent / "shared" / "data" / "omniglot"
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own cache folder; downloads go to a closed local port."""
+    home = tmp_path_factory.mktemp("pshome")
+    monkeypatch.setenv("PATTERNSEARCH_HOME", str(home))
+    monkeypatch.delenv("PATTERNSEARCH_DATA", raising=False)
+    monkeypatch.setenv("PATTERNSEARCH_OMNIGLOT_URL", "http://127.0.0.1:9/omniglot")
+    return home
+
+
+@pytest.fixture(scope="session")
+def omniglot_root() -> Path:
+    assert (SHARED_OMNIGLOT / "images_background_small1.zip").is_file(), f"shared Omniglot data missing in {SHARED_OMNIGLOT}"
+    return SHARED_OMNIGLOT
+
+
+def make_omniglot_zip(path: Path, top: str, alphabets: dict[str, int], drawers: int = 20, seed: int = 0) -> Path:
+    """Writes a zip in the Omniglot layout: top/<Alphabet>/characterNN/<id>_<drawer>.png (105x105, mode 1)."""
+    rng = np.random.default_rng(seed)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(f"{top}/", b"")
+        for alphabet, characters in alphabets.items():
+            for c in range(1, characters + 1):
+                for d in range(1, drawers + 1):
+                    pixels = rng.random((105, 105)) > 0.1
+                    buffer = io.BytesIO()
+                    Image.fromarray(pixels).convert("1").save(buffer, format="PNG")
+                    archive.writestr(f"{top}/{alphabet}/character{c:02d}/{c:04d}_{d:02d}.png", buffer.getvalue())
+    return path
+
+
+class ResidualNet(nn.Module):
+    """A non-sequential model: a residual connection and GroupNorm."""
+
+    def __init__(self, num_classes: int = 5, input_shape: tuple[int, ...] = (1, 28, 28), width: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(input_shape[0], width, 3, padding=1)
+        self.stem_norm = nn.GroupNorm(2, width)
+        self.conv_a = nn.Conv2d(width, width, 3, padding=1)
+        self.norm_a = nn.GroupNorm(2, width)
+        self.conv_b = nn.Conv2d(width, width, 3, padding=1)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem_norm(self.stem(x)))
+        r = torch.relu(self.norm_a(self.conv_a(h)))
+        h = torch.relu(h + self.conv_b(r))
+        return self.head(h.mean(dim=(2, 3)))
