@@ -49,11 +49,13 @@ class AdaptationPlan:
 
     Attributes:
         flagged: Model parameter names that adapt.
+        cut: Number of stages (see :func:`model_stages`) in the frozen prefix.
         prefix: The frozen prefix, run once per adaptation, or None.
         suffix: The part run at every step.
     """
 
     flagged: tuple[str, ...]
+    cut: int
     prefix: _Part | None
     suffix: _Part
 
@@ -71,6 +73,18 @@ def _stages(module: nn.Module) -> Iterator[nn.Module]:
         yield module
 
 
+def model_stages(model: nn.Module) -> list[nn.Module]:
+    """The model as a chain of stages: nested ``nn.Sequential`` flattened, else the model itself."""
+    return list(_stages(model))
+
+
+def stage_part(model: nn.Module, start: int, end: int) -> _Part:
+    """Stages ``start:end`` of the model as one functionally callable part."""
+    stages = model_stages(model)
+    module = model if (start, end) == (0, len(stages)) else nn.Sequential(*stages[start:end])
+    return _part(module, {id(p): n for n, p in model.named_parameters()}, {id(b): n for n, b in model.named_buffers()})
+
+
 def _part(module: nn.Module, model_names: Mapping[int, str], model_buffers: Mapping[int, str]) -> _Part:
     params = tuple((name, model_names[id(p)]) for name, p in module.named_parameters())
     buffers = tuple((name, model_buffers[id(b)]) for name, b in module.named_buffers())
@@ -84,18 +98,15 @@ def _build_plan(model: nn.Module, flags: tuple[bool, ...]) -> AdaptationPlan:
     flagged = tuple(name for group, flag in zip(groups, flags, strict=True) if flag for name in group.params)
     flagged_set = set(flagged)
     model_names = {id(p): name for name, p in model.named_parameters()}
-    model_buffers = {id(b): name for name, b in model.named_buffers()}
-    stages = list(_stages(model))
+    stages = model_stages(model)
     cut = 0
     for stage in stages:
         if any(model_names[id(p)] in flagged_set for p in stage.parameters()):
             break
         cut += 1
     if cut == 0 or cut == len(stages):
-        return AdaptationPlan(flagged, None, _part(model, model_names, model_buffers))
-    prefix = _part(nn.Sequential(*stages[:cut]), model_names, model_buffers)
-    suffix = _part(nn.Sequential(*stages[cut:]), model_names, model_buffers)
-    return AdaptationPlan(flagged, prefix, suffix)
+        return AdaptationPlan(flagged, 0, None, stage_part(model, 0, len(stages)))
+    return AdaptationPlan(flagged, cut, stage_part(model, 0, cut), stage_part(model, cut, len(stages)))
 
 
 def adaptation_plan(model: nn.Module, pattern: Pattern) -> AdaptationPlan:
@@ -137,6 +148,62 @@ def _check_loss(loss: Tensor) -> None:
         raise FloatingPointError(f"non-finite inner-loop loss ({loss.item()}); is the inner learning rate too high?")
 
 
+def suffix_tensors(plan: AdaptationPlan, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor]) -> Params:
+    """The suffix's tensors by local name, taken from model-named ``params`` and ``buffers``."""
+    return _tensors(plan.suffix, params, buffers)
+
+
+def run_suffix_steps(
+    plan: AdaptationPlan,
+    suffix: Mapping[str, Tensor],
+    features: Tensor,
+    y: Tensor,
+    steps: int,
+    inner_lr: float,
+    loss_fn: LossFn,
+    *,
+    create_graph: bool = False,
+    first_order: bool = False,
+) -> Params:
+    """The inner SGD loop on the suffix, from features after the frozen prefix.
+
+    Args:
+        plan: The pattern's plan.
+        suffix: The suffix's tensors by local name (parameters and buffers).
+        features: Support-set features after the prefix (the inputs if none).
+        y: Support targets.
+        steps: Inner steps.
+        inner_lr: SGD learning rate.
+        loss_fn: Loss.
+        create_graph: Second-order MAML.
+        first_order: First-order MAML.
+
+    Returns:
+        The suffix's tensors by local name, flagged ones adapted.
+    """
+    differentiable = create_graph or first_order
+    local_of = {name: local for local, name in plan.suffix.param_names}
+    flagged_local = [local_of[name] for name in plan.flagged]
+    fast = [suffix[local] for local in flagged_local]
+    with torch.enable_grad():
+        for _ in range(steps):
+            if not differentiable:
+                fast = [t.detach().requires_grad_() for t in fast]
+            tensors = dict(suffix)
+            tensors.update(zip(flagged_local, fast, strict=True))
+            loss = loss_fn(functional_call(plan.suffix.module, tensors, (features,)), y)
+            _check_loss(loss)
+            grads = torch.autograd.grad(loss, fast, create_graph=create_graph, retain_graph=differentiable)
+            if differentiable:
+                fast = [t - inner_lr * g for t, g in zip(fast, grads, strict=True)]
+            else:
+                with torch.no_grad():
+                    fast = [t - inner_lr * g for t, g in zip(fast, grads, strict=True)]
+    adapted = dict(suffix)
+    adapted.update(zip(flagged_local, fast, strict=True))
+    return adapted
+
+
 def adapt(
     model: nn.Module,
     x: Tensor,
@@ -175,7 +242,6 @@ def adapt(
     Raises:
         FloatingPointError: If the inner loss becomes NaN or infinite.
     """
-    loss_fn = loss_fn or F.cross_entropy
     differentiable = create_graph or first_order
     start: Params = dict(params) if params is not None else {n: p.detach() for n, p in model.named_parameters()}
     if pattern.is_none:
@@ -186,26 +252,12 @@ def adapt(
     if plan.prefix is not None:
         with torch.set_grad_enabled(torch.is_grad_enabled() and differentiable):
             features = functional_call(plan.prefix.module, _tensors(plan.prefix, start, buffers), (x,))
-    suffix_fixed = _tensors(plan.suffix, start, buffers)
-    local_of = {name: local for local, name in plan.suffix.param_names}
-    flagged_local = [local_of[name] for name in plan.flagged]
-    fast = [start[name] for name in plan.flagged]
-    with torch.enable_grad():
-        for _ in range(pattern.steps):
-            if not differentiable:
-                fast = [t.detach().requires_grad_() for t in fast]
-            tensors = dict(suffix_fixed)
-            tensors.update(zip(flagged_local, fast, strict=True))
-            loss = loss_fn(functional_call(plan.suffix.module, tensors, (features,)), y)
-            _check_loss(loss)
-            grads = torch.autograd.grad(loss, fast, create_graph=create_graph, retain_graph=differentiable)
-            if differentiable:
-                fast = [t - inner_lr * g for t, g in zip(fast, grads, strict=True)]
-            else:
-                with torch.no_grad():
-                    fast = [t - inner_lr * g for t, g in zip(fast, grads, strict=True)]
+    suffix = run_suffix_steps(
+        plan, suffix_tensors(plan, start, buffers), features, y, pattern.steps, inner_lr,
+        loss_fn or F.cross_entropy, create_graph=create_graph, first_order=first_order,
+    )
     adapted = dict(start)
-    adapted.update(zip(plan.flagged, fast, strict=True))
+    adapted.update({name: suffix[local] for local, name in plan.suffix.param_names})
     if not differentiable:
         adapted = {name: t.detach() for name, t in adapted.items()}
     return adapted

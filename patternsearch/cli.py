@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import optuna
 
 from . import __version__
 from .errors import USER_ERRORS, one_line
@@ -148,9 +151,145 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- search
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _add_storage_options(parser: argparse.ArgumentParser) -> None:
+    from .search import DEFAULT_STORAGE
+
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
+    parser.add_argument("--study", default=None, help="study name (default: <benchmark>-<model>-<ways>w<shots>s)")
+
+
+def _optimize_parser(sub: argparse._SubParsersAction) -> None:
+    from .search import SAMPLERS
+
+    parser = sub.add_parser(
+        "optimize", help="search Lambda patterns (multi-objective, resumable)",
+        description="Search the patterns of a meta-trained model for the best latency/accuracy trade-offs. "
+                    "--trials is the study's total target: rerunning resumes, a larger value extends.",
+    )
+    _add_experiment_options(parser)
+    _add_storage_options(parser)
+    parser.add_argument("--trials", type=int, default=200, help="target number of complete trials (default 200)")
+    parser.add_argument("--tasks", type=int, default=200, help="fixed validation tasks per trial (default 200)")
+    parser.add_argument("--task-seed", type=int, default=0, help="seed of the validation tasks (default 0)")
+    parser.add_argument("--max-steps", type=int, default=10, help="largest inner-step count searched (default 10)")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="search algorithm (default tpe)")
+    parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    parser.add_argument("--baseline", default="full", help="baseline pattern (default full)")
+    parser.add_argument("--time-metric", choices=["ratio", "latency", "flops"], default="ratio",
+                        help="time objective: latency relative to the baseline (default), ms, or FLOPs")
+    parser.add_argument("--latency-tasks", type=int, default=2, help="tasks timed per trial (default 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds per task (default 3)")
+    parser.add_argument("--train-iterations", type=_positive_int, default=None,
+                        help="meta-training iterations if no checkpoint exists yet")
+    parser.add_argument("--heartbeat-interval", type=_positive_int, default=10,
+                        help="seconds between heartbeats; a dead worker's trial is retried after 3 intervals")
+    parser.set_defaults(handler=_optimize)
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    from .search import optimize, pareto_trials
+
+    study = optimize(
+        args.trials, benchmark=args.benchmark, model=args.model, ways=args.ways, shots=args.shots,
+        queries=args.queries, data_root=args.data_root, checkpoint=args.checkpoint, device=args.device,
+        storage=args.storage, study_name=args.study, tasks=args.tasks, task_seed=args.task_seed,
+        max_steps=args.max_steps, sampler=args.sampler, seed=args.seed, baseline=args.baseline,
+        time_metric=args.time_metric, latency_tasks=args.latency_tasks, repeats=args.repeats,
+        train_iterations=args.train_iterations, heartbeat_interval=args.heartbeat_interval,
+    )
+    rows = [
+        (t.user_attrs["pattern"], f"{t.user_attrs['accuracy']:.4f} +/- {t.user_attrs['ci95']:.4f}",
+         f"{t.user_attrs['latency_ms']:.2f}", f"{t.user_attrs['speedup']:.1f}x", f"{t.user_attrs['flops']:.3g}")
+        for t in pareto_trials(study)
+    ]
+    print(f"Pareto front of study {study.study_name!r} ({len(rows)} patterns):")
+    print(_table(["pattern", "accuracy (95% CI)", "latency ms", "speedup", "FLOPs"], rows))
+    return 0
+
+
+def _select_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "select", help="pick the fastest pattern within an accuracy budget and confirm it on test tasks",
+        description="Among the study's Pareto-optimal trials, pick the fastest whose validation accuracy is at "
+                    "least the baseline's minus D, then confirm it against the baseline on fresh test tasks.",
+    )
+    _add_storage_options(parser)
+    parser.add_argument("--max-degradation", type=float, default=0.01,
+                        help="allowed accuracy loss, in accuracy units (default 0.01 = one point)")
+    parser.add_argument("--tasks", type=int, default=600, help="test tasks for the confirmation (default 600)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the test tasks (default 0)")
+    parser.add_argument("--no-confirm", action="store_true", help="skip the test-split confirmation")
+    parser.add_argument("--data-root", default=None, help="folder holding the benchmark's archives")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint the study was made with")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=_select)
+
+
+def _select(args: argparse.Namespace) -> int:
+    from .search import select
+
+    result = select(
+        args.max_degradation, storage=args.storage, study_name=args.study, confirm=not args.no_confirm,
+        test_tasks=args.tasks, test_seed=args.seed, data_root=args.data_root, checkpoint=args.checkpoint,
+        device=args.device,
+    )
+    if args.json:
+        _print_json(result.as_dict())
+        return 0
+    print(f"selected {result.pattern} (trial {result.trial}) within {result.max_degradation:g} of "
+          f"baseline {result.baseline}")
+    print(f"  validation: {result.val_accuracy:.4f} vs baseline {result.baseline_val_accuracy:.4f}, "
+          f"speedup {result.val_speedup:.1f}x")
+    if result.test_accuracy is not None:
+        print(f"  test ({result.test_tasks} tasks): {result.test_accuracy:.4f} +/- {result.test_ci95:.4f} vs "
+              f"baseline {result.baseline_test_accuracy:.4f} +/- {result.baseline_test_ci95:.4f}; "
+              f"difference {result.difference:+.4f} +/- {result.difference_ci95:.4f}")
+        print(f"  latency: {result.latency_ms:.2f} ms vs {result.baseline_latency_ms:.2f} ms, "
+              f"speedup {result.speedup:.1f}x ({result.device})")
+    return 0
+
+
+def _studies_parser(sub: argparse._SubParsersAction) -> None:
+    from .search import DEFAULT_STORAGE
+
+    parser = sub.add_parser("studies", help="list the studies in a storage")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
+    parser.add_argument("--json", action="store_true", help="print a JSON list")
+    parser.set_defaults(handler=_studies)
+
+
+def _studies(args: argparse.Namespace) -> int:
+    from .search import list_studies
+
+    summaries = list_studies(args.storage)
+    if args.json:
+        _print_json([s.as_dict() for s in summaries])
+        return 0
+
+    def fmt(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    rows = [(s.name, s.benchmark or "-", f"{s.complete}/{s.target or '-'}", fmt(s.baseline_accuracy, ".4f"),
+             fmt(s.best_speedup_within_1pt, ".1f") + ("x" if s.best_speedup_within_1pt else "")) for s in summaries]
+    print(_table(["study", "benchmark", "complete/target", "baseline acc", "best speedup (1 pt)"], rows))
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
-_PARSERS = [_train_parser, _evaluate_parser]
+_PARSERS = [_train_parser, _evaluate_parser, _optimize_parser, _select_parser, _studies_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,10 +302,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -29,6 +29,9 @@ class Experiment:
             training mode (batch norm on batch statistics).
         groups: The model's layer groups.
         device: Where adaptation runs.
+        ways: Classes per episode.
+        shots: Support examples per class.
+        queries: Query examples per class.
     """
 
     benchmark: Benchmark
@@ -37,6 +40,9 @@ class Experiment:
     model: nn.Module
     groups: list[LayerGroup]
     device: torch.device
+    ways: int
+    shots: int
+    queries: int
 
     @property
     def inner_lr(self) -> float:
@@ -109,7 +115,7 @@ def open_experiment(
     ckpt = load_checkpoint(path)
     net = ckpt.build_model(bench, model)
     net.to(resolved_device).train()
-    return Experiment(bench, ckpt, path, net, layer_groups(net), resolved_device)
+    return Experiment(bench, ckpt, path, net, layer_groups(net), resolved_device, ways, shots, queries)
 
 
 def _train_missing(

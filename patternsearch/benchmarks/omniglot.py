@@ -124,7 +124,9 @@ def _split_classes(characters: CharacterImages, alphabets: Sequence[str]) -> tor
 def _benchmark(
     name: str, splits: dict[str, torch.Tensor], ways: int, shots: int, queries: int
 ) -> Benchmark:
-    sources = {split: ClassEpisodes(images, ways, shots, queries, split_stream(split)) for split, images in splits.items()}
+    sources = {
+        split: ClassEpisodes(images, ways, shots, queries, split_stream(split)) for split, images in splits.items()
+    }
     return Benchmark(
         name=name,
         splits=sources,  # type: ignore[arg-type]

@@ -1,0 +1,83 @@
+"""A study's configuration: what its trials were measured against."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+CONFIG_ATTR = "patternsearch_config"
+TARGET_ATTR = "patternsearch_target_trials"
+SELECTION_ATTR = "patternsearch_selection"
+
+TIME_METRICS = ("ratio", "latency", "flops")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything that makes two trials of a study comparable.
+
+    A study refuses to resume with a configuration that differs in any field.
+
+    Attributes:
+        benchmark: Benchmark name.
+        model: Model name.
+        ways: Classes per episode.
+        shots: Support examples per class.
+        queries: Query examples per class.
+        checkpoint_sha256: Checksum of the meta-trained checkpoint.
+        inner_lr: Inner learning rate (from the checkpoint).
+        groups: Layer-group names, in order.
+        baseline: The baseline pattern, ``FLAGS:STEPS``.
+        task_seed: Seed of the fixed validation tasks.
+        tasks: Number of validation tasks.
+        max_steps: Largest inner-step count searched.
+        sampler: Sampler name.
+        sampler_seed: Sampler seed.
+        time_metric: ``ratio`` (latency relative to the baseline, measured
+            together on the same worker), ``latency`` (ms) or ``flops``.
+        latency_tasks: Tasks timed per trial.
+        repeats: Timed rounds per task.
+        device: Device type (``cpu`` or ``cuda``).
+    """
+
+    benchmark: str
+    model: str
+    ways: int
+    shots: int
+    queries: int
+    checkpoint_sha256: str
+    inner_lr: float
+    groups: tuple[str, ...]
+    baseline: str
+    task_seed: int
+    tasks: int
+    max_steps: int
+    sampler: str
+    sampler_seed: int
+    time_metric: str
+    latency_tasks: int
+    repeats: int
+    device: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (tuples become lists)."""
+        values = asdict(self)
+        values["groups"] = list(self.groups)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> StudyConfig:
+        """Inverse of :meth:`as_dict`."""
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in values.items() if k in known}
+        data["groups"] = tuple(data.get("groups", ()))
+        return cls(**data)
+
+    def differences(self, stored: dict[str, Any]) -> list[str]:
+        """``field: stored -> new`` for every field that differs from ``stored``."""
+        mine = self.as_dict()
+        return [
+            f"{key}: {stored.get(key)!r} -> {value!r}"
+            for key, value in mine.items()
+            if stored.get(key) != value
+        ]

@@ -1,0 +1,147 @@
+"""``select``: choose the pattern, then confirm it against the baseline on fresh test tasks."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+
+from ..checkpoint import file_checksum
+from ..errors import UsageError
+from ..experiment import open_experiment
+from ..scoring import mean_ci95
+from ._config import CONFIG_ATTR, SELECTION_ATTR, StudyConfig
+from ._evaluator import PatternEvaluator
+from ._select import choose
+from ._storage import DEFAULT_STORAGE, load_existing_study, open_storage
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The selected pattern, its validation numbers and (when confirmed) its test numbers.
+
+    Patterns are in explicit ``FLAGS:STEPS`` form. Accuracies are the
+    benchmark's score. Test fields are None when confirmation was skipped.
+    """
+
+    study: str
+    pattern: str
+    baseline: str
+    max_degradation: float
+    trial: int
+    val_accuracy: float
+    baseline_val_accuracy: float
+    val_speedup: float
+    mixed_devices: bool
+    test_accuracy: float | None = None
+    test_ci95: float | None = None
+    baseline_test_accuracy: float | None = None
+    baseline_test_ci95: float | None = None
+    difference: float | None = None
+    difference_ci95: float | None = None
+    latency_ms: float | None = None
+    baseline_latency_ms: float | None = None
+    speedup: float | None = None
+    test_tasks: int | None = None
+    test_seed: int | None = None
+    device: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def _resolve_study_name(storage: optuna.storages.BaseStorage, name: str | None) -> str:
+    if name:
+        return name
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise UsageError("the storage holds no study; run 'patternsearch optimize' first")
+    raise UsageError(f"the storage holds several studies ({', '.join(sorted(names))}); name one with --study")
+
+
+def select(
+    max_degradation: float = 0.01,
+    *,
+    storage: str = DEFAULT_STORAGE,
+    study_name: str | None = None,
+    confirm: bool = True,
+    test_tasks: int = 600,
+    test_seed: int = 0,
+    data_root: str | os.PathLike[str] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> Selection:
+    """Selects the fastest Pareto pattern within ``max_degradation`` and confirms it on the test split.
+
+    Args:
+        max_degradation: Allowed accuracy loss against the baseline (0.01 = one point).
+        storage: Optuna storage URL.
+        study_name: Study (default: the only one in the storage).
+        confirm: Evaluate the selected pattern and the baseline on fresh test tasks.
+        test_tasks: Number of test tasks.
+        test_seed: Seed of the test tasks.
+        data_root: Data folder.
+        checkpoint: Checkpoint (default: the study configuration's default
+            path); its checksum must match the study's.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        progress: Show progress bars.
+
+    Raises:
+        UsageError: Missing study or trials, bad degradation, or another checkpoint.
+    """
+    if not 0.0 <= max_degradation <= 1.0:
+        raise UsageError(f"--max-degradation must be between 0 and 1, got {max_degradation}")
+    if test_tasks < 1:
+        raise UsageError(f"--tasks must be at least 1, got {test_tasks}")
+    rdb = open_storage(storage, create=False)
+    name = _resolve_study_name(rdb, study_name)
+    study = load_existing_study(name, rdb, storage)
+    choice = choose(study, max_degradation)
+    selected, baseline = choice.selected, choice.baseline
+    result = Selection(
+        study=name, pattern=str(selected.user_attrs["pattern"]), baseline=str(baseline.user_attrs["pattern"]),
+        max_degradation=max_degradation, trial=selected.number,
+        val_accuracy=float(selected.user_attrs["accuracy"]),
+        baseline_val_accuracy=float(baseline.user_attrs["accuracy"]),
+        val_speedup=float(selected.user_attrs["speedup"]), mixed_devices=choice.mixed_devices,
+    )
+    if confirm:
+        result = _confirm(result, StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR]), test_tasks, test_seed,
+                          data_root, checkpoint, device, progress)
+    study.set_user_attr(SELECTION_ATTR, result.as_dict())
+    return result
+
+
+def _confirm(result: Selection, config: StudyConfig, test_tasks: int, test_seed: int,
+             data_root: str | os.PathLike[str] | None, checkpoint: str | os.PathLike[str] | None, device: str,
+             progress: bool) -> Selection:
+    experiment = open_experiment(
+        config.benchmark, config.model, ways=config.ways, shots=config.shots, queries=config.queries,
+        data_root=data_root, checkpoint=checkpoint, device=device, progress=progress,
+    )
+    checksum = file_checksum(experiment.checkpoint_path)
+    if checksum != config.checkpoint_sha256:
+        raise UsageError(f"checkpoint {experiment.checkpoint_path} (sha256 {checksum[:12]}...) is not the one the "
+                         f"study was made with (sha256 {config.checkpoint_sha256[:12]}...); pass --checkpoint")
+    pattern, baseline = experiment.pattern(result.pattern), experiment.pattern(result.baseline)
+    evaluator = PatternEvaluator(experiment, baseline, experiment.tasks("test", test_tasks, test_seed),
+                                 latency_tasks=config.latency_tasks, repeats=max(config.repeats, 5))
+    measured = evaluator.measure(pattern)
+    baseline_scores = evaluator.scorer.scores(baseline)
+    baseline_mean, baseline_ci = mean_ci95(baseline_scores)
+    difference, difference_ci = mean_ci95([a - b for a, b in zip(measured.scores, baseline_scores, strict=True)])
+    return Selection(**{
+        **result.as_dict(),
+        "test_accuracy": measured.accuracy, "test_ci95": measured.ci95,
+        "baseline_test_accuracy": baseline_mean, "baseline_test_ci95": baseline_ci,
+        "difference": difference, "difference_ci95": difference_ci,
+        "latency_ms": measured.latency_ms, "baseline_latency_ms": measured.baseline_latency_ms,
+        "speedup": measured.speedup, "test_tasks": test_tasks, "test_seed": test_seed, "device": measured.device,
+    })
+

@@ -1,0 +1,94 @@
+"""Choosing a pattern from a study: the fastest Pareto point within the allowed degradation."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from ..errors import UsageError
+from ._config import CONFIG_ATTR
+
+
+class SelectionError(UsageError):
+    """A study without the trials a selection needs."""
+
+
+def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's complete trials, in trial order."""
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def baseline_trial(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> FrozenTrial:
+    """The first complete trial of the study's baseline pattern.
+
+    Raises:
+        SelectionError: If the baseline has no complete trial yet.
+    """
+    baseline = study.user_attrs.get(CONFIG_ATTR, {}).get("baseline")
+    for trial in trials if trials is not None else completed_trials(study):
+        if trial.user_attrs.get("pattern") == baseline:
+            return trial
+    raise SelectionError(f"study {study.study_name!r} has no complete baseline trial ({baseline}) yet")
+
+
+def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Pareto-optimal complete trials, one per pattern, fastest first."""
+    unique: dict[str, FrozenTrial] = {}
+    for trial in study.best_trials:
+        unique.setdefault(str(trial.user_attrs.get("pattern")), trial)
+    return sorted(unique.values(), key=lambda t: (t.values[0], -t.values[1]))
+
+
+def devices(trials: list[FrozenTrial]) -> list[str]:
+    """The distinct devices the trials were measured on."""
+    return sorted({str(t.user_attrs.get("device")) for t in trials})
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The selected trial and the baseline trial it is compared with."""
+
+    selected: FrozenTrial
+    baseline: FrozenTrial
+    threshold: float
+    mixed_devices: bool
+
+
+def choose(study: optuna.Study, max_degradation: float) -> Choice:
+    """The fastest Pareto-optimal trial whose accuracy is at least baseline minus ``max_degradation``.
+
+    Speed is the study's time objective; when latencies were measured in
+    milliseconds on different devices, patterns are compared by their speedup
+    over the baseline measured on the same device instead (with a warning).
+    The baseline always qualifies, so there is always an answer.
+
+    Raises:
+        SelectionError: Bad degradation, or no complete baseline trial.
+    """
+    if not 0.0 <= max_degradation <= 1.0:
+        raise SelectionError(f"--max-degradation must be between 0 and 1, got {max_degradation}")
+    trials = completed_trials(study)
+    if not trials:
+        raise SelectionError(f"study {study.study_name!r} has no completed trial")
+    baseline = baseline_trial(study, trials)
+    threshold = float(baseline.user_attrs["accuracy"]) - max_degradation
+    mixed = len(devices(trials)) > 1
+    metric = study.user_attrs.get(CONFIG_ATTR, {}).get("time_metric", "ratio")
+    if mixed:
+        warnings.warn(
+            f"latencies of study {study.study_name!r} come from several devices ({', '.join(devices(trials))}); "
+            "patterns are compared by their speedup over the baseline on the same device",
+            stacklevel=2,
+        )
+    by_speedup = mixed and metric == "latency"
+    candidates = [t for t in pareto_trials(study) if float(t.user_attrs["accuracy"]) >= threshold - 1e-12]
+    candidates.append(baseline)
+
+    def speed_key(trial: FrozenTrial) -> tuple[float, float]:
+        cost = -float(trial.user_attrs["speedup"]) if by_speedup else float(trial.values[0])
+        return cost, -float(trial.user_attrs["accuracy"])
+
+    return Choice(min(candidates, key=speed_key), baseline, threshold, mixed)

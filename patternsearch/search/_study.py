@@ -1,0 +1,273 @@
+"""``optimize``: the multi-objective pattern search, stored in a database and resumable."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+from tqdm.auto import tqdm
+
+from ..checkpoint import file_checksum
+from ..errors import UsageError
+from ..experiment import Experiment, open_experiment
+from ..pattern import Pattern
+from ._config import CONFIG_ATTR, TARGET_ATTR, TIME_METRICS, StudyConfig
+from ._evaluator import PatternEvaluator
+from ._samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
+from ._select import SelectionError, choose
+from ._space import pattern_params, suggest_pattern
+from ._storage import DEFAULT_HEARTBEAT_S, DEFAULT_STORAGE, open_storage
+
+MAX_CONSECUTIVE_FAILURES = 20
+_FAILURES = (FloatingPointError, torch.OutOfMemoryError)
+
+
+def default_study_name(benchmark: str, model: str, ways: int, shots: int) -> str:
+    """``<benchmark>-<model>-<ways>w<shots>s``."""
+    return f"{benchmark}-{model}-{ways}w{shots}s"
+
+
+def _validate(trials: int, tasks: int, max_steps: int, time_metric: str, sampler: str, latency_tasks: int,
+              repeats: int) -> None:
+    if trials < 1:
+        raise UsageError(f"--trials must be at least 1, got {trials}")
+    if tasks < 1:
+        raise UsageError(f"--tasks must be at least 1, got {tasks}")
+    if max_steps < 1:
+        raise UsageError(f"--max-steps must be at least 1, got {max_steps}")
+    if time_metric not in TIME_METRICS:
+        raise UsageError(f"unknown --time-metric {time_metric!r}; choose from {', '.join(TIME_METRICS)}")
+    if sampler not in SAMPLERS:
+        raise UsageError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
+    if latency_tasks < 1 or repeats < 1:
+        raise UsageError("--latency-tasks and --repeats must be at least 1")
+
+
+def _prepare_study(storage: optuna.storages.BaseStorage, name: str, config: StudyConfig, baseline: Pattern,
+                   target: int) -> optuna.Study:
+    """Loads the study (refusing another configuration) or creates it with the baseline enqueued."""
+    try:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(config.sampler,
+                                                                                         config.sampler_seed))
+    except KeyError:
+        study = None
+    if study is not None and CONFIG_ATTR in study.user_attrs:
+        differences = config.differences(study.user_attrs[CONFIG_ATTR])
+        if differences:
+            raise UsageError(f"study {name!r} was created with another configuration: {'; '.join(differences)}; "
+                             "use another --study name or the same settings")
+    if study is None or CONFIG_ATTR not in study.user_attrs:
+        study = optuna.create_study(
+            study_name=name, storage=storage, directions=["minimize", "maximize"], load_if_exists=True,
+            sampler=make_sampler(config.sampler, config.sampler_seed),
+        )
+        study.set_metric_names([f"time_{config.time_metric}", "accuracy"])
+        study.set_user_attr(CONFIG_ATTR, config.as_dict())
+        study.enqueue_trial(pattern_params(baseline), skip_if_exists=True)
+    if study.user_attrs.get(TARGET_ATTR) != target:
+        study.set_user_attr(TARGET_ATTR, target)
+    return study
+
+
+def _counts(study: optuna.Study) -> tuple[int, list[FrozenTrial]]:
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+    return sum(t.state == TrialState.COMPLETE for t in trials), [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def _is_surplus(study: optuna.Study, trial: optuna.Trial, target: int) -> bool:
+    """True when other workers already hold the target number of trials ahead of this one."""
+    ahead = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+    return sum(t.number < trial.number for t in ahead) >= target
+
+
+def best_speedup_within(study: optuna.Study, degradation: float = 0.01) -> float | None:
+    """Speedup of the pattern ``select`` would choose at ``degradation``, or None before the baseline."""
+    try:
+        return float(choose(study, degradation).selected.user_attrs["speedup"])
+    except SelectionError:
+        return None
+
+
+class _Objective:
+    """Evaluates one trial; repeats of a completed pattern reuse its values."""
+
+    def __init__(self, study: optuna.Study, evaluator: PatternEvaluator, config: StudyConfig, target: int,
+                 num_groups: int) -> None:
+        self.study, self.evaluator, self.config, self.target, self.num_groups = (
+            study, evaluator, config, target, num_groups)
+
+    def _previous(self, pattern: Pattern) -> FrozenTrial | None:
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if trial.user_attrs.get("pattern") == str(pattern) and "repeat_of" not in trial.user_attrs:
+                return trial
+        return None
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        if _is_surplus(self.study, trial, self.target):
+            trial.set_user_attr("surplus", True)
+            raise optuna.TrialPruned("the target number of trials is already complete or running")
+        pattern = suggest_pattern(trial, self.num_groups, self.config.max_steps).canonical()
+        trial.set_user_attr("pattern", str(pattern))
+        trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+        previous = self._previous(pattern)
+        if previous is not None:
+            for key, value in previous.user_attrs.items():
+                if key not in ("worker", "pattern"):
+                    trial.set_user_attr(key, value)
+            trial.set_user_attr("repeat_of", previous.number)
+            return previous.values[0], previous.values[1]
+        try:
+            measurement = self.evaluator.measure(pattern)
+        except _FAILURES as error:
+            trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}")
+            raise
+        for key, value in measurement.user_attrs().items():
+            trial.set_user_attr(key, value)
+        return measurement.time_objective(self.config.time_metric), measurement.accuracy
+
+
+def optimize(
+    trials: int = 200,
+    *,
+    benchmark: str = "omniglot-small",
+    model: str | None = None,
+    ways: int = 5,
+    shots: int = 1,
+    queries: int = 15,
+    data_root: str | os.PathLike[str] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    storage: str = DEFAULT_STORAGE,
+    study_name: str | None = None,
+    tasks: int = 200,
+    task_seed: int = 0,
+    max_steps: int = 10,
+    sampler: str = DEFAULT_SAMPLER,
+    seed: int = 0,
+    baseline: str = "full",
+    time_metric: str = "ratio",
+    latency_tasks: int = 2,
+    repeats: int = 3,
+    train_iterations: int | None = None,
+    heartbeat_interval: int = DEFAULT_HEARTBEAT_S,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> optuna.Study:
+    """Searches Lambda patterns until the study holds ``trials`` complete trials.
+
+    ``trials`` is the study's total target, not a number of new trials: an
+    interrupted run resumes where it stopped, a finished study returns at
+    once, and a larger target extends it. The first trial is the baseline.
+
+    Args:
+        trials: Target number of complete trials.
+        benchmark: Benchmark name or plug-in reference.
+        model: Model name; default: the checkpoint's, else the benchmark's.
+        ways: Classes per episode.
+        shots: Support examples per class.
+        queries: Query examples per class.
+        data_root: Data folder.
+        checkpoint: Checkpoint path (default: shipped/cached; trained if missing).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        storage: Optuna storage URL.
+        study_name: Default ``<benchmark>-<model>-<ways>w<shots>s``.
+        tasks: Fixed validation tasks every trial is scored on.
+        task_seed: Seed of those tasks.
+        max_steps: Largest inner-step count searched.
+        sampler: One of :data:`SAMPLERS`.
+        seed: Sampler seed.
+        baseline: Baseline pattern (default ``full``).
+        time_metric: ``ratio`` (default), ``latency`` or ``flops``.
+        latency_tasks: Tasks timed per trial.
+        repeats: Timed rounds per task.
+        train_iterations: Meta-training iterations if a checkpoint is trained.
+        heartbeat_interval: Seconds between heartbeats of running trials.
+        progress: Show progress bars.
+        log: Where messages go (default: standard error).
+
+    Returns:
+        The Optuna study.
+    """
+    say = log or (lambda message: print(message, file=sys.stderr))
+    _validate(trials, tasks, max_steps, time_metric, sampler, latency_tasks, repeats)
+    experiment = open_experiment(
+        benchmark, model, ways=ways, shots=shots, queries=queries, data_root=data_root, checkpoint=checkpoint,
+        device=device, train_if_missing=True, train_iterations=train_iterations, progress=progress,
+    )
+    baseline_pattern = experiment.pattern(baseline).canonical()
+    if baseline_pattern.steps > max_steps:
+        raise UsageError(f"the baseline {baseline_pattern} uses {baseline_pattern.steps} steps; "
+                         f"--max-steps must be at least that")
+    config = study_config(experiment, baseline_pattern, tasks=tasks, task_seed=task_seed, max_steps=max_steps,
+                          sampler=sampler, seed=seed, time_metric=time_metric, latency_tasks=latency_tasks,
+                          repeats=repeats)
+    name = study_name or default_study_name(experiment.benchmark.name, experiment.checkpoint.model, ways, shots)
+    rdb = open_storage(storage, heartbeat_interval=max(1, heartbeat_interval))
+    study = _prepare_study(rdb, name, config, baseline_pattern, trials)
+    complete, _ = _counts(study)
+    if complete >= trials:
+        say(f"study {name!r} already has {complete} complete trials (target {trials}); nothing to do")
+        return study
+    say(f"study {name!r}: {complete}/{trials} complete; scoring on {tasks} validation tasks "
+        f"({experiment.device.type})")
+    evaluator = PatternEvaluator(experiment, baseline_pattern, experiment.tasks("val", tasks, task_seed),
+                                 latency_tasks=latency_tasks, repeats=repeats)
+    _run(study, _Objective(study, evaluator, config, trials, len(experiment.groups)), trials, heartbeat_interval,
+         progress, say)
+    return study
+
+
+def study_config(experiment: Experiment, baseline: Pattern, *, tasks: int, task_seed: int, max_steps: int,
+                 sampler: str, seed: int, time_metric: str, latency_tasks: int, repeats: int) -> StudyConfig:
+    """The configuration a study of ``experiment`` records."""
+    return StudyConfig(
+        benchmark=experiment.benchmark.name, model=experiment.checkpoint.model,
+        ways=experiment.ways, shots=experiment.shots, queries=experiment.queries,
+        checkpoint_sha256=file_checksum(experiment.checkpoint_path), inner_lr=experiment.inner_lr,
+        groups=tuple(g.name for g in experiment.groups), baseline=str(baseline), task_seed=task_seed, tasks=tasks,
+        max_steps=max_steps, sampler=sampler, sampler_seed=seed, time_metric=time_metric,
+        latency_tasks=latency_tasks, repeats=repeats, device=experiment.device.type,
+    )
+
+
+def _run(study: optuna.Study, objective: _Objective, target: int, heartbeat_interval: int, progress: bool,
+         say: Callable[[str], None]) -> None:
+    complete, _ = _counts(study)
+    bar = tqdm(total=target, initial=complete, desc="searching", unit="trial", disable=not progress,
+               dynamic_ncols=True)
+    failures, waiting_said = 0, False
+    try:
+        while True:
+            complete, running = _counts(study)
+            bar.n = complete
+            best = best_speedup_within(study)
+            bar.set_postfix_str(f"best within 1 pt: {best:.1f}x" if best else "baseline first")
+            if complete >= target:
+                break
+            if complete + len(running) >= target:
+                if not waiting_said:
+                    say(f"waiting for {len(running)} running trial(s) of other workers; a trial whose worker died "
+                        f"is retried after {3 * heartbeat_interval}s without heartbeat")
+                    waiting_said = True
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)
+                time.sleep(min(1.0, heartbeat_interval / 2))
+                continue
+            finished: list[FrozenTrial] = []
+            study.optimize(objective, n_trials=1, catch=_FAILURES, gc_after_trial=False, show_progress_bar=False,
+                           callbacks=[lambda _, trial, into=finished: into.append(trial)])
+            failures = failures + 1 if finished[-1].state == TrialState.FAIL else 0
+            if failures >= MAX_CONSECUTIVE_FAILURES:
+                last = finished[-1]
+                reason = last.user_attrs.get("fail_reason") or last.system_attrs.get("fail_reason", "unknown")
+                raise UsageError(f"{failures} trials failed in a row (last: {reason}); check the inner learning rate")
+    finally:
+        bar.refresh()
+        bar.close()
