@@ -26,7 +26,7 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 
 @pytest.fixture(scope="session")
 def omniglot_root() -> Path:
-    assert (SHARED_OMNIGLOT / "images_background_small1.zip").is_file(), f"shared Omniglot data missing in {SHARED_OMNIGLOT}"
+    assert (SHARED_OMNIGLOT / "images_background_small1.zip").is_file(), f"no Omniglot data in {SHARED_OMNIGLOT}"
     return SHARED_OMNIGLOT
 
 
