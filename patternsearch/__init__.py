@@ -14,6 +14,7 @@ from .groups import LayerGroup, layer_groups
 from .models import create_model, list_models, register_model
 from .pattern import Pattern
 from .reference import reference_adapt
+from .search import optimize, select
 from .training import TrainConfig, train
 
 __all__ = [
@@ -33,9 +34,11 @@ __all__ = [
     "list_benchmarks",
     "list_models",
     "load_checkpoint",
+    "optimize",
     "reference_adapt",
     "register_benchmark",
     "register_model",
     "save_checkpoint",
+    "select",
     "train",
 ]

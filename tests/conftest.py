@@ -62,3 +62,15 @@ class ResidualNet(nn.Module):
         r = torch.relu(self.norm_a(self.conv_a(h)))
         h = torch.relu(h + self.conv_b(r))
         return self.head(h.mean(dim=(2, 3)))
+
+
+@pytest.fixture(scope="session")
+def sinusoid_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A briefly meta-trained mlp on sinusoids (3 groups, eval steps 10)."""
+    from patternsearch import TrainConfig, train
+
+    path = tmp_path_factory.mktemp("ckpt") / "sinusoid-mlp.pt"
+    config = TrainConfig(benchmark="sinusoid", model="mlp", shots=5, queries=10, meta_batch=4, iterations=20,
+                         val_every=20, val_tasks=5, device="cpu")
+    train(config, path, progress=False)
+    return path

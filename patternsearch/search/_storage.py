@@ -74,15 +74,15 @@ def open_storage(url: str, *, create: bool = True, heartbeat_interval: int | Non
     else:
         engine_kwargs["pool_pre_ping"] = True
     options: dict[str, object] = {}
-    if heartbeat_interval:
-        options = {
-            "heartbeat_interval": heartbeat_interval,
-            "grace_period": 3 * heartbeat_interval,
-            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-        }
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if heartbeat_interval:
+                options = {
+                    "heartbeat_interval": heartbeat_interval,
+                    "grace_period": 3 * heartbeat_interval,
+                    "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+                }
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **options)  # type: ignore[arg-type]
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, RuntimeError) as error:
         detail = str(getattr(error, "orig", None) or error).strip().splitlines()

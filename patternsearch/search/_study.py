@@ -67,7 +67,9 @@ def _prepare_study(storage: optuna.storages.BaseStorage, name: str, config: Stud
             study_name=name, storage=storage, directions=["minimize", "maximize"], load_if_exists=True,
             sampler=make_sampler(config.sampler, config.sampler_seed),
         )
-        study.set_metric_names([f"time_{config.time_metric}", "accuracy"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([f"time_{config.time_metric}", "accuracy"])
         study.set_user_attr(CONFIG_ATTR, config.as_dict())
         study.enqueue_trial(pattern_params(baseline), skip_if_exists=True)
     if study.user_attrs.get(TARGET_ATTR) != target:

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+TINY_SEARCH = ["--benchmark", "sinusoid", "--shots", "5", "--queries", "10", "--tasks", "12",
+               "--latency-tasks", "1", "--repeats", "1", "--device", "cpu"]
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "patternsearch", *args], capture_output=True, text=True,
+                            env=os.environ, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_version_and_help() -> None:
+    assert run("--version").stdout.startswith("patternsearch ")
+    for command in ("train", "evaluate", "optimize", "select", "studies"):
+        assert "usage: patternsearch " + command in run(command, "--help").stdout
+
+
+def test_evaluate_json(sinusoid_checkpoint: Path) -> None:
+    out = run("evaluate", "--benchmark", "sinusoid", "--shots", "5", "--checkpoint", str(sinusoid_checkpoint),
+              "--pattern", "001:3", "--split", "val", "--tasks", "10", "--json", "--device", "cpu").stdout
+    result = json.loads(out)
+    assert result["pattern"] == "001:3" and result["tasks"] == 10 and result["split"] == "val"
+    for key in ("accuracy", "ci95", "latency_ms", "flops"):
+        assert isinstance(result[key], (int, float))
+    full = json.loads(run("evaluate", "--benchmark", "sinusoid", "--shots", "5", "--checkpoint",
+                          str(sinusoid_checkpoint), "--pattern", "full", "--tasks", "3", "--json").stdout)
+    assert full["pattern"] == "111:10" and full["split"] == "test"
+
+
+def test_optimize_studies_select_json(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/s.db"
+    out = run("optimize", "--trials", "5", "--storage", storage, "--checkpoint", str(sinusoid_checkpoint),
+              *TINY_SEARCH).stdout
+    assert "Pareto front" in out and "000:0" in out
+    studies = json.loads(run("studies", "--storage", storage, "--json").stdout)
+    assert [(s["name"], s["complete"], s["target"]) for s in studies] == [("sinusoid-mlp-5w5s", 5, 5)]
+    selection = json.loads(run("select", "--storage", storage, "--max-degradation", "0.5", "--tasks", "10",
+                               "--checkpoint", str(sinusoid_checkpoint), "--json").stdout)
+    for key in ("pattern", "baseline", "val_accuracy", "test_accuracy", "baseline_test_accuracy", "speedup",
+                "latency_ms", "baseline_latency_ms"):
+        assert key in selection
+    assert selection["baseline"] == "111:10" and ":" in selection["pattern"]
+
+
+def test_bad_pattern_is_one_line_error(sinusoid_checkpoint: Path) -> None:
+    result = run("evaluate", "--benchmark", "sinusoid", "--checkpoint", str(sinusoid_checkpoint),
+                 "--pattern", "11:3", check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "2 flags but the model has 3 layer groups" in result.stderr
+
+
+def _trials(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    except KeyError:
+        return []
+
+
+def test_study_killed_with_sigkill_resumes_to_exact_target(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/s.db"
+    command = [sys.executable, "-m", "patternsearch", "optimize", "--trials", "10", "--storage", storage,
+               "--study", "k", "--checkpoint", str(sinusoid_checkpoint), "--heartbeat-interval", "1",
+               *TINY_SEARCH[:-8], "--tasks", "300", "--latency-tasks", "3", "--repeats", "3", "--device", "cpu"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ)
+    deadline = time.monotonic() + 180
+    killed_trial = None
+    while time.monotonic() < deadline and process.poll() is None:
+        trials = _trials(storage, "k")
+        done = [t.user_attrs["pattern"] for t in trials if t.state == TrialState.COMPLETE]
+        # a trial in the middle of a real evaluation (not a repeat, not the instant "no adaptation")
+        running = [t for t in trials if t.state == TrialState.RUNNING
+                   and t.user_attrs.get("pattern") not in (None, "000:0", *done)]
+        if len(done) >= 2 and running:
+            process.send_signal(signal.SIGKILL)
+            killed_trial = running[0].number
+            break
+        time.sleep(0.02)
+    process.wait(timeout=30)
+    assert killed_trial is not None, "the study ended before it could be killed"
+    left = _trials(storage, "k")
+    assert any(t.state == TrialState.RUNNING for t in left)
+    assert sum(t.state == TrialState.COMPLETE for t in left) < 10
+
+    subprocess.run(command, check=True, capture_output=True, env=os.environ, timeout=300)
+    trials = _trials(storage, "k")
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 10
+    assert not any(t.state == TrialState.RUNNING for t in trials)
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed_trial]
+    assert retried and retried[0].state == TrialState.COMPLETE

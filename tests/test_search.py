@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from patternsearch.errors import UsageError
+from patternsearch.search import PatternEvaluator, choose, optimize, select
+from patternsearch.search._config import CONFIG_ATTR
+
+TINY = dict(benchmark="sinusoid", shots=5, queries=10, tasks=12, latency_tasks=1, repeats=1, device="cpu",
+            progress=False, heartbeat_interval=2)
+
+
+def _complete(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name=name, storage=storage)
+    return study.get_trials(states=(TrialState.COMPLETE,))
+
+
+def test_tiny_study_reaches_target_with_baseline_first(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study = optimize(8, checkpoint=sinusoid_checkpoint, storage=storage, **TINY)
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 8
+    assert trials[0].number == 0 and trials[0].user_attrs["pattern"] == "111:10"
+    assert trials[0].values[0] == pytest.approx(1.0)  # the baseline's time ratio to itself
+    for key in ("pattern", "accuracy", "ci95", "latency_ms", "latency_iqr_ms", "baseline_latency_ms", "speedup",
+                "flops", "device", "version"):
+        assert key in trials[1].user_attrs
+    assert len(trials[1].user_attrs["scores"]) == 12
+    assert study.study_name == "sinusoid-mlp-5w5s"
+    assert study.user_attrs[CONFIG_ATTR]["sampler"] == "tpe"
+
+
+def test_target_is_total_finished_study_is_noop_larger_target_extends(
+    sinusoid_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    storage = f"sqlite:///{tmp_path}/s.db"
+    optimize(4, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s", **TINY)
+    messages: list[str] = []
+    optimize(4, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s", log=messages.append, **TINY)
+    assert any("nothing to do" in m for m in messages)
+    assert len(_complete(storage, "s")) == 4
+    optimize(6, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s", **TINY)
+    assert len(_complete(storage, "s")) == 6
+
+
+def test_equal_patterns_are_not_evaluated_twice(sinusoid_checkpoint: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = f"sqlite:///{tmp_path}/s.db"
+    optimize(1, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s", **TINY)
+    study = optuna.load_study(study_name="s", storage=storage)
+    # Three spellings of "no adaptation" and the baseline again.
+    for params in ({"g0": False, "g1": False, "g2": False, "steps": 4},
+                   {"g0": True, "g1": False, "g2": True, "steps": 0},
+                   {"g0": False, "g1": False, "g2": False, "steps": 0},
+                   {"g0": True, "g1": True, "g2": True, "steps": 10}):
+        study.enqueue_trial(params)
+    measured: list[str] = []
+    original = PatternEvaluator.measure
+
+    def spy(self: PatternEvaluator, pattern):  # type: ignore[no-untyped-def]
+        measured.append(str(pattern))
+        return original(self, pattern)
+
+    monkeypatch.setattr(PatternEvaluator, "measure", spy)
+    optimize(5, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s", **TINY)
+    assert measured == ["000:0"]
+    trials = _complete(storage, "s")
+    assert [t.user_attrs["pattern"] for t in trials] == ["111:10", "000:0", "000:0", "000:0", "111:10"]
+    assert [t.user_attrs.get("repeat_of") for t in trials] == [None, None, 1, 1, 0]
+    assert trials[4].values == trials[0].values
+
+
+def test_configuration_mismatch_is_refused_and_database_unchanged(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    storage = f"sqlite:///{db}"
+    optimize(2, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s", **TINY)
+    before = db.read_bytes()
+    with pytest.raises(UsageError) as error:
+        optimize(3, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s",
+                 **{**TINY, "tasks": 13, "max_steps": 12})
+    assert "tasks: 12 -> 13" in str(error.value) and "max_steps: 10 -> 12" in str(error.value)
+    assert db.read_bytes() == before
+
+
+def _hand_built_study(devices: tuple[str, str] = ("cpu", "cpu")) -> optuna.Study:
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    study.set_user_attr(CONFIG_ATTR, {"baseline": "111:10", "time_metric": "ratio"})
+    distributions = {"g0": CategoricalDistribution([False, True]), "g1": CategoricalDistribution([False, True]),
+                     "g2": CategoricalDistribution([False, True]), "steps": IntDistribution(0, 10)}
+    rows = [  # pattern, time ratio, accuracy, device
+        ("111:10", 1.0, 0.90, devices[0]),
+        ("011:3", 0.3, 0.895, devices[1]),
+        ("001:1", 0.05, 0.85, devices[0]),
+        ("111:5", 0.5, 0.899, devices[0]),
+        ("110:9", 0.8, 0.91, devices[0]),
+        ("010:6", 0.6, 0.80, devices[0]),  # dominated
+    ]
+    for pattern, ratio, accuracy, device in rows:
+        flags, steps = pattern.split(":")
+        params = {f"g{i}": c == "1" for i, c in enumerate(flags)} | {"steps": int(steps)}
+        study.add_trial(create_trial(
+            params=params, distributions=distributions, values=[ratio, accuracy],
+            user_attrs={"pattern": pattern, "accuracy": accuracy, "speedup": 1 / ratio, "device": device},
+        ))
+    return study
+
+
+@pytest.mark.parametrize(("degradation", "expected"), [(0.01, "011:3"), (0.0, "110:9"), (0.06, "001:1"),
+                                                         (0.001, "111:5"), (1.0, "001:1")])
+def test_select_picks_fastest_pareto_trial_within_degradation(degradation: float, expected: str) -> None:
+    choice = choose(_hand_built_study(), degradation)
+    assert choice.selected.user_attrs["pattern"] == expected
+    assert choice.baseline.user_attrs["pattern"] == "111:10"
+    assert not choice.mixed_devices
+
+
+def test_select_warns_on_mixed_devices() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        choice = choose(_hand_built_study(("cpu", "NVIDIA H100")), 0.01)
+    assert choice.mixed_devices
+    assert any("several devices" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("degradation", [-0.1, 1.5])
+def test_select_rejects_degradation_out_of_range(degradation: float) -> None:
+    with pytest.raises(UsageError, match="between 0 and 1"):
+        choose(_hand_built_study(), degradation)
+
+
+def test_select_confirms_on_test_split(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/s.db"
+    optimize(6, checkpoint=sinusoid_checkpoint, storage=storage, **TINY)
+    result = select(0.05, storage=storage, test_tasks=15, checkpoint=sinusoid_checkpoint, device="cpu",
+                    progress=False)
+    assert result.baseline == "111:10"
+    assert result.test_tasks == 15 and result.test_accuracy is not None and result.speedup is not None
+    assert result.val_accuracy >= result.baseline_val_accuracy - 0.05
+    assert result.difference == pytest.approx(result.test_accuracy - result.baseline_test_accuracy, abs=1e-5)
+
+
+def test_select_refuses_another_checkpoint(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/s.db"
+    optimize(2, checkpoint=sinusoid_checkpoint, storage=storage, **TINY)
+    other = tmp_path / "other.pt"
+    other.write_bytes(sinusoid_checkpoint.read_bytes() + b"")
+    from patternsearch import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(sinusoid_checkpoint)
+    ckpt.history = []
+    save_checkpoint(ckpt, other)
+    with pytest.raises(UsageError, match="is not the one the study was made with"):
+        select(0.01, storage=storage, test_tasks=5, checkpoint=other, device="cpu", progress=False)
