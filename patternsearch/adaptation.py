@@ -185,6 +185,7 @@ def run_suffix_steps(
     local_of = {name: local for local, name in plan.suffix.param_names}
     flagged_local = [local_of[name] for name in plan.flagged]
     fast = [suffix[local] for local in flagged_local]
+    loss = None
     with torch.enable_grad():
         for _ in range(steps):
             if not differentiable:
@@ -192,13 +193,14 @@ def run_suffix_steps(
             tensors = dict(suffix)
             tensors.update(zip(flagged_local, fast, strict=True))
             loss = loss_fn(functional_call(plan.suffix.module, tensors, (features,)), y)
-            _check_loss(loss)
             grads = torch.autograd.grad(loss, fast, create_graph=create_graph, retain_graph=differentiable)
             if differentiable:
                 fast = [t - inner_lr * g for t, g in zip(fast, grads, strict=True)]
             else:
                 with torch.no_grad():
                     fast = [t - inner_lr * g for t, g in zip(fast, grads, strict=True)]
+    if loss is not None:
+        _check_loss(loss)  # a divergence at any step leaves the last loss non-finite
     adapted = dict(suffix)
     adapted.update(zip(flagged_local, fast, strict=True))
     return adapted

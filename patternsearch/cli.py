@@ -47,7 +47,23 @@ def _add_data_options(parser: argparse.ArgumentParser, *, queries: bool = True) 
     if queries:
         parser.add_argument("--queries", type=_positive_int, default=15, help="query examples per class (default 15)")
     parser.add_argument("--data-root", default=None, help="folder holding the benchmark's archives")
+    parser.add_argument("--benchmark-option", dest="benchmark_options", action="append", type=_option,
+                        default=[], metavar="KEY=VALUE", help="benchmark option, e.g. image_size=32 (repeatable)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+
+
+def _option(text: str) -> tuple[str, object]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    value: object = raw
+    for convert in (int, float):
+        try:
+            value = convert(raw)
+            break
+        except ValueError:
+            continue
+    return key, value
 
 
 def _print_json(value: Any) -> None:
@@ -86,8 +102,10 @@ def _train(args: argparse.Namespace) -> int:
         meta_batch=args.meta_batch, meta_lr=args.meta_lr, iterations=args.iterations,
         first_order=args.first_order, seed=args.seed, val_every=args.val_every, val_tasks=args.val_tasks,
         checkpoint_every=args.checkpoint_every, data_root=args.data_root, device=args.device,
+        benchmark_options=dict(args.benchmark_options),
     )
-    benchmark = create_benchmark(args.benchmark, args.ways, args.shots, args.queries, args.data_root)
+    benchmark = create_benchmark(args.benchmark, args.ways, args.shots, args.queries, args.data_root,
+                                 **dict(args.benchmark_options))
     path = args.checkpoint or default_checkpoint_path(
         benchmark.name, args.model or benchmark.default_model, args.ways, args.shots
     )
@@ -112,7 +130,8 @@ def _open(args: argparse.Namespace, **options: Any) -> Any:
 
     return open_experiment(
         args.benchmark, args.model, ways=args.ways, shots=args.shots, queries=args.queries,
-        data_root=args.data_root, checkpoint=args.checkpoint, device=args.device, **options,
+        data_root=args.data_root, benchmark_options=dict(args.benchmark_options), checkpoint=args.checkpoint,
+        device=args.device, **options,
     )
 
 
@@ -148,6 +167,50 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"  {result.metric}: {result.accuracy:.4f} +/- {result.ci95:.4f} (95% CI)")
         print(f"  adaptation latency: {result.latency_ms:.2f} ms median (IQR {result.latency_iqr_ms:.2f} ms)")
         print(f"  adaptation FLOPs: {result.flops:,}")
+    return 0
+
+
+# --------------------------------------------------------------------------- bench
+
+
+def _bench_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "bench", help="time patterns against full MAML and the plain PyTorch loop",
+        description="Adaptation latency of each pattern, full MAML and a plain PyTorch MAML loop, measured "
+                    "interleaved in one process after warm-up; medians, spreads and speedups.",
+    )
+    _add_experiment_options(parser)
+    parser.add_argument("--patterns", nargs="+", required=True, help="patterns to time (FLAGS:STEPS, full, none)")
+    parser.add_argument("--tasks", type=_positive_int, default=5, help="tasks per round (default 5)")
+    parser.add_argument("--repeats", type=_positive_int, default=10, help="timed rounds (default 10)")
+    parser.add_argument("--warmup", type=_non_negative_int, default=2, help="untimed rounds first (default 2)")
+    parser.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: PyTorch's)")
+    parser.add_argument("--split", choices=["val", "test"], default="val")
+    parser.add_argument("--seed", type=int, default=0, help="task seed (default 0)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list")
+    parser.set_defaults(handler=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from .bench import bench
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    experiment = _open(args)
+    patterns = [experiment.pattern(text) for text in args.patterns]
+    rows = bench(experiment, patterns, experiment.tasks(args.split, args.tasks, args.seed), repeats=args.repeats,
+                 warmup=args.warmup)
+    if args.json:
+        _print_json([row.as_dict() for row in rows])
+        return 0
+    print(f"{rows[0].device}, {rows[0].threads} threads; {args.tasks} tasks x {args.repeats} rounds, interleaved")
+    print(_table(
+        ["variant", "pattern", "median ms", "IQR ms", "speedup", "vs full@same steps", "FLOPs"],
+        [(r.name, r.pattern, f"{r.latency_ms:.3f}", f"{r.latency_iqr_ms:.3f}", f"{r.speedup:.2f}x",
+          "-" if r.speedup_same_steps is None else f"{r.speedup_same_steps:.2f}x", f"{r.flops:.3g}") for r in rows],
+    ))
     return 0
 
 
@@ -202,8 +265,9 @@ def _optimize(args: argparse.Namespace) -> int:
 
     study = optimize(
         args.trials, benchmark=args.benchmark, model=args.model, ways=args.ways, shots=args.shots,
-        queries=args.queries, data_root=args.data_root, checkpoint=args.checkpoint, device=args.device,
-        storage=args.storage, study_name=args.study, tasks=args.tasks, task_seed=args.task_seed,
+        queries=args.queries, data_root=args.data_root, benchmark_options=dict(args.benchmark_options),
+        checkpoint=args.checkpoint, device=args.device, storage=args.storage, study_name=args.study,
+        tasks=args.tasks, task_seed=args.task_seed,
         max_steps=args.max_steps, sampler=args.sampler, seed=args.seed, baseline=args.baseline,
         time_metric=args.time_metric, latency_tasks=args.latency_tasks, repeats=args.repeats,
         train_iterations=args.train_iterations, heartbeat_interval=args.heartbeat_interval,
@@ -289,7 +353,7 @@ def _studies(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- main
 
-_PARSERS = [_train_parser, _evaluate_parser, _optimize_parser, _select_parser, _studies_parser]
+_PARSERS = [_train_parser, _evaluate_parser, _bench_parser, _optimize_parser, _select_parser, _studies_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

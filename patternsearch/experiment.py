@@ -32,6 +32,7 @@ class Experiment:
         ways: Classes per episode.
         shots: Support examples per class.
         queries: Query examples per class.
+        benchmark_options: Benchmark-specific options it was built with.
     """
 
     benchmark: Benchmark
@@ -43,6 +44,7 @@ class Experiment:
     ways: int
     shots: int
     queries: int
+    benchmark_options: dict[str, object]
 
     @property
     def inner_lr(self) -> float:
@@ -71,6 +73,7 @@ def open_experiment(
     shots: int = 1,
     queries: int = 15,
     data_root: str | os.PathLike[str] | None = None,
+    benchmark_options: dict[str, object] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     device: str | torch.device = "auto",
     train_if_missing: bool = False,
@@ -86,6 +89,7 @@ def open_experiment(
         shots: Support examples per class.
         queries: Query examples per class.
         data_root: Data folder.
+        benchmark_options: Benchmark-specific options.
         checkpoint: Checkpoint path; default: the shipped or cached one for
             this benchmark, model, ways and shots.
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -97,8 +101,9 @@ def open_experiment(
         CheckpointError: No checkpoint (and no training asked for), or one
             that does not fit the model.
     """
+    options = dict(benchmark_options or {})
     bench = benchmark if isinstance(benchmark, Benchmark) else create_benchmark(
-        benchmark, ways, shots, queries, data_root
+        benchmark, ways, shots, queries, data_root, **options
     )
     resolved_device = resolve_device(device)
     path = Path(checkpoint) if checkpoint else default_checkpoint_path(
@@ -110,12 +115,12 @@ def open_experiment(
                 f"no checkpoint at {path}; meta-train one with 'patternsearch train --benchmark {bench.name}"
                 f" --ways {ways} --shots {shots}' or pass --checkpoint"
             )
-        _train_missing(bench, model, ways, shots, queries, data_root, str(resolved_device), path, train_iterations,
-                       progress)
+        _train_missing(bench, model, ways, shots, queries, data_root, options, str(resolved_device), path,
+                       train_iterations, progress)
     ckpt = load_checkpoint(path)
     net = ckpt.build_model(bench, model)
     net.to(resolved_device).train()
-    return Experiment(bench, ckpt, path, net, layer_groups(net), resolved_device, ways, shots, queries)
+    return Experiment(bench, ckpt, path, net, layer_groups(net), resolved_device, ways, shots, queries, options)
 
 
 def _train_missing(
@@ -125,6 +130,7 @@ def _train_missing(
     shots: int,
     queries: int,
     data_root: str | os.PathLike[str] | None,
+    options: dict[str, object],
     device: str,
     path: Path,
     iterations: int | None,
@@ -135,6 +141,6 @@ def _train_missing(
     print(f"no checkpoint at {path}: meta-training one first", file=sys.stderr)
     config = TrainConfig(
         benchmark=bench.name, model=model, ways=ways, shots=shots, queries=queries, iterations=iterations,
-        data_root=os.fspath(data_root) if data_root else None, device=device,
+        data_root=os.fspath(data_root) if data_root else None, device=device, benchmark_options=options,
     )
     train(config, path, benchmark=bench, progress=progress)

@@ -46,6 +46,7 @@ class TrainConfig:
         val_tasks: Validation episodes.
         checkpoint_every: Write the checkpoint every this many iterations.
         model_kwargs: Extra model factory options.
+        benchmark_options: Extra benchmark options.
         data_root: Data folder.
         device: ``cpu``, ``cuda`` or ``auto``.
     """
@@ -67,6 +68,7 @@ class TrainConfig:
     val_tasks: int = 100
     checkpoint_every: int = 25
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    benchmark_options: dict[str, Any] = field(default_factory=dict)
     data_root: str | None = None
     device: str = "auto"
 
@@ -130,7 +132,7 @@ def train(
     """
     path = Path(checkpoint_path)
     benchmark = benchmark or create_benchmark(
-        config.benchmark, config.ways, config.shots, config.queries, config.data_root
+        config.benchmark, config.ways, config.shots, config.queries, config.data_root, **config.benchmark_options
     )
     config = config.resolved(benchmark)
     device = resolve_device(config.device)

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -25,7 +26,7 @@ def test_builtin_benchmarks_are_listed() -> None:
 def test_real_small_archives_split_by_alphabet_with_rotation_classes(omniglot_root: Path) -> None:
     bench = create_benchmark("omniglot-small", ways=5, shots=1, queries=15, data_root=omniglot_root)
     # characters x 4 rotations: train 24+22+47+40+42, val 24+17, test 26
-    assert {name: len(source.class_images) for name, source in bench.splits.items()} == {
+    assert {name: source.num_classes for name, source in bench.splits.items()} == {
         "train": 700, "val": 164, "test": 104,
     }
     task = bench.split("test").task(3, seed=7)
@@ -36,8 +37,9 @@ def test_real_small_archives_split_by_alphabet_with_rotation_classes(omniglot_ro
     # strokes are 1 on a 0 background: most pixels are dark
     assert float(task.x_query.mean()) < 0.3
     # each rotation is its own class: class 4k+1 is class 4k rotated by 90 degrees
-    images = bench.split("test").class_images
-    assert torch.equal(torch.rot90(images[0], 1, dims=(2, 3)), images[1])
+    fetch = bench.split("test").fetch
+    every = np.arange(20)
+    assert torch.equal(torch.rot90(fetch(0, every), 1, dims=(2, 3)), fetch(1, every))
 
 
 def test_episodes_are_deterministic_and_distinct(omniglot_root: Path) -> None:
@@ -154,5 +156,5 @@ def test_full_omniglot_layout_from_generated_archives(served: tuple[str, Path], 
     root.mkdir()
     bench = create_benchmark("omniglot", ways=2, shots=1, queries=2, data_root=root)
     # val = first half of the sorted evaluation alphabets (E1, E2), test = the rest (E3, E4)
-    assert {name: len(s.class_images) for name, s in bench.splits.items()} == {"train": 16, "val": 12, "test": 12}
+    assert {name: s.num_classes for name, s in bench.splits.items()} == {"train": 16, "val": 12, "test": 12}
     assert sorted(p.name for p in root.iterdir()) == ["images_background.zip", "images_evaluation.zip"]

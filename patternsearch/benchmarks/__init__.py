@@ -1,6 +1,6 @@
 """Few-shot benchmarks: episodes, the registry and the built-in data sets."""
 
-from . import omniglot, sinusoid  # noqa: E402,F401  (registers the built-ins)
+from . import images, omniglot, sinusoid  # noqa: E402,F401  (registers the built-ins)
 from ._archives import DataError, cache_home, resolve_data_root
 from ._registry import BENCHMARKS, create_benchmark, list_benchmarks, register_benchmark
 from ._tasks import Benchmark, ClassEpisodes, Task, TaskSource, TrainingDefaults, accuracy, negative_mse

@@ -57,43 +57,54 @@ def negative_mse(outputs: Tensor, targets: Tensor) -> float:
     return -float(F.mse_loss(outputs, targets))
 
 
+Fetch = Callable[[int, np.ndarray], Tensor]
+
+
 class ClassEpisodes:
-    """N-way K-shot Q-query episodes drawn from images grouped by class.
+    """N-way K-shot Q-query episodes drawn from examples grouped by class.
 
     Args:
-        class_images: One tensor ``[n_images, *image_shape]`` per class (or a
-            single tensor whose first two dimensions are class and image).
+        class_sizes: Number of examples of each class.
+        fetch: ``fetch(class_index, example_indices) -> Tensor[len(indices), ...]``.
         ways: Classes per episode.
         shots: Support examples per class.
         queries: Query examples per class.
         stream: Keeps this split's random stream apart from the others.
 
     Raises:
-        ValueError: If there are too few classes or images per class.
+        ValueError: If there are too few classes or examples per class.
     """
 
-    def __init__(self, class_images: Sequence[Tensor] | Tensor, ways: int, shots: int, queries: int, stream: int):
+    def __init__(self, class_sizes: Sequence[int], fetch: Fetch, ways: int, shots: int, queries: int, stream: int):
         if ways < 1 or shots < 1 or queries < 1:
             raise ValueError(f"ways, shots and queries must be >= 1 (got {ways}, {shots}, {queries})")
-        if len(class_images) < ways:
-            raise ValueError(f"{ways}-way episodes need at least {ways} classes, the split has {len(class_images)}")
-        smallest = min(len(images) for images in class_images)
-        if smallest < shots + queries:
+        if len(class_sizes) < ways:
+            raise ValueError(f"{ways}-way episodes need at least {ways} classes, the split has {len(class_sizes)}")
+        if min(class_sizes) < shots + queries:
             raise ValueError(
-                f"episodes need {shots}+{queries} images per class; the smallest class has {smallest}"
+                f"episodes need {shots}+{queries} examples per class; the smallest class has {min(class_sizes)}"
             )
-        self.class_images = class_images
+        self.class_sizes = list(class_sizes)
+        self.fetch = fetch
         self.ways, self.shots, self.queries, self.stream = ways, shots, queries, stream
+
+    @classmethod
+    def from_tensor(cls, images: Tensor, ways: int, shots: int, queries: int, stream: int) -> ClassEpisodes:
+        """Episodes over ``images[class, example, ...]`` held in memory."""
+        return cls([images.shape[1]] * images.shape[0], lambda c, idx: images[c][torch.from_numpy(idx)],
+                   ways, shots, queries, stream)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes in the split."""
+        return len(self.class_sizes)
 
     def task(self, index: int, seed: int) -> Task:
         """Returns episode ``index`` for ``seed``."""
         rng = task_rng(seed, self.stream, index)
-        classes = rng.choice(len(self.class_images), self.ways, replace=False)
+        classes = rng.choice(self.num_classes, self.ways, replace=False)
         per_class = self.shots + self.queries
-        chosen = [
-            self.class_images[c][torch.from_numpy(rng.choice(len(self.class_images[c]), per_class, replace=False))]
-            for c in classes
-        ]
+        chosen = [self.fetch(int(c), rng.choice(self.class_sizes[c], per_class, replace=False)) for c in classes]
         images = torch.stack(chosen)  # [ways, shots + queries, ...]
         labels = torch.arange(self.ways)
         return Task(

@@ -125,7 +125,8 @@ def _benchmark(
     name: str, splits: dict[str, torch.Tensor], ways: int, shots: int, queries: int
 ) -> Benchmark:
     sources = {
-        split: ClassEpisodes(images, ways, shots, queries, split_stream(split)) for split, images in splits.items()
+        split: ClassEpisodes.from_tensor(images, ways, shots, queries, split_stream(split))
+        for split, images in splits.items()
     }
     return Benchmark(
         name=name,

@@ -38,6 +38,7 @@ class StudyConfig:
         latency_tasks: Tasks timed per trial.
         repeats: Timed rounds per task.
         device: Device type (``cpu`` or ``cuda``).
+        benchmark_options: Benchmark-specific options.
     """
 
     benchmark: str
@@ -58,6 +59,7 @@ class StudyConfig:
     latency_tasks: int
     repeats: int
     device: str
+    benchmark_options: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (tuples become lists)."""
@@ -71,6 +73,7 @@ class StudyConfig:
         known = {f.name for f in fields(cls)}
         data = {k: v for k, v in values.items() if k in known}
         data["groups"] = tuple(data.get("groups", ()))
+        data.setdefault("benchmark_options", {})
         return cls(**data)
 
     def differences(self, stored: dict[str, Any]) -> list[str]:

@@ -123,7 +123,8 @@ def _confirm(result: Selection, config: StudyConfig, test_tasks: int, test_seed:
              progress: bool) -> Selection:
     experiment = open_experiment(
         config.benchmark, config.model, ways=config.ways, shots=config.shots, queries=config.queries,
-        data_root=data_root, checkpoint=checkpoint, device=device, progress=progress,
+        data_root=data_root, benchmark_options=config.benchmark_options, checkpoint=checkpoint, device=device,
+        progress=progress,
     )
     checksum = file_checksum(experiment.checkpoint_path)
     if checksum != config.checkpoint_sha256:

@@ -143,6 +143,7 @@ def optimize(
     shots: int = 1,
     queries: int = 15,
     data_root: str | os.PathLike[str] | None = None,
+    benchmark_options: dict[str, object] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     device: str = "auto",
     storage: str = DEFAULT_STORAGE,
@@ -175,6 +176,7 @@ def optimize(
         shots: Support examples per class.
         queries: Query examples per class.
         data_root: Data folder.
+        benchmark_options: Benchmark-specific options.
         checkpoint: Checkpoint path (default: shipped/cached; trained if missing).
         device: ``auto``, ``cpu`` or ``cuda``.
         storage: Optuna storage URL.
@@ -199,8 +201,9 @@ def optimize(
     say = log or (lambda message: print(message, file=sys.stderr))
     _validate(trials, tasks, max_steps, time_metric, sampler, latency_tasks, repeats)
     experiment = open_experiment(
-        benchmark, model, ways=ways, shots=shots, queries=queries, data_root=data_root, checkpoint=checkpoint,
-        device=device, train_if_missing=True, train_iterations=train_iterations, progress=progress,
+        benchmark, model, ways=ways, shots=shots, queries=queries, data_root=data_root,
+        benchmark_options=benchmark_options, checkpoint=checkpoint, device=device, train_if_missing=True,
+        train_iterations=train_iterations, progress=progress,
     )
     baseline_pattern = experiment.pattern(baseline).canonical()
     if baseline_pattern.steps > max_steps:
@@ -235,6 +238,7 @@ def study_config(experiment: Experiment, baseline: Pattern, *, tasks: int, task_
         groups=tuple(g.name for g in experiment.groups), baseline=str(baseline), task_seed=task_seed, tasks=tasks,
         max_steps=max_steps, sampler=sampler, sampler_seed=seed, time_metric=time_metric,
         latency_tasks=latency_tasks, repeats=repeats, device=experiment.device.type,
+        benchmark_options=dict(experiment.benchmark_options),
     )
 
 

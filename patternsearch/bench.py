@@ -1,0 +1,119 @@
+"""``patternsearch bench``: adaptation latency of patterns against full MAML, in one process.
+
+All variants run interleaved on the same tasks after a warm-up, so the ratios
+are robust to a shared machine's drift. Besides the requested patterns the
+benchmark always times
+
+* ``full``: the baseline (every group, the checkpoint's evaluation steps);
+* ``plain-loop``: the plain PyTorch MAML loop (``torch.autograd.grad`` over all
+  parameters, then SGD, per step) at the baseline's step count, which the
+  fast full-MAML path must not be slower than;
+* ``full@S``: full MAML at each requested pattern's own step count ``S``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .adaptation import adapt
+from .benchmarks import Task
+from .devices import device_name
+from .experiment import Experiment
+from .flops import adaptation_flops
+from .pattern import Pattern
+from .reference import reference_adapt
+from .timing import interleaved_latencies
+
+BASELINE, REFERENCE = "full", "plain-loop"
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One timed variant.
+
+    Attributes:
+        name: ``full``, ``plain-loop``, ``full@S`` or the pattern as given.
+        pattern: Explicit ``FLAGS:STEPS``.
+        latency_ms: Median adaptation latency of one task.
+        latency_iqr_ms: Inter-quartile range.
+        speedup: Full MAML's median divided by this one's.
+        speedup_same_steps: Full MAML at this pattern's step count divided by
+            this one's (None for the reference rows).
+        flops: FLOPs of one adaptation.
+        device: Where it ran.
+        threads: CPU threads PyTorch used.
+    """
+
+    name: str
+    pattern: str
+    latency_ms: float
+    latency_iqr_ms: float
+    speedup: float
+    speedup_same_steps: float | None
+    flops: int
+    device: str
+    threads: int
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def bench(
+    experiment: Experiment,
+    patterns: Sequence[Pattern],
+    tasks: Sequence[Task],
+    *,
+    repeats: int = 10,
+    warmup: int = 2,
+) -> list[BenchRow]:
+    """Times the patterns, full MAML and the plain loop, interleaved.
+
+    Args:
+        experiment: Model, benchmark and checkpoint (tasks on its device).
+        patterns: Patterns to time.
+        tasks: Tasks adapted to in every round.
+        repeats: Timed rounds.
+        warmup: Untimed rounds first.
+
+    Returns:
+        ``full``, ``plain-loop``, then each pattern (and each ``full@S``).
+    """
+    model, lr, loss_fn = experiment.model, experiment.inner_lr, experiment.benchmark.loss_fn
+    full = experiment.full
+
+    def fast(pattern: Pattern) -> Callable[[Task], object]:
+        return lambda task: adapt(model, task.x_support, task.y_support, pattern, lr, loss_fn)
+
+    variants: dict[str, tuple[Pattern, Callable[[Task], object]]] = {
+        BASELINE: (full, fast(full)),
+        REFERENCE: (full, lambda task: reference_adapt(model, task.x_support, task.y_support, full, lr, loss_fn)),
+    }
+    same_steps: dict[str, str] = {}
+    for pattern in patterns:
+        if pattern == full:
+            continue
+        name = str(pattern)
+        variants.setdefault(name, (pattern, fast(pattern)))
+        full_at = Pattern.full(pattern.num_groups, pattern.steps)
+        same_name = BASELINE if full_at == full else f"full@{pattern.steps}"
+        variants.setdefault(same_name, (full_at, fast(full_at)))
+        same_steps[name] = same_name
+    stats = interleaved_latencies({name: fn for name, (_, fn) in variants.items()}, tasks, experiment.device,
+                                  repeats=repeats, warmup=warmup)
+    baseline_ms = stats[BASELINE].median_ms
+    rows = []
+    for name, (pattern, _) in variants.items():
+        median = max(stats[name].median_ms, 1e-9)
+        reference = same_steps.get(name)
+        rows.append(BenchRow(
+            name=name, pattern=str(pattern), latency_ms=stats[name].median_ms, latency_iqr_ms=stats[name].spread_ms,
+            speedup=baseline_ms / median,
+            speedup_same_steps=stats[reference].median_ms / median if reference else None,
+            flops=adaptation_flops(model, tasks[0], pattern, lr, loss_fn),
+            device=device_name(experiment.device), threads=torch.get_num_threads(),
+        ))
+    return rows
