@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -167,6 +168,57 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"  {result.metric}: {result.accuracy:.4f} +/- {result.ci95:.4f} (95% CI)")
         print(f"  adaptation latency: {result.latency_ms:.2f} ms median (IQR {result.latency_iqr_ms:.2f} ms)")
         print(f"  adaptation FLOPs: {result.flops:,}")
+    return 0
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated sizes such as 1,28,28, got {text!r}") from None
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    return shape
+
+
+def _groups_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "groups", help="show a model's layer groups",
+        description="Index, name, parameter count and share of forward FLOPs of each layer group.",
+    )
+    _add_data_options(parser)
+    parser.add_argument("--input-shape", type=_shape, default=None,
+                        help="shape of one example, e.g. 1,28,28 (default: the benchmark's)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list")
+    parser.set_defaults(handler=_groups)
+
+
+def _groups(args: argparse.Namespace) -> int:
+    import torch
+
+    from .benchmarks import create_benchmark
+    from .groups import group_summaries
+    from .models import create_model
+
+    if args.input_shape is not None:
+        shape, outputs, model_name = args.input_shape, args.ways, args.model or "conv4"
+    else:
+        benchmark = create_benchmark(args.benchmark, args.ways, args.shots, args.queries, args.data_root,
+                                     **dict(args.benchmark_options))
+        shape, outputs = benchmark.input_shape, benchmark.num_outputs
+        model_name = args.model or benchmark.default_model
+    model = create_model(model_name, outputs, input_shape=shape)
+    rows = group_summaries(model, torch.zeros(2, *shape))
+    if args.json:
+        _print_json([{"index": r.index, "name": r.name, "parameters": r.parameters, "flops_share": r.flops_share}
+                     for r in rows])
+        return 0
+    print(f"{model_name}: {len(rows)} layer groups (a pattern has one flag per group, in this order)")
+    print(_table(["index", "group", "parameters", "FLOPs share"],
+                 [(r.index, r.name, f"{r.parameters:,}", f"{100 * r.flops_share:.1f}%") for r in rows]))
     return 0
 
 
@@ -353,7 +405,9 @@ def _studies(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- main
 
-_PARSERS = [_train_parser, _evaluate_parser, _bench_parser, _optimize_parser, _select_parser, _studies_parser]
+_PARSERS = [
+    _train_parser, _evaluate_parser, _groups_parser, _bench_parser, _optimize_parser, _select_parser, _studies_parser,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -385,6 +439,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("patternsearch: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a command that stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 _NORM_TYPES: tuple[type[nn.Module], ...] = (
@@ -99,3 +100,36 @@ def layer_groups(model: nn.Module) -> list[LayerGroup]:
     groups = _custom_groups(model, custom()) if callable(custom) else _default_groups(model)
     _validate(model, groups)
     return groups
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """One row of ``patternsearch groups``."""
+
+    index: int
+    name: str
+    parameters: int
+    flops_share: float
+
+
+def group_summaries(model: nn.Module, example: torch.Tensor) -> list[GroupSummary]:
+    """Parameter count and share of forward FLOPs of each layer group.
+
+    Args:
+        model: The model.
+        example: An input batch to count the forward FLOPs on.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(example)
+    counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    total = counts.get("Global", 0) or 1
+    root = type(model).__name__
+    params = dict(model.named_parameters())
+    rows = []
+    for index, group in enumerate(layer_groups(model)):
+        modules = {name.rpartition(".")[0] for name in group.params}
+        flops = sum(counts.get(f"{root}.{module}" if module else root, 0) for module in modules)
+        rows.append(GroupSummary(index, group.name, sum(params[p].numel() for p in group.params), flops / total))
+    return rows

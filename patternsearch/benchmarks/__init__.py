@@ -3,7 +3,17 @@
 from . import images, omniglot, sinusoid  # noqa: E402,F401  (registers the built-ins)
 from ._archives import DataError, cache_home, resolve_data_root
 from ._registry import BENCHMARKS, create_benchmark, list_benchmarks, register_benchmark
-from ._tasks import Benchmark, ClassEpisodes, Task, TaskSource, TrainingDefaults, accuracy, negative_mse
+from ._tasks import (
+    Benchmark,
+    ClassEpisodes,
+    Task,
+    TaskSource,
+    TrainingDefaults,
+    accuracy,
+    negative_mse,
+    split_stream,
+    task_rng,
+)
 
 __all__ = [
     "BENCHMARKS",
@@ -20,4 +30,6 @@ __all__ = [
     "negative_mse",
     "register_benchmark",
     "resolve_data_root",
+    "split_stream",
+    "task_rng",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
 
 from ..registry import PluginError, Registry
@@ -63,4 +64,21 @@ def create_model(
         raise PluginError(f"model {name!r} failed to build: {type(error).__name__}: {error}") from error
     if not isinstance(model, nn.Module):
         raise PluginError(f"model factory {name!r} returned {type(model).__name__}, not a torch.nn.Module")
+    if input_shape is not None:
+        _check_output(model, name, num_classes, input_shape)
     return model
+
+
+def _check_output(model: nn.Module, name: str, num_classes: int, input_shape: Sequence[int]) -> None:
+    """Refuses a model whose output does not have ``num_classes`` values per example."""
+    probe = torch.zeros(2, *input_shape)
+    try:
+        with torch.no_grad():
+            output = model(probe)
+    except Exception as error:
+        raise PluginError(f"model {name!r} fails on inputs of shape {tuple(input_shape)}: "
+                          f"{type(error).__name__}: {error}") from None
+    if not isinstance(output, torch.Tensor) or tuple(output.shape) != (2, num_classes):
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise PluginError(f"model {name!r} outputs {shape} for a batch of 2, but the benchmark needs {num_classes} "
+                          "outputs per example")
