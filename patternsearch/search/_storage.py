@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -10,6 +12,11 @@ import sqlalchemy.exc
 from sqlalchemy.engine import make_url
 
 from ..errors import UsageError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no local multi-process lock
+    fcntl = None  # type: ignore[assignment]
 
 DEFAULT_STORAGE = "sqlite:///studies/patternsearch.db"
 DEFAULT_HEARTBEAT_S = 10
@@ -88,6 +95,30 @@ def open_storage(url: str, *, create: bool = True, heartbeat_interval: int | Non
         detail = str(getattr(error, "orig", None) or error).strip().splitlines()
         reason = detail[0] if detail else type(error).__name__
         raise StorageError(f"cannot open storage {safe_url(url)}: {_scrub(reason, url)}") from None
+
+
+@contextlib.contextmanager
+def creation_lock(url: str) -> Iterator[None]:
+    """Serialises study creation between local processes sharing one SQLite file.
+
+    Several processes that start at once would otherwise race to create the
+    schema and the study. Server databases need no lock: Optuna's study
+    creation is safe there.
+    """
+    try:
+        path = _sqlite_path(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        path = None
+    if path is None or fcntl is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def load_existing_study(name: str, storage: optuna.storages.BaseStorage, url: str) -> optuna.Study:

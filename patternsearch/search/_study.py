@@ -22,7 +22,7 @@ from ._evaluator import PatternEvaluator
 from ._samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
 from ._select import SelectionError, choose
 from ._space import pattern_params, suggest_pattern
-from ._storage import DEFAULT_HEARTBEAT_S, DEFAULT_STORAGE, open_storage
+from ._storage import DEFAULT_HEARTBEAT_S, DEFAULT_STORAGE, creation_lock, open_storage
 
 MAX_CONSECUTIVE_FAILURES = 20
 _FAILURES = (FloatingPointError, torch.OutOfMemoryError)
@@ -88,6 +88,13 @@ def _is_surplus(study: optuna.Study, trial: optuna.Trial, target: int) -> bool:
     return sum(t.number < trial.number for t in ahead) >= target
 
 
+def _fail_stale_trials(study: optuna.Study) -> None:
+    """Fails trials whose worker stopped sending heartbeats; the storage's callback enqueues their retry."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
 def best_speedup_within(study: optuna.Study, degradation: float = 0.01) -> float | None:
     """Speedup of the pattern ``select`` would choose at ``degradation``, or None before the baseline."""
     try:
@@ -104,11 +111,19 @@ class _Objective:
         self.study, self.evaluator, self.config, self.target, self.num_groups = (
             study, evaluator, config, target, num_groups)
 
-    def _previous(self, pattern: Pattern) -> FrozenTrial | None:
-        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if trial.user_attrs.get("pattern") == str(pattern) and "repeat_of" not in trial.user_attrs:
-                return trial
-        return None
+    def _previous(self, pattern: Pattern, number: int) -> FrozenTrial | None:
+        """A completed trial of the same pattern; waits while another worker is evaluating it."""
+        while True:
+            same = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                    if t.user_attrs.get("pattern") == str(pattern) and "repeat_of" not in t.user_attrs
+                    and t.number != number]
+            done = [t for t in same if t.state == TrialState.COMPLETE]
+            if done:
+                return done[0]
+            if not any(t.number < number for t in same):
+                return None
+            time.sleep(0.5)  # an earlier trial is measuring this pattern right now
+            _fail_stale_trials(self.study)  # unless its worker died
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         if _is_surplus(self.study, trial, self.target):
@@ -117,7 +132,7 @@ class _Objective:
         pattern = suggest_pattern(trial, self.num_groups, self.config.max_steps).canonical()
         trial.set_user_attr("pattern", str(pattern))
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
-        previous = self._previous(pattern)
+        previous = self._previous(pattern, trial.number)
         if previous is not None:
             for key, value in previous.user_attrs.items():
                 if key not in ("worker", "pattern"):
@@ -213,8 +228,9 @@ def optimize(
                           sampler=sampler, seed=seed, time_metric=time_metric, latency_tasks=latency_tasks,
                           repeats=repeats)
     name = study_name or default_study_name(experiment.benchmark.name, experiment.checkpoint.model, ways, shots)
-    rdb = open_storage(storage, heartbeat_interval=max(1, heartbeat_interval))
-    study = _prepare_study(rdb, name, config, baseline_pattern, trials)
+    with creation_lock(storage):
+        rdb = open_storage(storage, heartbeat_interval=max(1, heartbeat_interval))
+        study = _prepare_study(rdb, name, config, baseline_pattern, trials)
     complete, _ = _counts(study)
     if complete >= trials:
         say(f"study {name!r} already has {complete} complete trials (target {trials}); nothing to do")
@@ -261,9 +277,7 @@ def _run(study: optuna.Study, objective: _Objective, target: int, heartbeat_inte
                     say(f"waiting for {len(running)} running trial(s) of other workers; a trial whose worker died "
                         f"is retried after {3 * heartbeat_interval}s without heartbeat")
                     waiting_said = True
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(study)
+                _fail_stale_trials(study)
                 time.sleep(min(1.0, heartbeat_interval / 2))
                 continue
             finished: list[FrozenTrial] = []

@@ -1,0 +1,83 @@
+"""Several workers on one study, against the real database servers on this machine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+SERVERS = {
+    "postgresql": "postgresql://postgres@127.0.0.1:5432/test",
+    "mariadb": "mysql+pymysql://root@127.0.0.1:3306/test",
+}
+TARGET = 12
+
+
+def _worker(storage: str, study: str, checkpoint: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "patternsearch", "optimize", "--storage", storage, "--study", study,
+               "--trials", str(TARGET), "--checkpoint", str(checkpoint), "--benchmark", "sinusoid", "--shots", "5",
+               "--queries", "10", "--tasks", "300", "--latency-tasks", "3", "--repeats", "3", "--device", "cpu",
+               "--heartbeat-interval", "1"]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _trials(storage: str, study: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+    except KeyError:
+        return []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
+def test_three_workers_one_killed_reach_exact_target(backend: str, sinusoid_checkpoint: Path,
+                                                     tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/shared.db" if backend == "sqlite" else SERVERS[backend]
+    study = f"workers-{uuid.uuid4().hex[:12]}"
+    workers = {}
+    for _ in range(3):
+        process = _worker(storage, study, sinusoid_checkpoint)
+        workers[process.pid] = process
+    killed_trial = None
+    deadline = time.monotonic() + 240
+    try:
+        while killed_trial is None and time.monotonic() < deadline:
+            trials = _trials(storage, study)
+            done = {t.user_attrs.get("pattern") for t in trials if t.state == TrialState.COMPLETE}
+            for trial in trials:
+                pid = int(str(trial.user_attrs.get("worker", ":0")).rpartition(":")[2])
+                pattern = trial.user_attrs.get("pattern")
+                if (trial.state == TrialState.RUNNING and pid in workers and len(done) >= 2
+                        and pattern not in (None, "000:0", *done)):
+                    workers.pop(pid).send_signal(signal.SIGKILL)
+                    killed_trial = trial.number
+                    break
+            time.sleep(0.02)
+        assert killed_trial is not None, "no worker could be killed mid-trial"
+        for process in workers.values():
+            _, stderr = process.communicate(timeout=300)
+            assert process.returncode == 0, stderr
+    finally:
+        for process in workers.values():
+            process.kill()
+
+    trials = _trials(storage, study)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == TARGET
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    killed = next(t for t in trials if t.number == killed_trial)
+    assert killed.state == TrialState.FAIL
+    retries = [t for t in complete if t.system_attrs.get("failed_trial") == killed_trial]
+    assert retries and retries[0].params == killed.params
+    baseline_runs = [t for t in complete if t.user_attrs["pattern"] == "111:10" and "repeat_of" not in t.user_attrs]
+    assert len(baseline_runs) == 1
+    if backend != "sqlite":
+        optuna.delete_study(study_name=study, storage=storage)
