@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import optuna
 
@@ -410,9 +410,16 @@ _PARSERS = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports usage errors on one line (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
-    parser = argparse.ArgumentParser(prog="patternsearch", description=__doc__)
+    parser = _Parser(prog="patternsearch", description=__doc__)
     parser.add_argument("--version", action="version", version=f"patternsearch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in _PARSERS:

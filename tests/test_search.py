@@ -157,3 +157,38 @@ def test_select_refuses_another_checkpoint(sinusoid_checkpoint: Path, tmp_path: 
     save_checkpoint(ckpt, other)
     with pytest.raises(UsageError, match="is not the one the study was made with"):
         select(0.01, storage=storage, test_tasks=5, checkpoint=other, device="cpu", progress=False)
+
+
+def test_diverging_and_out_of_memory_trials_fail_with_reason_and_study_goes_on(
+    sinusoid_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    original = PatternEvaluator.measure
+
+    def flaky(self: PatternEvaluator, pattern):  # type: ignore[no-untyped-def]
+        if pattern.steps == 5:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        if pattern.steps >= 6 and pattern != self.baseline:
+            raise FloatingPointError("non-finite inner-loop loss (nan)")
+        return original(self, pattern)
+
+    monkeypatch.setattr(PatternEvaluator, "measure", flaky)
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study = optimize(12, checkpoint=sinusoid_checkpoint, storage=storage, **TINY)
+    trials = study.get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 12
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed, "the sampler proposed no failing pattern"
+    for trial in failed:
+        assert trial.user_attrs["fail_reason"].startswith(("FloatingPointError", "OutOfMemoryError"))
+
+
+def test_huge_inner_learning_rate_raises_floating_point_error(sinusoid_checkpoint: Path) -> None:
+    from patternsearch.cached_scoring import CachedScorer
+    from patternsearch.experiment import open_experiment
+
+    experiment = open_experiment("sinusoid", shots=5, checkpoint=sinusoid_checkpoint, device="cpu")
+    scorer = CachedScorer(experiment.model, experiment.benchmark, experiment.tasks("val", 3, 0), inner_lr=1e12)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        scorer.scores(experiment.pattern("111:10"))
