@@ -403,10 +403,59 @@ def _studies(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- report
+
+
+def _report_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "report", help="write the Pareto plot, tables and importances of a study",
+        description="Write pareto.png, report.html (self-contained) and report.json for a study.",
+    )
+    _add_storage_options(parser)
+    parser.add_argument("--out", type=Path, default=Path("report"), help="output folder (default ./report)")
+    parser.add_argument("--max-degradation", type=float, default=0.01,
+                        help="accuracy budget of the highlighted selection (default 0.01)")
+    parser.add_argument("--data-root", default=None, help="data folder, to score full MAML per step count")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint the study was made with")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    parser.set_defaults(handler=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import build_report
+    from .search._confirm import resolve_study
+    from .search._select import SelectionError
+
+    if not 0.0 <= args.max_degradation <= 1.0:
+        raise SelectionError(f"--max-degradation must be between 0 and 1, got {args.max_degradation}")
+    study = resolve_study(args.storage, args.study)
+    files, data = build_report(study, args.out, max_degradation=args.max_degradation, data_root=args.data_root,
+                               checkpoint=args.checkpoint, device=args.device)
+    choice = data["choice"]
+    print(f"study {data['study']}: {data['complete']}/{data['target']} complete; selected "
+          f"{choice['selected']['pattern']} ({choice['selected']['speedup']:.1f}x, accuracy "
+          f"{choice['selected']['accuracy']:.4f} vs baseline {choice['baseline']['accuracy']:.4f})")
+    print(_table(["pattern", "accuracy", "latency ms", "speedup"],
+                 [(r["pattern"], f"{r['accuracy']:.4f}", f"{r['latency_ms']:.2f}", f"{r['speedup']:.1f}x")
+                  for r in data["pareto"]]))
+    print("best pattern per step count:")
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    print(_table(["steps", "best pattern", "accuracy", "full MAML accuracy"],
+                 [(r["steps"], r["best_pattern"] or "-", fmt(r["best_accuracy"]), fmt(r["full_accuracy"]))
+                  for r in data["per_step"]]))
+    for path in (files.png, files.html, files.json):
+        print(f"wrote {path}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 _PARSERS = [
     _train_parser, _evaluate_parser, _groups_parser, _bench_parser, _optimize_parser, _select_parser, _studies_parser,
+    _report_parser,
 ]
 
 

@@ -137,8 +137,7 @@ def test_select_rejects_degradation_out_of_range(degradation: float) -> None:
 def test_select_confirms_on_test_split(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path}/s.db"
     optimize(6, checkpoint=sinusoid_checkpoint, storage=storage, **TINY)
-    result = select(0.05, storage=storage, test_tasks=15, checkpoint=sinusoid_checkpoint, device="cpu",
-                    progress=False)
+    result = select(0.05, storage=storage, test_tasks=15, checkpoint=sinusoid_checkpoint, device="cpu")
     assert result.baseline == "111:10"
     assert result.test_tasks == 15 and result.test_accuracy is not None and result.speedup is not None
     assert result.val_accuracy >= result.baseline_val_accuracy - 0.05
@@ -156,7 +155,7 @@ def test_select_refuses_another_checkpoint(sinusoid_checkpoint: Path, tmp_path: 
     ckpt.history = []
     save_checkpoint(ckpt, other)
     with pytest.raises(UsageError, match="is not the one the study was made with"):
-        select(0.01, storage=storage, test_tasks=5, checkpoint=other, device="cpu", progress=False)
+        select(0.01, storage=storage, test_tasks=5, checkpoint=other, device="cpu")
 
 
 def test_diverging_and_out_of_memory_trials_fail_with_reason_and_study_goes_on(

@@ -10,7 +10,7 @@ import optuna
 
 from ..checkpoint import file_checksum
 from ..errors import UsageError
-from ..experiment import open_experiment
+from ..experiment import Experiment, open_experiment
 from ..scoring import mean_ci95
 from ._config import CONFIG_ATTR, SELECTION_ATTR, StudyConfig
 from ._evaluator import PatternEvaluator
@@ -53,6 +53,17 @@ class Selection:
         return asdict(self)
 
 
+def resolve_study(storage: str, study_name: str | None) -> optuna.Study:
+    """Loads a study that must exist, without creating or writing anything.
+
+    Args:
+        storage: Storage URL.
+        study_name: Study name; default: the only study in the storage.
+    """
+    rdb = open_storage(storage, create=False)
+    return load_existing_study(_resolve_study_name(rdb, study_name), rdb, storage)
+
+
 def _resolve_study_name(storage: optuna.storages.BaseStorage, name: str | None) -> str:
     if name:
         return name
@@ -75,7 +86,6 @@ def select(
     data_root: str | os.PathLike[str] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     device: str = "auto",
-    progress: bool = True,
 ) -> Selection:
     """Selects the fastest Pareto pattern within ``max_degradation`` and confirms it on the test split.
 
@@ -90,7 +100,6 @@ def select(
         checkpoint: Checkpoint (default: the study configuration's default
             path); its checksum must match the study's.
         device: ``auto``, ``cpu`` or ``cuda``.
-        progress: Show progress bars.
 
     Raises:
         UsageError: Missing study or trials, bad degradation, or another checkpoint.
@@ -99,9 +108,8 @@ def select(
         raise UsageError(f"--max-degradation must be between 0 and 1, got {max_degradation}")
     if test_tasks < 1:
         raise UsageError(f"--tasks must be at least 1, got {test_tasks}")
-    rdb = open_storage(storage, create=False)
-    name = _resolve_study_name(rdb, study_name)
-    study = load_existing_study(name, rdb, storage)
+    study = resolve_study(storage, study_name)
+    name = study.study_name
     choice = choose(study, max_degradation)
     selected, baseline = choice.selected, choice.baseline
     result = Selection(
@@ -113,23 +121,33 @@ def select(
     )
     if confirm:
         result = _confirm(result, StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR]), test_tasks, test_seed,
-                          data_root, checkpoint, device, progress)
+                          data_root, checkpoint, device)
     study.set_user_attr(SELECTION_ATTR, result.as_dict())
     return result
 
 
-def _confirm(result: Selection, config: StudyConfig, test_tasks: int, test_seed: int,
-             data_root: str | os.PathLike[str] | None, checkpoint: str | os.PathLike[str] | None, device: str,
-             progress: bool) -> Selection:
+def study_experiment(config: StudyConfig, *, data_root: str | os.PathLike[str] | None,
+                     checkpoint: str | os.PathLike[str] | None, device: str) -> Experiment:
+    """Re-opens the experiment a study was made with.
+
+    Raises:
+        UsageError: If the checkpoint is not the study's (checksums differ).
+    """
     experiment = open_experiment(
         config.benchmark, config.model, ways=config.ways, shots=config.shots, queries=config.queries,
         data_root=data_root, benchmark_options=config.benchmark_options, checkpoint=checkpoint, device=device,
-        progress=progress,
     )
     checksum = file_checksum(experiment.checkpoint_path)
     if checksum != config.checkpoint_sha256:
         raise UsageError(f"checkpoint {experiment.checkpoint_path} (sha256 {checksum[:12]}...) is not the one the "
                          f"study was made with (sha256 {config.checkpoint_sha256[:12]}...); pass --checkpoint")
+    return experiment
+
+
+def _confirm(result: Selection, config: StudyConfig, test_tasks: int, test_seed: int,
+             data_root: str | os.PathLike[str] | None, checkpoint: str | os.PathLike[str] | None,
+             device: str) -> Selection:
+    experiment = study_experiment(config, data_root=data_root, checkpoint=checkpoint, device=device)
     pattern, baseline = experiment.pattern(result.pattern), experiment.pattern(result.baseline)
     evaluator = PatternEvaluator(experiment, baseline, experiment.tasks("test", test_tasks, test_seed),
                                  latency_tasks=config.latency_tasks, repeats=max(config.repeats, 5))

@@ -1,0 +1,253 @@
+"""``patternsearch report``: Pareto plot, per-step table and layer-group importance of a study."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from matplotlib.figure import Figure
+from optuna.trial import FrozenTrial
+
+from .benchmarks._archives import atomic_write_bytes
+from .cached_scoring import CachedScorer
+from .errors import USER_ERRORS
+from .pattern import Pattern
+from .scoring import mean_ci95
+from .search import Choice, choose, pareto_trials
+from .search._config import CONFIG_ATTR, SELECTION_ATTR, TARGET_ATTR, StudyConfig
+from .search._confirm import study_experiment
+from .search._select import completed_trials
+from .search._space import STEPS_PARAM, flag_param
+
+FULL_BY_STEPS_ATTR = "patternsearch_full_by_steps"
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Paths of the written report."""
+
+    png: Path
+    html: Path
+    json: Path
+
+
+def _row(trial: FrozenTrial) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    return {
+        "trial": trial.number, "pattern": attrs["pattern"], "accuracy": attrs["accuracy"], "ci95": attrs["ci95"],
+        "latency_ms": attrs["latency_ms"], "speedup": attrs["speedup"], "flops": attrs["flops"],
+    }
+
+
+def _unique(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    return [t for t in trials if "repeat_of" not in t.user_attrs]
+
+
+def full_by_steps(study: optuna.Study, config: StudyConfig, *, data_root: str | os.PathLike[str] | None,
+                  checkpoint: str | os.PathLike[str] | None, device: str) -> dict[int, dict[str, float]]:
+    """Accuracy of full MAML at every step count on the study's validation tasks.
+
+    Patterns the study evaluated are read from it; the others are scored on
+    the same tasks (once: the results are stored with the study).
+    """
+    known: dict[int, dict[str, float]] = {int(k): v for k, v in study.user_attrs.get(FULL_BY_STEPS_ATTR, {}).items()}
+    groups = len(config.groups)
+    for trial in _unique(completed_trials(study)):
+        pattern = Pattern.parse(trial.user_attrs["pattern"])
+        if all(pattern.flags) and pattern.steps > 0:
+            known[pattern.steps] = {"accuracy": trial.user_attrs["accuracy"], "ci95": trial.user_attrs["ci95"]}
+    missing = [s for s in range(1, config.max_steps + 1) if s not in known]
+    if missing:
+        experiment = study_experiment(config, data_root=data_root, checkpoint=checkpoint, device=device)
+        scorer = CachedScorer(experiment.model, experiment.benchmark,
+                              experiment.tasks("val", config.tasks, config.task_seed), experiment.inner_lr)
+        for steps in missing:
+            accuracy, ci95 = mean_ci95(scorer.scores(Pattern.full(groups, steps)))
+            known[steps] = {"accuracy": accuracy, "ci95": ci95}
+        study.set_user_attr(FULL_BY_STEPS_ATTR, {str(k): v for k, v in sorted(known.items())})
+    return dict(sorted(known.items()))
+
+
+def per_step_table(study: optuna.Study, full: dict[int, dict[str, float]]) -> list[dict[str, Any]]:
+    """For each step count, the most accurate pattern next to full MAML at that step count."""
+    best: dict[int, FrozenTrial] = {}
+    for trial in _unique(completed_trials(study)):
+        steps = Pattern.parse(trial.user_attrs["pattern"]).steps
+        if steps and (steps not in best or trial.user_attrs["accuracy"] > best[steps].user_attrs["accuracy"]):
+            best[steps] = trial
+    rows = []
+    for steps in sorted(set(best) | set(full)):
+        trial = best.get(steps)
+        rows.append({
+            "steps": steps,
+            "best_pattern": trial.user_attrs["pattern"] if trial else None,
+            "best_accuracy": trial.user_attrs["accuracy"] if trial else None,
+            "best_speedup": trial.user_attrs["speedup"] if trial else None,
+            "full_accuracy": full.get(steps, {}).get("accuracy"),
+            "full_ci95": full.get(steps, {}).get("ci95"),
+        })
+    return rows
+
+
+def importances(study: optuna.Study, groups: list[str]) -> dict[str, dict[str, float]]:
+    """The fANOVA importance of each group's flag (and of the step count) for accuracy and for time."""
+    names = {flag_param(i): name for i, name in enumerate(groups)} | {STEPS_PARAM: "steps"}
+    result: dict[str, dict[str, float]] = {}
+    for label, index in (("accuracy", 1), ("time", 0)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                values = optuna.importance.get_param_importances(
+                    study, target=lambda t, i=index: t.values[i],
+                    evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
+                )
+        except (RuntimeError, ValueError):
+            values = {}
+        result[label] = {names.get(k, k): float(v) for k, v in values.items()}
+    return result
+
+
+def _x_axis(study: optuna.Study, baseline: FrozenTrial) -> tuple[Any, str]:
+    """Position of a trial on the time axis, and the axis label, for the study's time metric.
+
+    With the default ``ratio`` metric each trial's latency is its ratio to the
+    baseline measured next to it, scaled by the baseline trial's latency: the
+    Pareto front stays monotone and the unit stays milliseconds.
+    """
+    metric = study.user_attrs.get(CONFIG_ATTR, {}).get("time_metric", "ratio")
+    if metric == "flops":
+        return (lambda t: max(float(t.user_attrs["flops"]), 1.0)), "FLOPs per adaptation (log scale)"
+    if metric == "latency":
+        return (lambda t: float(t.user_attrs["latency_ms"])), "adaptation latency per task (ms, log scale)"
+    scale = float(baseline.user_attrs["latency_ms"])
+    return (lambda t: float(t.user_attrs["latency_ratio"]) * scale), (
+        f"adaptation latency per task (ms, relative to the baseline's {scale:.1f} ms; log scale)")
+
+
+def _plot(study: optuna.Study, choice: Choice, max_degradation: float, path: Path) -> None:
+    trials = completed_trials(study)
+    x, label = _x_axis(study, choice.baseline)
+    front = sorted(pareto_trials(study), key=x)
+    figure = Figure(figsize=(8, 5.5), dpi=110)
+    axes = figure.add_subplot()
+    axes.scatter([x(t) for t in trials], [t.user_attrs["accuracy"] for t in trials],
+                 s=14, alpha=0.25, color="tab:gray", label="trials")
+    axes.plot([x(t) for t in front], [t.user_attrs["accuracy"] for t in front],
+              "-o", color="tab:blue", markersize=5, label="Pareto front")
+    axes.axhline(choice.threshold, linestyle="--", color="tab:red", linewidth=1,
+                 label=f"baseline - {max_degradation:g}")
+    for name, trial, color, offset in (("baseline", choice.baseline, "black", 6),
+                                       ("selected", choice.selected, "tab:green", -14)):
+        axes.scatter([x(trial)], [trial.user_attrs["accuracy"]], s=70, color=color, zorder=5)
+        axes.annotate(f"{name}: {trial.user_attrs['pattern']}", (x(trial), trial.user_attrs["accuracy"]),
+                      xytext=(6, offset), textcoords="offset points", fontsize=9, color=color)
+    axes.set_xscale("log")
+    axes.set_xlabel(label)
+    axes.set_ylabel(study.user_attrs.get(CONFIG_ATTR, {}).get("metric", "accuracy"))
+    axes.set_title(f"{study.study_name}: {len(trials)} trials")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(loc="lower right", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def _html_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return html.escape("-" if value is None else str(value))
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html(data: dict[str, Any], png: bytes) -> str:
+    config_rows = [{"setting": k, "value": v} for k, v in data["config"].items()]
+    importance_rows = [
+        {"group": g, "accuracy": data["importance"]["accuracy"].get(g), "time": data["importance"]["time"].get(g)}
+        for g in sorted(set(data["importance"]["accuracy"]) | set(data["importance"]["time"]))
+    ]
+    selection = data.get("selection")
+    selection_html = _html_table([selection], list(selection)) if selection else "<p>Run <code>patternsearch " \
+        "select</code> to confirm a pattern on the test split.</p>"
+    image = base64.b64encode(png).decode("ascii")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>patternsearch report: {html.escape(data["study"])}</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f3f3f3}}</style></head><body>
+<h1>Study {html.escape(data["study"])}</h1>
+<p>{data["complete"]} complete trials (target {data["target"]}). Fastest Pareto pattern within
+{data["choice"]["max_degradation"]:g} of the baseline: <b>{html.escape(data["choice"]["selected"]["pattern"])}</b>
+({data["choice"]["selected"]["speedup"]:.1f}x).</p>
+<img alt="Pareto front" src="data:image/png;base64,{image}">
+<h2>Selection confirmed on the test split</h2>{selection_html}
+<h2>Pareto front</h2>{_html_table(data["pareto"], ["pattern", "accuracy", "ci95", "latency_ms", "speedup", "flops"])}
+<h2>Best pattern per step count</h2>
+{_html_table(data["per_step"], ["steps", "best_pattern", "best_accuracy", "best_speedup", "full_accuracy",
+                                "full_ci95"])}
+<h2>Layer-group importance (fANOVA)</h2>{_html_table(importance_rows, ["group", "accuracy", "time"])}
+<h2>Configuration</h2>{_html_table(config_rows, ["setting", "value"])}
+</body></html>
+"""
+
+
+def build_report(
+    study: optuna.Study,
+    out_dir: str | os.PathLike[str],
+    *,
+    max_degradation: float = 0.01,
+    data_root: str | os.PathLike[str] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+) -> tuple[ReportFiles, dict[str, Any]]:
+    """Writes ``pareto.png``, ``report.html`` and ``report.json`` for a study.
+
+    Args:
+        study: A study made by ``optimize``.
+        out_dir: Folder for the three files (created).
+        max_degradation: Accuracy budget of the highlighted selection.
+        data_root: Data folder, to score full MAML at step counts the study lacks.
+        checkpoint: The study's checkpoint, for the same purpose.
+        device: Where that scoring runs.
+
+    Returns:
+        The paths and the report's numbers (the content of ``report.json``).
+    """
+    config = StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR])
+    choice = choose(study, max_degradation)
+    choice_rows = {
+        "max_degradation": max_degradation, "threshold": choice.threshold,
+        "baseline": _row(choice.baseline), "selected": _row(choice.selected),
+    }
+    try:
+        full = full_by_steps(study, config, data_root=data_root, checkpoint=checkpoint, device=device)
+    except USER_ERRORS as error:
+        warnings.warn(f"full MAML per step count not scored ({error})", stacklevel=2)
+        full = {}
+    data: dict[str, Any] = {
+        "study": study.study_name,
+        "complete": len(completed_trials(study)),
+        "target": study.user_attrs.get(TARGET_ATTR),
+        "config": config.as_dict(),
+        "choice": choice_rows,
+        "selection": study.user_attrs.get(SELECTION_ATTR),
+        "pareto": [_row(t) for t in pareto_trials(study)],
+        "per_step": per_step_table(study, full),
+        "importance": importances(study, list(config.groups)),
+        "trials": [_row(t) for t in completed_trials(study)],
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = ReportFiles(out / "pareto.png", out / "report.html", out / "report.json")
+    _plot(study, choice, max_degradation, files.png)
+    atomic_write_bytes(files.html, _html(data, files.png.read_bytes()).encode("utf-8"))
+    atomic_write_bytes(files.json, json.dumps(data, indent=2).encode("utf-8"))
+    return files, data

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+from PIL import Image
+
+from patternsearch.search import optimize, pareto_trials
+
+
+def test_report_files_match_the_study(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/s.db"
+    optimize(10, benchmark="sinusoid", shots=5, queries=10, tasks=8, latency_tasks=1, repeats=1, max_steps=4,
+             baseline="111:4", device="cpu", checkpoint=sinusoid_checkpoint, storage=storage, progress=False)
+    out = tmp_path / "report"
+    result = subprocess.run([sys.executable, "-m", "patternsearch", "report", "--storage", storage, "--out", str(out),
+                             "--checkpoint", str(sinusoid_checkpoint), "--device", "cpu",
+                             "--max-degradation", "0.5"],
+                            capture_output=True, text=True, env=os.environ, timeout=300)
+    assert result.returncode == 0, result.stderr
+    for name in ("pareto.png", "report.html", "report.json"):
+        assert f"wrote {out / name}" in result.stdout
+    assert "best pattern per step count" in result.stdout
+
+    with Image.open(out / "pareto.png") as image:
+        image.load()
+        assert image.format == "PNG" and image.width >= 600 and image.height >= 400
+
+    page = (out / "report.html").read_text()
+    assert base64.b64encode((out / "pareto.png").read_bytes()).decode() in page
+    study = optuna.load_study(study_name="sinusoid-mlp-5w5s", storage=storage)
+    front = pareto_trials(study)
+    assert "<h2>Pareto front</h2>" in page
+    for trial in front:
+        assert f"<td>{trial.user_attrs['pattern']}</td>" in page
+
+    data = json.loads((out / "report.json").read_text())
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert data["complete"] == len(complete) == 10 and data["target"] == 10
+    assert [r["pattern"] for r in data["pareto"]] == [t.user_attrs["pattern"] for t in front]
+    assert [r["accuracy"] for r in data["trials"]] == [t.user_attrs["accuracy"] for t in complete]
+    assert data["config"]["baseline"] == "111:4"
+    steps = [row["steps"] for row in data["per_step"]]
+    assert steps == [1, 2, 3, 4]
+    assert all(row["full_accuracy"] is not None for row in data["per_step"])
+    assert set(data["importance"]["accuracy"]) <= {"fc1", "fc2", "head", "steps"}
