@@ -1,19 +1,26 @@
 """Fast query scores of many patterns on one fixed task set.
 
-A search scores hundreds of patterns on the same validation tasks. The tasks'
-features at each stage boundary depend only on the meta-trained weights, so
-they are computed once per task set (support and query, batch statistics per
-task) and reused by every pattern whose frozen prefix ends at that boundary.
-Each pattern then runs only its suffix: the inner steps on the cached support
-features and one query forward from the cached query features.
+A search scores hundreds of patterns on the same validation tasks, and much of
+that work is shared between patterns:
 
-The results equal :func:`patternsearch.scoring.score_tasks` (same operations
-on the same values). Latency is never measured here: it is measured on real
-end-to-end adaptations (see :mod:`patternsearch.timing`).
+* **prefix features**: the tasks' features at each stage boundary depend only
+  on the meta-trained weights, so they are computed once per task set (support
+  and query, batch statistics per task) and reused by every pattern whose
+  frozen prefix ends at that boundary;
+* **trajectories**: patterns with the same flags follow the same SGD
+  trajectory, so ``F:7`` continues from the stored state of ``F:4`` instead
+  of starting over.
+
+Each pattern then runs only the missing inner steps on its suffix and one
+query forward from the cached query features. The results equal
+:func:`patternsearch.scoring.score_tasks` (the same operations on the same
+values). Latency is never measured here: it is measured on real end-to-end
+adaptations (see :mod:`patternsearch.timing`).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,23 +28,40 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .adaptation import adaptation_plan, copied_buffers, model_stages, run_suffix_steps, stage_part, suffix_tensors
+from .adaptation import (
+    AdaptationPlan,
+    adaptation_plan,
+    copied_buffers,
+    model_stages,
+    run_suffix_steps,
+    stage_part,
+    suffix_tensors,
+)
 from .benchmarks import Benchmark, Task
 from .pattern import Pattern
 
-_DEFAULT_CACHE_BYTES = 4 << 30
+_DEFAULT_FEATURE_BYTES = 4 << 30
+_DEFAULT_TRAJECTORY_BYTES = 2 << 30
+
+_State = list[dict[str, Tensor]]  # per task: adapted suffix tensors (flagged ones only)
+
+
+def _bytes(tensors: Sequence[Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 class CachedScorer:
-    """Scores patterns on a fixed task set, reusing prefix features across patterns.
+    """Scores patterns on a fixed task set, reusing prefix features and SGD trajectories.
 
     Args:
         model: Meta-trained model (on the tasks' device); not modified.
         benchmark: Supplies the loss and the score.
         tasks: The fixed task set.
         inner_lr: Inner learning rate.
-        cache_bytes: Memory budget for cached features; boundaries beyond it
-            are recomputed when needed.
+        feature_bytes: Memory budget for cached prefix features; boundaries
+            beyond it are recomputed when needed.
+        trajectory_bytes: Memory budget for stored adaptation states (least
+            recently used first out).
     """
 
     def __init__(
@@ -47,23 +71,21 @@ class CachedScorer:
         tasks: Sequence[Task],
         inner_lr: float,
         *,
-        cache_bytes: int = _DEFAULT_CACHE_BYTES,
+        feature_bytes: int = _DEFAULT_FEATURE_BYTES,
+        trajectory_bytes: int = _DEFAULT_TRAJECTORY_BYTES,
     ) -> None:
         if not tasks:
             raise ValueError("no tasks to score")
         self.model, self.benchmark, self.tasks, self.inner_lr = model, benchmark, list(tasks), inner_lr
-        self.cache_bytes = cache_bytes
+        self.feature_bytes, self.trajectory_bytes = feature_bytes, trajectory_bytes
         self._num_stages = len(model_stages(model))
-        raw = [(t.x_support, t.x_query) for t in self.tasks]
-        self._features: dict[int, list[tuple[Tensor, Tensor]]] = {0: raw}
+        self._features: dict[int, list[tuple[Tensor, Tensor]]] = {0: [(t.x_support, t.x_query) for t in self.tasks]}
+        self._trajectories: OrderedDict[tuple[tuple[bool, ...], int], _State] = OrderedDict()
         self._params = {name: p.detach() for name, p in model.named_parameters()}
+        self.steps_run = 0  # inner steps actually computed, summed over tasks
 
     def __len__(self) -> int:
         return len(self.tasks)
-
-    def _cached_bytes(self) -> int:
-        return sum(s.numel() * s.element_size() + q.numel() * q.element_size()
-                   for features in self._features.values() for s, q in features)
 
     def features(self, cut: int) -> list[tuple[Tensor, Tensor]]:
         """Per task, support and query features after the first ``cut`` stages."""
@@ -78,10 +100,31 @@ class CachedScorer:
                 (functional_call(part.module, tensors, (s,)), functional_call(part.module, tensors, (q,)))
                 for s, q in self._features[start]
             ]
-        size = sum(s.numel() * s.element_size() + q.numel() * q.element_size() for s, q in result)
-        if self._cached_bytes() + size <= self.cache_bytes:
+        cached = sum(_bytes([t for pair in features for t in pair]) for features in self._features.values())
+        if cached + _bytes([t for pair in result for t in pair]) <= self.feature_bytes:
             self._features[cut] = result
         return result
+
+    def _resume_point(self, pattern: Pattern) -> tuple[int, _State | None]:
+        """The stored state with the most steps not beyond ``pattern.steps``, for the same flags."""
+        best = max((steps for flags, steps in self._trajectories if flags == pattern.flags and steps <= pattern.steps),
+                   default=0)
+        if not best:
+            return 0, None
+        key = (pattern.flags, best)
+        self._trajectories.move_to_end(key)
+        return best, self._trajectories[key]
+
+    def _store(self, pattern: Pattern, plan: AdaptationPlan, adapted: list[dict[str, Tensor]]) -> None:
+        flagged = {local for local, name in plan.suffix.param_names if name in set(plan.flagged)}
+        state = [{k: v for k, v in tensors.items() if k in flagged} for tensors in adapted]
+        size = _bytes([t for tensors in state for t in tensors.values()])
+        if size > self.trajectory_bytes:
+            return
+        self._trajectories[(pattern.flags, pattern.steps)] = state
+        while sum(_bytes([t for d in s for t in d.values()]) for s in self._trajectories.values()) > \
+                self.trajectory_bytes:
+            self._trajectories.popitem(last=False)
 
     def scores(self, pattern: Pattern) -> np.ndarray:
         """Per-task query scores of ``pattern`` (accuracy, or -MSE).
@@ -95,12 +138,21 @@ class CachedScorer:
             return np.array([score_fn(out, task.y_query) for out, task in zip(outputs, self.tasks, strict=True)])
         plan = adaptation_plan(self.model, pattern)
         suffix = suffix_tensors(plan, self._params, copied_buffers(self.model))
-        scores = []
-        for (support, query), task in zip(self.features(plan.cut), self.tasks, strict=True):
+        done, state = self._resume_point(pattern)
+        scores, adapted_all = [], []
+        for i, ((support, query), task) in enumerate(zip(self.features(plan.cut), self.tasks, strict=True)):
+            start = {**suffix, **state[i]} if state is not None else suffix
             adapted = run_suffix_steps(
-                plan, suffix, support, task.y_support, pattern.steps, self.inner_lr, self.benchmark.loss_fn
+                plan, start, support, task.y_support, pattern.steps - done, self.inner_lr, self.benchmark.loss_fn
             )
             with torch.no_grad():
                 outputs = functional_call(plan.suffix.module, adapted, (query,))
+            if not torch.isfinite(outputs).all():
+                raise FloatingPointError(f"pattern {pattern} gave non-finite outputs; is the inner learning rate "
+                                         "too high?")
             scores.append(score_fn(outputs, task.y_query))
+            adapted_all.append(adapted)
+        self.steps_run += (pattern.steps - done) * len(self.tasks)
+        if pattern.steps > done:
+            self._store(pattern, plan, adapted_all)
         return np.array(scores)

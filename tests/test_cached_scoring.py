@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from patternsearch import Pattern, create_benchmark, create_model
+from patternsearch.cached_scoring import CachedScorer
+from patternsearch.scoring import score_tasks
+
+from .conftest import ResidualNet
+
+
+@pytest.fixture(scope="module")
+def omniglot_tasks(omniglot_root):  # type: ignore[no-untyped-def]
+    bench = create_benchmark("omniglot-small", ways=5, shots=1, queries=5, data_root=omniglot_root)
+    return bench, bench.tasks("val", 6, seed=3)
+
+
+@pytest.mark.parametrize("factory", [lambda: create_model("conv4", 5, hidden=8), lambda: ResidualNet()],
+                         ids=["conv4", "residual"])
+def test_cached_scores_equal_the_naive_loop(factory, omniglot_tasks) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model = factory().train()
+    bench, tasks = omniglot_tasks
+    groups = 5 if isinstance(model, torch.nn.Sequential) else 4
+    scorer = CachedScorer(model, bench, tasks, inner_lr=0.4, feature_bytes=1 << 20)
+    # The order exercises feature reuse and trajectory reuse (same flags, more steps, then fewer).
+    texts = ["0" * (groups - 1) + "1:2", "0" * (groups - 2) + "11:1", "0" * (groups - 1) + "1:5",
+             "1" * groups + ":2", "1" * groups + ":4", "1" * groups + ":3", "0" * groups + ":0",
+             "0" * (groups - 1) + "1:3"]
+    for text in texts:
+        pattern = Pattern.parse(text)
+        cached = scorer.scores(pattern)
+        naive = score_tasks(model, tasks, pattern, 0.4, bench)
+        np.testing.assert_allclose(cached, naive, atol=1e-6, err_msg=text)
+
+
+def test_trajectories_skip_steps_already_taken(omniglot_tasks) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model = create_model("conv4", 5, hidden=8)
+    bench, tasks = omniglot_tasks
+    scorer = CachedScorer(model, bench, tasks, inner_lr=0.4)
+    scorer.scores(Pattern.parse("00111:3"))
+    assert scorer.steps_run == 3 * len(tasks)
+    scorer.scores(Pattern.parse("00111:7"))  # continues from step 3
+    assert scorer.steps_run == 7 * len(tasks)
+    scorer.scores(Pattern.parse("00111:5"))  # continues from step 3 again
+    assert scorer.steps_run == 9 * len(tasks)
+    scorer.scores(Pattern.parse("00011:2"))  # other flags start over
+    assert scorer.steps_run == 11 * len(tasks)
