@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from patternsearch.search import optimize
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_custom_model_api_example_runs() -> None:
+    out = subprocess.run([sys.executable, str(EXAMPLES / "custom_model_api.py")], check=True,
+                         capture_output=True, text=True, timeout=300)
+    assert "max relative error vs reference" in out.stdout
+
+
+def test_search_speed_example_replays_a_study(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/s.db"
+    optimize(8, benchmark="sinusoid", shots=5, queries=10, tasks=10, latency_tasks=1, repeats=1, device="cpu",
+             checkpoint=sinusoid_checkpoint, storage=storage, progress=False)
+    out = subprocess.run([sys.executable, str(EXAMPLES / "search_speed.py"), "--storage", storage, "--checkpoint",
+                          str(sinusoid_checkpoint), "--json"],
+                         check=True, capture_output=True, text=True, timeout=300, env=os.environ)
+    result = json.loads(out.stdout)
+    assert result["trials"] == 8 and result["tasks"] == 10
+    assert result["max_accuracy_difference"] < 1e-5
