@@ -163,3 +163,24 @@ class Benchmark:
         """The first ``count`` episodes of ``split`` for ``seed``."""
         source = self.split(split)
         return [source.task(i, seed) for i in range(count)]
+
+
+def classification_benchmark(
+    name: str,
+    splits: dict[str, TaskSource],
+    input_shape: tuple[int, ...],
+    ways: int,
+    defaults: TrainingDefaults,
+) -> Benchmark:
+    """An N-way image classification benchmark: cross-entropy, accuracy, ``conv4`` by default."""
+    return Benchmark(
+        name=name,
+        splits=splits,
+        input_shape=input_shape,
+        num_outputs=ways,
+        loss_fn=F.cross_entropy,
+        score_fn=accuracy,
+        metric="accuracy",
+        default_model="conv4",
+        defaults=defaults,
+    )

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from ._archives import DataError
 from ._registry import register_benchmark
-from ._tasks import SPLITS, Benchmark, ClassEpisodes, TrainingDefaults, accuracy, split_stream
+from ._tasks import SPLITS, Benchmark, ClassEpisodes, TrainingDefaults, classification_benchmark, split_stream
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 _CACHE_IMAGES = 50_000
@@ -57,17 +56,8 @@ def _episodes(class_files: Sequence[Sequence[Path]], size: int, channels: int, w
 
 
 def _benchmark(name: str, splits: dict[str, ClassEpisodes], size: int, channels: int, ways: int) -> Benchmark:
-    return Benchmark(
-        name=name,
-        splits=splits,  # type: ignore[arg-type]
-        input_shape=(channels, size, size),
-        num_outputs=ways,
-        loss_fn=F.cross_entropy,
-        score_fn=accuracy,
-        metric="accuracy",
-        default_model="conv4",
-        defaults=TrainingDefaults(inner_lr=0.01, train_steps=5, eval_steps=10, meta_batch=4, meta_lr=1e-3),
-    )
+    defaults = TrainingDefaults(inner_lr=0.01, train_steps=5, eval_steps=10, meta_batch=4, meta_lr=1e-3)
+    return classification_benchmark(name, dict(splits), (channels, size, size), ways, defaults)
 
 
 def _required_root(data_root: str | os.PathLike[str] | None, name: str, layout: str) -> Path:

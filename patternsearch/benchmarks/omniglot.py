@@ -24,12 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from ._archives import Archive, DataError, atomic_write_bytes, cache_home, ensure_archives, md5sum, resolve_data_root
 from ._registry import register_benchmark
-from ._tasks import Benchmark, ClassEpisodes, TrainingDefaults, accuracy, split_stream
+from ._tasks import Benchmark, ClassEpisodes, TrainingDefaults, classification_benchmark, split_stream
 
 URL_ENV = "PATTERNSEARCH_OMNIGLOT_URL"
 _DEFAULT_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
@@ -128,17 +127,8 @@ def _benchmark(
         split: ClassEpisodes.from_tensor(images, ways, shots, queries, split_stream(split))
         for split, images in splits.items()
     }
-    return Benchmark(
-        name=name,
-        splits=sources,  # type: ignore[arg-type]
-        input_shape=(1, IMAGE_SIZE, IMAGE_SIZE),
-        num_outputs=ways,
-        loss_fn=F.cross_entropy,
-        score_fn=accuracy,
-        metric="accuracy",
-        default_model="conv4",
-        defaults=TrainingDefaults(inner_lr=0.4, train_steps=1, eval_steps=10, meta_batch=16, meta_lr=1e-3),
-    )
+    defaults = TrainingDefaults(inner_lr=0.4, train_steps=1, eval_steps=10, meta_batch=16, meta_lr=1e-3)
+    return classification_benchmark(name, dict(sources), (1, IMAGE_SIZE, IMAGE_SIZE), ways, defaults)
 
 
 @register_benchmark("omniglot-small")
