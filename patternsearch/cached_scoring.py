@@ -26,7 +26,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from .adaptation import (
     AdaptationPlan,
@@ -97,7 +96,7 @@ class CachedScorer:
         tensors.update(copied_buffers(part.module))
         with torch.no_grad():
             result = [
-                (functional_call(part.module, tensors, (s,)), functional_call(part.module, tensors, (q,)))
+                (part(tensors, s), part(tensors, q))
                 for s, q in self._features[start]
             ]
         cached = sum(_bytes([t for pair in features for t in pair]) for features in self._features.values())
@@ -146,7 +145,7 @@ class CachedScorer:
                 plan, start, support, task.y_support, pattern.steps - done, self.inner_lr, self.benchmark.loss_fn
             )
             with torch.no_grad():
-                outputs = functional_call(plan.suffix.module, adapted, (query,))
+                outputs = plan.suffix(adapted, query)
             if not torch.isfinite(outputs).all():
                 raise FloatingPointError(f"pattern {pattern} gave non-finite outputs; is the inner learning rate "
                                          "too high?")
