@@ -261,7 +261,7 @@ def adapt(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    pattern: Pattern,
+    pattern: Pattern | str,
     inner_lr: float,
     loss_fn: LossFn | None = None,
     *,
@@ -279,7 +279,9 @@ def adapt(
         model: The meta-trained network; it is not modified.
         x: Support inputs.
         y: Support targets.
-        pattern: Which groups adapt, and for how many steps.
+        pattern: Which groups adapt, and for how many steps (a Pattern or its
+            text; ``full`` needs a checkpoint's step count, so pass
+            ``Experiment.pattern("full")`` or explicit text).
         inner_lr: SGD learning rate of the inner loop.
         loss_fn: ``loss_fn(output, target) -> scalar``; cross-entropy by default.
         params: Starting parameters (default: the model's, detached). Meta-
@@ -296,6 +298,8 @@ def adapt(
         FloatingPointError: If the inner loss becomes NaN or infinite.
     """
     differentiable = create_graph or first_order
+    if not isinstance(pattern, Pattern):
+        pattern = Pattern.parse(pattern, num_groups=len(layer_groups(model)))
     start: Params = dict(params) if params is not None else {n: p.detach() for n, p in model.named_parameters()}
     if pattern.is_none:
         return start

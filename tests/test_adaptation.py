@@ -212,3 +212,14 @@ def test_wrong_pattern_length_is_an_error() -> None:
     x, y = _support()
     with pytest.raises(ValueError, match="3 flags but the model has 5"):
         adapt(model, x, y, Pattern.parse("011:1"), 0.4)
+
+
+def test_pattern_text_and_none_alias_are_accepted() -> None:
+    model = _tiny_conv4()
+    x, y = _support()
+    by_text = adapt(model, x, y, "00011:2", 0.4)
+    by_pattern = adapt(model, x, y, Pattern.parse("00011:2"), 0.4)
+    assert all(torch.equal(by_text[k], by_pattern[k]) for k in by_text)
+    assert all(torch.equal(v, dict(model.named_parameters())[k]) for k, v in adapt(model, x, y, "none", 0.4).items())
+    with pytest.raises(ValueError, match="evaluation step count"):
+        adapt(model, x, y, "full", 0.4)
