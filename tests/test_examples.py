@@ -27,3 +27,18 @@ def test_search_speed_example_replays_a_study(sinusoid_checkpoint: Path, tmp_pat
     result = json.loads(out.stdout)
     assert result["trials"] == 8 and result["tasks"] == 10
     assert result["max_accuracy_difference"] < 1e-5
+
+
+def test_sampler_comparison_example_runs(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/s.db"
+    optimize(2, benchmark="sinusoid", shots=5, queries=10, tasks=6, latency_tasks=1, repeats=1, max_steps=3,
+             baseline="111:3", device="cpu", checkpoint=sinusoid_checkpoint, storage=storage, progress=False)
+    out = subprocess.run([sys.executable, str(EXAMPLES / "sampler_comparison.py"), "--storage", storage,
+                          "--checkpoint", str(sinusoid_checkpoint), "--trials", "12", "--seeds", "2",
+                          "--samplers", "tpe", "random"],
+                         check=True, capture_output=True, text=True, timeout=300, env=os.environ)
+    result = json.loads(out.stdout)
+    assert result["patterns"] == 7 * 3 + 1
+    assert set(result["samplers"]) == {"tpe", "random"}
+    for numbers in result["samplers"].values():
+        assert 1 <= numbers["distinct_patterns"] <= 12 and 0 <= numbers["found_optimum"] <= 1
