@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from PIL import Image
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_OMNIGLOT = REPO.parent / "shared" / "data" / "omniglot"
+# The real archives live beside the repository (never inside it); PATTERNSEARCH_TEST_OMNIGLOT overrides.
+SHARED_OMNIGLOT = Path(os.environ.get("PATTERNSEARCH_TEST_OMNIGLOT", REPO.parent / "shared" / "data" / "omniglot"))
 
 
 @pytest.fixture(autouse=True)
