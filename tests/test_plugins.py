@@ -167,3 +167,42 @@ def test_resnet12_prefix_cache_at_block_boundaries() -> None:
         pattern = Pattern.parse(f"{flags}:2")
         fast, slow = adapt(model, x, y, pattern, 0.1), reference_adapt(model, x, y, pattern, 0.1)
         assert max(float((fast[k] - slow[k]).norm() / slow[k].norm().clamp_min(1e-12)) for k in fast) < 1e-5
+
+
+def test_mini_imagenet_layout(tmp_path: Path) -> None:
+    from patternsearch import create_benchmark
+    from patternsearch.benchmarks import DataError
+
+    root = tmp_path / "mini"
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for split, labels in (("train", "abcdef"), ("val", "ghijk"), ("test", "lmnop")):
+        rows = ["filename,label"]
+        for label in labels:
+            for i in range(4):
+                name = f"n{label}{i:04d}.jpg"
+                Image.fromarray((rng.random((90, 100, 3)) * 255).astype(np.uint8)).save(root / "images" / name)
+                rows.append(f"{name},n{label}")
+        (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    bench = create_benchmark("mini-imagenet", ways=5, shots=1, queries=3, data_root=root)
+    assert {s: bench.splits[s].num_classes for s in ("train", "val", "test")} == {"train": 6, "val": 5, "test": 5}
+    task = bench.split("test").task(0, seed=0)
+    assert task.x_support.shape == (5, 3, 84, 84) and task.x_query.shape == (15, 3, 84, 84)
+    assert 0.0 <= float(task.x_query.min()) and float(task.x_query.max()) <= 1.0
+    model = create_model("conv4", 5, input_shape=bench.input_shape, hidden=8)
+    adapted = adapt(model, task.x_support, task.y_support, Pattern.parse("00011:1"), 0.01)
+    assert set(adapted) == {n for n, _ in model.named_parameters()}
+    (root / "val.csv").unlink()
+    with pytest.raises(DataError, match="lacks val.csv"):
+        create_benchmark("mini-imagenet", data_root=root)
+
+
+def test_image_folder_errors_name_the_layout(tmp_path: Path) -> None:
+    from patternsearch import create_benchmark
+    from patternsearch.benchmarks import DataError
+
+    with pytest.raises(DataError, match="needs --data-root"):
+        create_benchmark("image-folder")
+    (tmp_path / "train").mkdir()
+    with pytest.raises(DataError, match="has no val/, test/ folder"):
+        create_benchmark("image-folder", data_root=tmp_path)
