@@ -236,11 +236,13 @@ def run_suffix_steps(
     local_of = {name: local for local, name in plan.suffix.param_names}
     flagged_local = [local_of[name] for name in plan.flagged]
     fast = [suffix[local] for local in flagged_local]
+    if not differentiable:  # fresh leaves: the caller's tensors never get requires_grad set
+        fast = [t.detach() for t in fast]
     loss = None
     with torch.enable_grad():
         for _ in range(steps):
             if not differentiable:
-                fast = [t.detach().requires_grad_() for t in fast]
+                fast = [t.requires_grad_() for t in fast]
             tensors = dict(suffix)
             tensors.update(zip(flagged_local, fast, strict=True))
             loss = loss_fn(plan.suffix(tensors, features), y)
@@ -249,7 +251,7 @@ def run_suffix_steps(
                 fast = [t - inner_lr * g for t, g in zip(fast, grads, strict=True)]
             else:
                 with torch.no_grad():
-                    fast = [t - inner_lr * g for t, g in zip(fast, grads, strict=True)]
+                    fast = list(torch._foreach_add(fast, grads, alpha=-inner_lr))
     if loss is not None:
         _check_loss(loss)  # a divergence at any step leaves the last loss non-finite
     adapted = dict(suffix)
@@ -316,5 +318,6 @@ def adapt(
     adapted = dict(start)
     adapted.update({name: suffix[local] for local, name in plan.suffix.param_names})
     if not differentiable:
-        adapted = {name: t.detach() for name, t in adapted.items()}
+        for name in plan.flagged:
+            adapted[name] = adapted[name].detach()
     return adapted
