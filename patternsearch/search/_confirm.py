@@ -16,6 +16,7 @@ from ._config import CONFIG_ATTR, SELECTION_ATTR, StudyConfig
 from ._evaluator import PatternEvaluator
 from ._select import choose
 from ._storage import DEFAULT_STORAGE, load_existing_study, open_storage
+from ._study import default_study_name
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ def _resolve_study_name(storage: optuna.storages.BaseStorage, name: str | None) 
         return names[0]
     if not names:
         raise UsageError("the storage holds no study; run 'patternsearch optimize' first")
+    default = default_study_name("omniglot-small", "conv4", 5, 1)
+    if default in names:
+        return default
     raise UsageError(f"the storage holds several studies ({', '.join(sorted(names))}); name one with --study")
 
 
@@ -92,7 +96,8 @@ def select(
     Args:
         max_degradation: Allowed accuracy loss against the baseline (0.01 = one point).
         storage: Optuna storage URL.
-        study_name: Study (default: the only one in the storage).
+        study_name: Study (default: the only one in the storage, else the
+            default study of ``optimize``, ``omniglot-small-conv4-5w1s``).
         confirm: Evaluate the selected pattern and the baseline on fresh test tasks.
         test_tasks: Number of test tasks.
         test_seed: Seed of the test tasks.
