@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import sys
 import time
 import warnings
@@ -98,7 +99,9 @@ def _fail_stale_trials(study: optuna.Study) -> None:
 def best_speedup_within(study: optuna.Study, degradation: float = 0.01) -> float | None:
     """Speedup of the pattern ``select`` would choose at ``degradation``, or None before the baseline."""
     try:
-        return float(choose(study, degradation).selected.user_attrs["speedup"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the mixed-device warning belongs to select, not to progress
+            return float(choose(study, degradation).selected.user_attrs["speedup"])
     except SelectionError:
         return None
 
@@ -131,7 +134,7 @@ class _Objective:
             raise optuna.TrialPruned("the target number of trials is already complete or running")
         pattern = suggest_pattern(trial, self.num_groups, self.config.max_steps).canonical()
         trial.set_user_attr("pattern", str(pattern))
-        trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+        trial.set_user_attr("worker", f"{platform.node()}:{os.getpid()}")
         previous = self._previous(pattern, trial.number)
         if previous is not None:
             for key, value in previous.user_attrs.items():
