@@ -86,11 +86,11 @@ class TrainConfig:
 
 
 def _check_resumable(stored: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    current = asdict(config)
+    current, defaults = asdict(config), asdict(TrainConfig())
     differences = [
-        f"{key}: {stored.get(key)!r} -> {value!r}"
+        f"{key}: {stored.get(key, defaults[key])!r} -> {value!r}"
         for key, value in current.items()
-        if key not in _RESUMABLE and stored.get(key) != value
+        if key not in _RESUMABLE and stored.get(key, defaults[key]) != value
     ]
     if differences:
         raise CheckpointError(
