@@ -12,16 +12,23 @@ that work is shared between patterns:
   of starting over.
 
 Each pattern then runs only the missing inner steps on its suffix and one
-query forward from the cached query features. The results equal
-:func:`patternsearch.scoring.score_tasks` (the same operations on the same
-values). Latency is never measured here: it is measured on real end-to-end
-adaptations (see :mod:`patternsearch.timing`).
+query forward from the cached query features. On the CPU the tasks are scored
+by parallel threads (one intra-op thread each), and images and conv
+weights are kept in the channels-last memory format, which oneDNN convolves
+about 1.6x faster for query-sized batches. The results equal
+:func:`patternsearch.scoring.score_tasks` up to floating-point rounding (the
+same operations on the same values, in another memory layout). Latency is
+never measured here: it is measured on real end-to-end adaptations (see
+:mod:`patternsearch.timing`).
 """
 
 from __future__ import annotations
 
+import copy
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -49,7 +56,14 @@ def _bytes(tensors: Sequence[Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-class CachedScorer:
+def _layout(tensor: Tensor) -> Tensor:
+    """Channels-last for 4-D tensors on the CPU (faster oneDNN convolutions); others unchanged."""
+    if tensor.dim() == 4 and tensor.device.type == "cpu":
+        return tensor.contiguous(memory_format=torch.channels_last)
+    return tensor
+
+
+class _ShardScorer:
     """Scores patterns on a fixed task set, reusing prefix features and SGD trajectories.
 
     Args:
@@ -78,9 +92,11 @@ class CachedScorer:
         self.model, self.benchmark, self.tasks, self.inner_lr = model, benchmark, list(tasks), inner_lr
         self.feature_bytes, self.trajectory_bytes = feature_bytes, trajectory_bytes
         self._num_stages = len(model_stages(model))
-        self._features: dict[int, list[tuple[Tensor, Tensor]]] = {0: [(t.x_support, t.x_query) for t in self.tasks]}
+        self._features: dict[int, list[tuple[Tensor, Tensor]]] = {
+            0: [(_layout(t.x_support), _layout(t.x_query)) for t in self.tasks]
+        }
         self._trajectories: OrderedDict[tuple[tuple[bool, ...], int], _State] = OrderedDict()
-        self._params = {name: p.detach() for name, p in model.named_parameters()}
+        self._params = {name: _layout(p.detach()) for name, p in model.named_parameters()}
         self.steps_run = 0  # inner steps actually computed, summed over tasks
 
     def __len__(self) -> int:
@@ -155,3 +171,76 @@ class CachedScorer:
         if pattern.steps > done:
             self._store(pattern, plan, adapted_all)
         return np.array(scores)
+
+
+def default_threads(device: torch.device) -> int:
+    """Scoring threads: the CPU cores this process may use (at most 8), or 1 on a GPU."""
+    if device.type != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores))
+
+
+class CachedScorer:
+    """Scores patterns on a fixed task set, reusing prefix features and SGD trajectories.
+
+    Tiny per-task tensors keep PyTorch's intra-op threads idle, so on the CPU
+    the tasks are split into shards scored by parallel threads, each with one
+    intra-op thread and its own copy of the model (adaptation binds tensors on
+    a per-model copy, which threads must not share).
+
+    Args:
+        model: Meta-trained model (on the tasks' device); not modified.
+        benchmark: Supplies the loss and the score.
+        tasks: The fixed task set.
+        inner_lr: Inner learning rate.
+        threads: Parallel shards (default: :func:`default_threads`).
+        feature_bytes: Memory budget for cached prefix features (all shards).
+        trajectory_bytes: Memory budget for stored adaptation states (all shards).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        benchmark: Benchmark,
+        tasks: Sequence[Task],
+        inner_lr: float,
+        *,
+        threads: int | None = None,
+        feature_bytes: int = _DEFAULT_FEATURE_BYTES,
+        trajectory_bytes: int = _DEFAULT_TRAJECTORY_BYTES,
+    ) -> None:
+        if not tasks:
+            raise ValueError("no tasks to score")
+        device = tasks[0].x_support.device
+        count = max(1, min(threads or default_threads(device), len(tasks)))
+        bounds = np.linspace(0, len(tasks), count + 1).astype(int)
+        self._shards = [
+            _ShardScorer(model if i == 0 else copy.deepcopy(model), benchmark, tasks[a:b], inner_lr,
+                         feature_bytes=feature_bytes // count, trajectory_bytes=trajectory_bytes // count)
+            for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))
+        ]
+        self._pool = ThreadPoolExecutor(count) if count > 1 else None
+
+    def __len__(self) -> int:
+        return sum(len(shard) for shard in self._shards)
+
+    @property
+    def steps_run(self) -> int:
+        """Inner steps actually computed, summed over tasks."""
+        return sum(shard.steps_run for shard in self._shards)
+
+    def scores(self, pattern: Pattern) -> np.ndarray:
+        """Per-task query scores of ``pattern`` (accuracy, or -MSE), in task order.
+
+        Raises:
+            FloatingPointError: If adaptation diverges (NaN or infinite loss).
+        """
+        if self._pool is None:
+            return self._shards[0].scores(pattern)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return np.concatenate(list(self._pool.map(lambda shard: shard.scores(pattern), self._shards)))
+        finally:
+            torch.set_num_threads(previous)

@@ -17,14 +17,15 @@ def omniglot_tasks(omniglot_root):  # type: ignore[no-untyped-def]
     return bench, bench.tasks("val", 6, seed=3)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("factory", [lambda: create_model("conv4", 5, hidden=8), lambda: ResidualNet()],
                          ids=["conv4", "residual"])
-def test_cached_scores_equal_the_naive_loop(factory, omniglot_tasks) -> None:  # type: ignore[no-untyped-def]
+def test_cached_scores_equal_the_naive_loop(factory, threads, omniglot_tasks) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     model = factory().train()
     bench, tasks = omniglot_tasks
     groups = 5 if isinstance(model, torch.nn.Sequential) else 4
-    scorer = CachedScorer(model, bench, tasks, inner_lr=0.4, feature_bytes=1 << 20)
+    scorer = CachedScorer(model, bench, tasks, inner_lr=0.4, threads=threads, feature_bytes=1 << 20)
     # The order exercises feature reuse and trajectory reuse (same flags, more steps, then fewer).
     texts = ["0" * (groups - 1) + "1:2", "0" * (groups - 2) + "11:1", "0" * (groups - 1) + "1:5",
              "1" * groups + ":2", "1" * groups + ":4", "1" * groups + ":3", "0" * groups + ":0",
@@ -33,7 +34,9 @@ def test_cached_scores_equal_the_naive_loop(factory, omniglot_tasks) -> None:  #
         pattern = Pattern.parse(text)
         cached = scorer.scores(pattern)
         naive = score_tasks(model, tasks, pattern, 0.4, bench)
-        np.testing.assert_allclose(cached, naive, atol=1e-6, err_msg=text)
+        # Channels-last convolutions round differently: allow one flipped query in a task, never more.
+        np.testing.assert_allclose(cached, naive, atol=1.01 / 25, err_msg=text)
+        assert abs(cached.mean() - naive.mean()) <= 1.01 / 25 / len(tasks)
 
 
 def test_trajectories_skip_steps_already_taken(omniglot_tasks) -> None:  # type: ignore[no-untyped-def]
