@@ -368,6 +368,9 @@ def _select(args: argparse.Namespace) -> int:
           f"baseline {result.baseline}")
     print(f"  validation: {result.val_accuracy:.4f} vs baseline {result.baseline_val_accuracy:.4f}, "
           f"speedup {result.val_speedup:.1f}x")
+    for rejected in result.rejected:
+        print(f"  rejected {rejected['pattern']}: test accuracy {rejected['test_accuracy']:.4f}, "
+              f"{rejected['difference']:+.4f} against the baseline (beyond the allowed degradation)")
     if result.test_accuracy is not None:
         print(f"  test ({result.test_tasks} tasks): {result.test_accuracy:.4f} +/- {result.test_ci95:.4f} vs "
               f"baseline {result.baseline_test_accuracy:.4f} +/- {result.baseline_test_ci95:.4f}; "

@@ -191,3 +191,25 @@ def test_huge_inner_learning_rate_raises_floating_point_error(sinusoid_checkpoin
     scorer = CachedScorer(experiment.model, experiment.benchmark, experiment.tasks("val", 3, 0), inner_lr=1e12)
     with pytest.raises(FloatingPointError, match="non-finite"):
         scorer.scores(experiment.pattern("111:10"))
+
+
+def test_select_rejects_a_candidate_that_fails_on_test(sinusoid_checkpoint: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from patternsearch.cached_scoring import CachedScorer
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study = optimize(16, checkpoint=sinusoid_checkpoint, storage=storage, **TINY)
+    choice = choose(study, 1.0)
+    assert len(choice.candidates) >= 2, "need two candidates"
+    first, second = (str(t.user_attrs["pattern"]) for t in choice.candidates[:2])
+    original = CachedScorer.scores
+
+    def worse_first(self, pattern):  # type: ignore[no-untyped-def]
+        scores = original(self, pattern)
+        return scores - 100.0 if str(pattern) == first else scores
+
+    monkeypatch.setattr(CachedScorer, "scores", worse_first)
+    result = select(1.0, storage=storage, test_tasks=8, checkpoint=sinusoid_checkpoint, device="cpu")
+    assert [r["pattern"] for r in result.rejected] == [first]
+    assert result.pattern == second
+    assert result.difference >= -1.0

@@ -49,16 +49,29 @@ def devices(trials: list[FrozenTrial]) -> list[str]:
 
 @dataclass(frozen=True)
 class Choice:
-    """The selected trial and the baseline trial it is compared with."""
+    """The qualifying trials, fastest first, and the baseline trial they are compared with.
 
-    selected: FrozenTrial
+    Attributes:
+        candidates: Pareto-optimal trials within the degradation, fastest
+            first, ending with the baseline (which always qualifies).
+        baseline: The baseline trial.
+        threshold: Baseline validation accuracy minus the degradation.
+        mixed_devices: Whether the study's latencies come from several devices.
+    """
+
+    candidates: tuple[FrozenTrial, ...]
     baseline: FrozenTrial
     threshold: float
     mixed_devices: bool
 
+    @property
+    def selected(self) -> FrozenTrial:
+        """The fastest qualifying trial."""
+        return self.candidates[0]
+
 
 def choose(study: optuna.Study, max_degradation: float) -> Choice:
-    """The fastest Pareto-optimal trial whose accuracy is at least baseline minus ``max_degradation``.
+    """Pareto-optimal trials whose accuracy is at least baseline minus ``max_degradation``, fastest first.
 
     Speed is the study's time objective; when latencies were measured in
     milliseconds on different devices, patterns are compared by their speedup
@@ -84,11 +97,13 @@ def choose(study: optuna.Study, max_degradation: float) -> Choice:
             stacklevel=2,
         )
     by_speedup = mixed and metric == "latency"
-    candidates = [t for t in pareto_trials(study) if float(t.user_attrs["accuracy"]) >= threshold - 1e-12]
-    candidates.append(baseline)
+    qualifying = [t for t in pareto_trials(study) if float(t.user_attrs["accuracy"]) >= threshold - 1e-12]
 
     def speed_key(trial: FrozenTrial) -> tuple[float, float]:
         cost = -float(trial.user_attrs["speedup"]) if by_speedup else float(trial.values[0])
         return cost, -float(trial.user_attrs["accuracy"])
 
-    return Choice(min(candidates, key=speed_key), baseline, threshold, mixed)
+    ordered = sorted((t for t in qualifying if t.user_attrs["pattern"] != baseline.user_attrs["pattern"]),
+                     key=speed_key)
+    faster = [t for t in ordered if speed_key(t) <= speed_key(baseline)]
+    return Choice((*faster, baseline), baseline, threshold, mixed)
