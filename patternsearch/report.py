@@ -114,6 +114,18 @@ def importances(study: optuna.Study, groups: list[str]) -> dict[str, dict[str, f
     return result
 
 
+def _confirmed_choice(study: optuna.Study, choice: Choice, max_degradation: float) -> Choice:
+    """The choice with the pattern ``select`` confirmed on the test split first, when select ran with this budget."""
+    stored = study.user_attrs.get(SELECTION_ATTR) or {}
+    if stored.get("max_degradation") != max_degradation or stored.get("test_accuracy") is None:
+        return choice
+    confirmed = [t for t in choice.candidates if t.user_attrs["pattern"] == stored.get("pattern")]
+    if not confirmed:
+        return choice
+    rest = tuple(t for t in choice.candidates if t is not confirmed[0])
+    return Choice((confirmed[0], *rest), choice.baseline, choice.threshold, choice.mixed_devices)
+
+
 def _x_axis(study: optuna.Study, baseline: FrozenTrial) -> tuple[Any, str]:
     """Position of a trial on the time axis, and the axis label, for the study's time metric.
 
@@ -222,7 +234,7 @@ def build_report(
         The paths and the report's numbers (the content of ``report.json``).
     """
     config = StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR])
-    choice = choose(study, max_degradation)
+    choice = _confirmed_choice(study, choose(study, max_degradation), max_degradation)
     choice_rows = {
         "max_degradation": max_degradation, "threshold": choice.threshold,
         "baseline": _row(choice.baseline), "selected": _row(choice.selected),
