@@ -78,15 +78,28 @@ def _prepare_study(storage: optuna.storages.BaseStorage, name: str, config: Stud
     return study
 
 
-def _counts(study: optuna.Study) -> tuple[int, list[FrozenTrial]]:
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-    return sum(t.state == TrialState.COMPLETE for t in trials), [t for t in trials if t.state == TrialState.RUNNING]
+class _DatabaseTrials:
+    """Trials read straight from the database, for the counts that must be exact.
 
+    Optuna's per-process trial cache skips a trial whose row commits after a
+    finished trial with a larger id, which PostgreSQL and MySQL allow (ids are
+    handed out before commit); a retry enqueued then would never be run.
+    """
 
-def _is_surplus(study: optuna.Study, trial: optuna.Trial, target: int) -> bool:
-    """True when other workers already hold the target number of trials ahead of this one."""
-    ahead = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-    return sum(t.number < trial.number for t in ahead) >= target
+    def __init__(self, storage: optuna.storages.RDBStorage, study_name: str) -> None:
+        self.storage, self.study_id = storage, storage.get_study_id_from_name(study_name)
+
+    def __call__(self, *states: TrialState) -> list[FrozenTrial]:
+        return self.storage.get_all_trials(self.study_id, deepcopy=False, states=states)
+
+    def counts(self) -> tuple[int, list[FrozenTrial]]:
+        """Complete trials and the running ones."""
+        trials = self(TrialState.COMPLETE, TrialState.RUNNING)
+        return sum(t.state == TrialState.COMPLETE for t in trials), [t for t in trials if t.state == TrialState.RUNNING]
+
+    def is_surplus(self, trial: optuna.Trial, target: int) -> bool:
+        """True when other workers already hold the target number of trials ahead of this one."""
+        return sum(t.number < trial.number for t in self(TrialState.COMPLETE, TrialState.RUNNING)) >= target
 
 
 def _fail_stale_trials(study: optuna.Study) -> None:
@@ -109,33 +122,33 @@ def best_speedup_within(study: optuna.Study, degradation: float = 0.01) -> float
 class _Objective:
     """Evaluates one trial; repeats of a completed pattern reuse its values."""
 
-    def __init__(self, study: optuna.Study, evaluator: PatternEvaluator, config: StudyConfig, target: int,
+    def __init__(self, trials: _DatabaseTrials, evaluator: PatternEvaluator, config: StudyConfig, target: int,
                  num_groups: int) -> None:
-        self.study, self.evaluator, self.config, self.target, self.num_groups = (
-            study, evaluator, config, target, num_groups)
+        self.trials, self.evaluator, self.config, self.target, self.num_groups = (
+            trials, evaluator, config, target, num_groups)
 
-    def _previous(self, pattern: Pattern, number: int) -> FrozenTrial | None:
+    def _previous(self, trial: optuna.Trial, pattern: Pattern) -> FrozenTrial | None:
         """A completed trial of the same pattern; waits while another worker is evaluating it."""
         while True:
-            same = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+            same = [t for t in self.trials(TrialState.COMPLETE, TrialState.RUNNING)
                     if t.user_attrs.get("pattern") == str(pattern) and "repeat_of" not in t.user_attrs
-                    and t.number != number]
+                    and t.number != trial.number]
             done = [t for t in same if t.state == TrialState.COMPLETE]
             if done:
                 return done[0]
-            if not any(t.number < number for t in same):
+            if not any(t.number < trial.number for t in same):
                 return None
             time.sleep(0.5)  # an earlier trial is measuring this pattern right now
-            _fail_stale_trials(self.study)  # unless its worker died
+            _fail_stale_trials(trial.study)  # unless its worker died
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
-        if _is_surplus(self.study, trial, self.target):
+        if self.trials.is_surplus(trial, self.target):
             trial.set_user_attr("surplus", True)
             raise optuna.TrialPruned("the target number of trials is already complete or running")
         pattern = suggest_pattern(trial, self.num_groups, self.config.max_steps).canonical()
         trial.set_user_attr("pattern", str(pattern))
         trial.set_user_attr("worker", f"{platform.node()}:{os.getpid()}")
-        previous = self._previous(pattern, trial.number)
+        previous = self._previous(trial, pattern)
         if previous is not None:
             for key, value in previous.user_attrs.items():
                 if key not in ("worker", "pattern"):
@@ -234,7 +247,8 @@ def optimize(
     with creation_lock(storage):
         rdb = open_storage(storage, heartbeat_interval=max(1, heartbeat_interval))
         study = _prepare_study(rdb, name, config, baseline_pattern, trials)
-    complete, _ = _counts(study)
+    database_trials = _DatabaseTrials(rdb, name)
+    complete, _ = database_trials.counts()
     if complete >= trials:
         say(f"study {name!r} already has {complete} complete trials (target {trials}); nothing to do")
         return study
@@ -242,9 +256,9 @@ def optimize(
         f"({experiment.device.type})")
     evaluator = PatternEvaluator(experiment, baseline_pattern, experiment.tasks("val", tasks, task_seed),
                                  latency_tasks=latency_tasks, repeats=repeats)
-    _run(study, _Objective(study, evaluator, config, trials, len(experiment.groups)), trials, heartbeat_interval,
-         progress, say)
-    return study
+    _run(study, _Objective(database_trials, evaluator, config, trials, len(experiment.groups)), trials,
+         heartbeat_interval, progress, say)
+    return optuna.load_study(study_name=name, storage=rdb, sampler=study.sampler)
 
 
 def study_config(experiment: Experiment, baseline: Pattern, *, tasks: int, task_seed: int, max_steps: int,
@@ -263,13 +277,16 @@ def study_config(experiment: Experiment, baseline: Pattern, *, tasks: int, task_
 
 def _run(study: optuna.Study, objective: _Objective, target: int, heartbeat_interval: int, progress: bool,
          say: Callable[[str], None]) -> None:
-    complete, _ = _counts(study)
+    complete, _ = objective.trials.counts()
     bar = tqdm(total=target, initial=complete, desc="searching", unit="trial", disable=not progress,
                dynamic_ncols=True)
     failures, waiting_said = 0, False
     try:
         while True:
-            complete, running = _counts(study)
+            # A fresh cache per trial: Optuna's would never see a retry that committed late.
+            study = optuna.load_study(study_name=study.study_name, storage=objective.trials.storage,
+                                      sampler=study.sampler)
+            complete, running = objective.trials.counts()
             bar.n = complete
             best = best_speedup_within(study)
             bar.set_postfix_str(f"best within 1 pt: {best:.1f}x" if best else "baseline first")
