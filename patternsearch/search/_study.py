@@ -283,9 +283,6 @@ def _run(study: optuna.Study, objective: _Objective, target: int, heartbeat_inte
     failures, waiting_said = 0, False
     try:
         while True:
-            # A fresh cache per trial: Optuna's would never see a retry that committed late.
-            study = optuna.load_study(study_name=study.study_name, storage=objective.trials.storage,
-                                      sampler=study.sampler)
             complete, running = objective.trials.counts()
             bar.n = complete
             best = best_speedup_within(study)
@@ -300,6 +297,9 @@ def _run(study: optuna.Study, objective: _Objective, target: int, heartbeat_inte
                 _fail_stale_trials(study)
                 time.sleep(min(1.0, heartbeat_interval / 2))
                 continue
+            # A fresh cache per trial: Optuna's would never see a retry that committed late.
+            study = optuna.load_study(study_name=study.study_name, storage=objective.trials.storage,
+                                      sampler=study.sampler)
             finished: list[FrozenTrial] = []
             study.optimize(objective, n_trials=1, catch=_FAILURES, gc_after_trial=False, show_progress_bar=False,
                            callbacks=[lambda _, trial, into=finished: into.append(trial)])
