@@ -1,14 +1,21 @@
-"""Search speed: the study's cached evaluator against a naive per-trial, per-task loop, in one run.
+"""Search speed: the study's scoring against a naive per-trial, per-task loop, in one run.
 
-Replays the patterns of a finished study, in trial order, through both
-evaluators on the study's own validation tasks:
+Replays the trials of a finished study, in trial order, through both
+evaluators on the study's own validation tasks, interleaved trial by trial
+(fast, naive, fast, naive, ...) so that machine noise hits both alike:
 
-* naive: every trial adapts every task from scratch (``score_tasks``), repeats included;
-* fast: what ``optimize`` does (``CachedScorer``: prefix features and SGD
-  trajectories reused, repeats not re-evaluated).
+* naive: every trial adapts every task from scratch (``score_tasks``), repeats
+  included, no early stopping;
+* fast: what ``optimize`` does: ``CachedScorer`` (prefix features and SGD
+  trajectories reused), repeats not re-evaluated, and scoring stopped early
+  once a faster, fully scored trial is surely more accurate (the same race, the
+  same time objectives as recorded in the study).
 
-It prints both times, their ratio and the largest accuracy difference. Latency
-measurement is the same in both and is not part of this comparison.
+It prints both times, their ratio, the largest accuracy difference over the
+patterns both scored fully, and for every early stop whether the naive full
+accuracies confirm it (the stopped pattern less accurate than the trial that
+beat it). Latency measurement is the same in both and not part of this
+comparison.
 
 Run: python examples/search_speed.py --storage sqlite:///studies/patternsearch.db \\
          --data-root ../shared/data/omniglot [--study NAME] [--trials N]
@@ -20,6 +27,7 @@ import argparse
 import json
 import time
 
+import numpy as np
 import torch
 
 from patternsearch.cached_scoring import CachedScorer
@@ -27,7 +35,9 @@ from patternsearch.devices import device_name
 from patternsearch.scoring import score_tasks
 from patternsearch.search._config import CONFIG_ATTR, StudyConfig
 from patternsearch.search._confirm import resolve_study, study_experiment
-from patternsearch.search._select import completed_trials
+from patternsearch.search._evaluator import time_objective
+from patternsearch.search._racing import Rival, race
+from patternsearch.search._select import counts_toward_target
 
 
 def main() -> None:
@@ -44,33 +54,50 @@ def main() -> None:
     config = StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR])
     experiment = study_experiment(config, data_root=args.data_root, checkpoint=args.checkpoint, device="cpu")
     tasks = experiment.tasks("val", config.tasks, config.task_seed)
-    patterns = [experiment.pattern(t.user_attrs["pattern"]) for t in completed_trials(study)][: args.trials]
+    trials = [t for t in study.get_trials(deepcopy=False) if counts_toward_target(t)][: args.trials]
 
-    began = time.perf_counter()
     scorer = CachedScorer(experiment.model, experiment.benchmark, tasks, experiment.inner_lr)
-    fast = {}
-    for pattern in patterns:
-        if pattern not in fast:
-            fast[pattern] = scorer.scores(pattern).mean()
-    fast_s = time.perf_counter() - began
+    fast: dict[str, tuple[np.ndarray, int | None]] = {}  # pattern -> (scores, dominated_by trial)
+    naive: dict[str, np.ndarray] = {}
+    rivals: list[Rival] = []
+    fast_s = naive_s = 0.0
+    for trial in trials:
+        attrs = trial.user_attrs
+        pattern = experiment.pattern(attrs["pattern"])
+        began = time.perf_counter()
+        if attrs["pattern"] not in fast:
+            mine = time_objective(config.time_metric, attrs["latency_ms"], attrs["baseline_latency_ms"],
+                                  attrs["flops"])
+            is_baseline = attrs["pattern"] == config.baseline
+            faster = [] if is_baseline else [r for r in rivals if r.time <= mine]
+            outcome = race(lambda indices, p=pattern: scorer.scores(p, indices), len(tasks), faster)
+            fast[attrs["pattern"]] = (outcome.scores, outcome.dominated_by)
+            if outcome.dominated_by is None:
+                rivals.append(Rival(trial.number, mine, outcome.scores))
+        fast_s += time.perf_counter() - began
+        began = time.perf_counter()
+        naive[attrs["pattern"]] = score_tasks(experiment.model, tasks, pattern, experiment.inner_lr,
+                                              experiment.benchmark)
+        naive_s += time.perf_counter() - began
 
-    began = time.perf_counter()
-    naive = [score_tasks(experiment.model, tasks, p, experiment.inner_lr, experiment.benchmark).mean()
-             for p in patterns]
-    naive_s = time.perf_counter() - began
-
+    pattern_of = {t.number: t.user_attrs["pattern"] for t in trials}
+    full = [p for p, (_, by) in fast.items() if by is None]
+    stops = [(p, by) for p, (_, by) in fast.items() if by is not None]
+    wrong = [p for p, by in stops if naive[p].mean() >= naive[pattern_of[by]].mean()]
     result = {
-        "study": study.study_name, "trials": len(patterns), "distinct_patterns": len(fast), "tasks": len(tasks),
+        "study": study.study_name, "trials": len(trials), "distinct_patterns": len(fast), "tasks": len(tasks),
+        "stopped_early": len(stops), "stops_contradicted_by_full_scores": wrong,
         "fast_s": fast_s, "naive_s": naive_s, "speedup": naive_s / fast_s,
-        "max_accuracy_difference": max(abs(fast[p] - a) for p, a in zip(patterns, naive, strict=True)),
+        "max_accuracy_difference": max(abs(fast[p][0].mean() - naive[p].mean()) for p in full),
         "device": device_name(torch.device("cpu")),
     }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{result['trials']} trials ({result['distinct_patterns']} distinct) x {result['tasks']} tasks on "
-              f"{result['device']}: fast {fast_s:.1f} s, naive {naive_s:.1f} s, {result['speedup']:.1f}x; "
-              f"largest accuracy difference {result['max_accuracy_difference']:.2e}")
+        print(f"{result['trials']} trials ({result['distinct_patterns']} distinct, {len(stops)} stopped early) x "
+              f"{result['tasks']} tasks on {result['device']}: fast {fast_s:.1f} s, naive {naive_s:.1f} s, "
+              f"{result['speedup']:.1f}x; largest accuracy difference {result['max_accuracy_difference']:.2e}; "
+              f"early stops contradicted by full scores: {len(wrong)}")
 
 
 if __name__ == "__main__":

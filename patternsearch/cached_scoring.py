@@ -49,7 +49,7 @@ from .pattern import Pattern
 _DEFAULT_FEATURE_BYTES = 4 << 30
 _DEFAULT_TRAJECTORY_BYTES = 2 << 30
 
-_State = list[dict[str, Tensor]]  # per task: adapted suffix tensors (flagged ones only)
+_State = dict[int, dict[str, Tensor]]  # task index -> adapted suffix tensors (flagged ones only)
 
 
 def _bytes(tensors: Sequence[Tensor]) -> int:
@@ -96,6 +96,7 @@ class _ShardScorer:
             0: [(_layout(t.x_support), _layout(t.x_query)) for t in self.tasks]
         }
         self._trajectories: OrderedDict[tuple[tuple[bool, ...], int], _State] = OrderedDict()
+        self._trajectory_sizes: dict[tuple[tuple[bool, ...], int], int] = {}
         self._params = {name: _layout(p.detach()) for name, p in model.named_parameters()}
         self.steps_run = 0  # inner steps actually computed, summed over tasks
 
@@ -120,43 +121,46 @@ class _ShardScorer:
             self._features[cut] = result
         return result
 
-    def _resume_point(self, pattern: Pattern) -> tuple[int, _State | None]:
-        """The stored state with the most steps not beyond ``pattern.steps``, for the same flags."""
-        best = max((steps for flags, steps in self._trajectories if flags == pattern.flags and steps <= pattern.steps),
-                   default=0)
+    def _resume_point(self, pattern: Pattern, task: int) -> tuple[int, dict[str, Tensor] | None]:
+        """The stored state of ``task`` with the most steps not beyond ``pattern.steps``, for the same flags."""
+        best = max((steps for (flags, steps), state in self._trajectories.items()
+                    if flags == pattern.flags and steps <= pattern.steps and task in state), default=0)
         if not best:
             return 0, None
         key = (pattern.flags, best)
         self._trajectories.move_to_end(key)
-        return best, self._trajectories[key]
+        return best, self._trajectories[key][task]
 
-    def _store(self, pattern: Pattern, plan: AdaptationPlan, adapted: list[dict[str, Tensor]]) -> None:
+    def _store(self, pattern: Pattern, plan: AdaptationPlan, adapted: dict[int, dict[str, Tensor]]) -> None:
         flagged = {local for local, name in plan.suffix.param_names if name in set(plan.flagged)}
-        state = [{k: v for k, v in tensors.items() if k in flagged} for tensors in adapted]
-        size = _bytes([t for tensors in state for t in tensors.values()])
-        if size > self.trajectory_bytes:
-            return
-        self._trajectories[(pattern.flags, pattern.steps)] = state
-        while sum(_bytes([t for d in s for t in d.values()]) for s in self._trajectories.values()) > \
-                self.trajectory_bytes:
-            self._trajectories.popitem(last=False)
+        key = (pattern.flags, pattern.steps)
+        state = self._trajectories.setdefault(key, {})
+        state.update({task: {k: v for k, v in tensors.items() if k in flagged} for task, tensors in adapted.items()})
+        self._trajectories.move_to_end(key)
+        self._trajectory_sizes[key] = _bytes([t for tensors in state.values() for t in tensors.values()])
+        while sum(self._trajectory_sizes.values()) > self.trajectory_bytes:
+            oldest, _ = self._trajectories.popitem(last=False)
+            del self._trajectory_sizes[oldest]
 
-    def scores(self, pattern: Pattern) -> np.ndarray:
-        """Per-task query scores of ``pattern`` (accuracy, or -MSE).
+    def scores(self, pattern: Pattern, tasks: Sequence[int] | None = None) -> np.ndarray:
+        """Query scores of ``pattern`` (accuracy, or -MSE) on ``tasks`` (indices; default all), in that order.
 
         Raises:
             FloatingPointError: If adaptation diverges (NaN or infinite loss).
         """
+        indices = range(len(self.tasks)) if tasks is None else tasks
         score_fn = self.benchmark.score_fn
         if pattern.is_none:
-            outputs = [q for _, q in self.features(self._num_stages)]
-            return np.array([score_fn(out, task.y_query) for out, task in zip(outputs, self.tasks, strict=True)])
+            outputs = self.features(self._num_stages)
+            return np.array([score_fn(outputs[i][1], self.tasks[i].y_query) for i in indices])
         plan = adaptation_plan(self.model, pattern)
         suffix = suffix_tensors(plan, self._params, copied_buffers(self.model))
-        done, state = self._resume_point(pattern)
-        scores, adapted_all = [], []
-        for i, ((support, query), task) in enumerate(zip(self.features(plan.cut), self.tasks, strict=True)):
-            start = {**suffix, **state[i]} if state is not None else suffix
+        features = self.features(plan.cut)
+        scores, adapted_all = [], {}
+        for i in indices:
+            (support, query), task = features[i], self.tasks[i]
+            done, state = self._resume_point(pattern, i)
+            start = {**suffix, **state} if state is not None else suffix
             adapted = run_suffix_steps(
                 plan, start, support, task.y_support, pattern.steps - done, self.inner_lr, self.benchmark.loss_fn
             )
@@ -166,9 +170,10 @@ class _ShardScorer:
                 raise FloatingPointError(f"pattern {pattern} gave non-finite outputs; is the inner learning rate "
                                          "too high?")
             scores.append(score_fn(outputs, task.y_query))
-            adapted_all.append(adapted)
-        self.steps_run += (pattern.steps - done) * len(self.tasks)
-        if pattern.steps > done:
+            self.steps_run += pattern.steps - done
+            if pattern.steps > done:
+                adapted_all[i] = adapted
+        if adapted_all:
             self._store(pattern, plan, adapted_all)
         return np.array(scores)
 
@@ -230,17 +235,32 @@ class CachedScorer:
         """Inner steps actually computed, summed over tasks."""
         return sum(shard.steps_run for shard in self._shards)
 
-    def scores(self, pattern: Pattern) -> np.ndarray:
-        """Per-task query scores of ``pattern`` (accuracy, or -MSE), in task order.
+    def scores(self, pattern: Pattern, tasks: Sequence[int] | None = None) -> np.ndarray:
+        """Query scores of ``pattern`` (accuracy, or -MSE) on ``tasks`` (indices; default all), in that order.
+
+        Each shard owns a contiguous block of tasks, so a subset keeps every
+        thread busy when it spreads over the whole range (a strided subset).
 
         Raises:
             FloatingPointError: If adaptation diverges (NaN or infinite loss).
         """
-        if self._pool is None:
-            return self._shards[0].scores(pattern)
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return np.concatenate(list(self._pool.map(lambda shard: shard.scores(pattern), self._shards)))
-        finally:
-            torch.set_num_threads(previous)
+        indices = np.arange(len(self)) if tasks is None else np.asarray(tasks, dtype=int)
+        if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"task indices must lie in [0, {len(self)})")
+        starts = np.cumsum([0] + [len(shard) for shard in self._shards])
+        owner = np.searchsorted(starts, indices, side="right") - 1
+        jobs = [(shard, indices[owner == i] - starts[i], owner == i) for i, shard in enumerate(self._shards)
+                if (owner == i).any()]
+        if self._pool is None or len(jobs) == 1:
+            parts = [shard.scores(pattern, local) for shard, local, _ in jobs]
+        else:
+            previous = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                parts = list(self._pool.map(lambda job: job[0].scores(pattern, job[1]), jobs))
+            finally:
+                torch.set_num_threads(previous)
+        result = np.empty(indices.size)
+        for (_, _, positions), part in zip(jobs, parts, strict=True):
+            result[positions] = part
+        return result

@@ -294,7 +294,7 @@ def _optimize_parser(sub: argparse._SubParsersAction) -> None:
     )
     _add_experiment_options(parser)
     _add_storage_options(parser)
-    parser.add_argument("--trials", type=int, default=200, help="target number of complete trials (default 200)")
+    parser.add_argument("--trials", type=int, default=200, help="target number of evaluated trials (default 200)")
     parser.add_argument("--tasks", type=int, default=200, help="fixed validation tasks per trial (default 200)")
     parser.add_argument("--task-seed", type=int, default=0, help="seed of the validation tasks (default 0)")
     parser.add_argument("--max-steps", type=int, default=10, help="largest inner-step count searched (default 10)")
@@ -307,6 +307,8 @@ def _optimize_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per task (default 3)")
     parser.add_argument("--train-iterations", type=_positive_int, default=None,
                         help="meta-training iterations if no checkpoint exists yet")
+    parser.add_argument("--no-early-stopping", dest="early_stopping", action="store_false",
+                        help="score every pattern on every task, even once a faster trial is surely more accurate")
     parser.add_argument("--heartbeat-interval", type=_positive_int, default=10,
                         help="seconds between heartbeats; a dead worker's trial is retried after 3 intervals")
     parser.set_defaults(handler=_optimize)
@@ -322,7 +324,8 @@ def _optimize(args: argparse.Namespace) -> int:
         tasks=args.tasks, task_seed=args.task_seed,
         max_steps=args.max_steps, sampler=args.sampler, seed=args.seed, baseline=args.baseline,
         time_metric=args.time_metric, latency_tasks=args.latency_tasks, repeats=args.repeats,
-        train_iterations=args.train_iterations, heartbeat_interval=args.heartbeat_interval,
+        train_iterations=args.train_iterations, early_stopping=args.early_stopping,
+        heartbeat_interval=args.heartbeat_interval,
     )
     rows = [
         (t.user_attrs["pattern"], f"{t.user_attrs['accuracy']:.4f} +/- {t.user_attrs['ci95']:.4f}",
@@ -400,9 +403,11 @@ def _studies(args: argparse.Namespace) -> int:
     def fmt(value: float | None, spec: str) -> str:
         return "-" if value is None else format(value, spec)
 
-    rows = [(s.name, s.benchmark or "-", f"{s.complete}/{s.target or '-'}", fmt(s.baseline_accuracy, ".4f"),
+    rows = [(s.name, s.benchmark or "-", f"{s.complete + s.stopped_early}/{s.target or '-'}", str(s.stopped_early),
+             fmt(s.baseline_accuracy, ".4f"),
              fmt(s.best_speedup_within_1pt, ".1f") + ("x" if s.best_speedup_within_1pt else "")) for s in summaries]
-    print(_table(["study", "benchmark", "complete/target", "baseline acc", "best speedup (1 pt)"], rows))
+    print(_table(["study", "benchmark", "evaluated/target", "stopped early", "baseline acc", "best speedup (1 pt)"],
+                 rows))
     return 0
 
 
@@ -435,7 +440,8 @@ def _report(args: argparse.Namespace) -> int:
     files, data = build_report(study, args.out, max_degradation=args.max_degradation, data_root=args.data_root,
                                checkpoint=args.checkpoint, device=args.device)
     choice = data["choice"]
-    print(f"study {data['study']}: {data['complete']}/{data['target']} complete; selected "
+    print(f"study {data['study']}: {data['complete']} complete + {data['stopped_early']} stopped early, target "
+          f"{data['target']}; selected "
           f"{choice['selected']['pattern']} ({choice['selected']['speedup']:.1f}x, accuracy "
           f"{choice['selected']['accuracy']:.4f} vs baseline {choice['baseline']['accuracy']:.4f})")
     print(_table(["pattern", "accuracy", "latency ms", "speedup"],

@@ -23,7 +23,7 @@ from .scoring import mean_ci95
 from .search import Choice, choose, pareto_trials
 from .search._config import CONFIG_ATTR, SELECTION_ATTR, TARGET_ATTR, StudyConfig
 from .search._confirm import study_experiment
-from .search._select import completed_trials
+from .search._select import completed_trials, stopped_early_trials
 from .search._space import STEPS_PARAM, flag_param
 
 FULL_BY_STEPS_ATTR = "patternsearch_full_by_steps"
@@ -151,6 +151,10 @@ def _plot(study: optuna.Study, choice: Choice, max_degradation: float, path: Pat
     axes = figure.add_subplot()
     axes.scatter([x(t) for t in trials], [t.user_attrs["accuracy"] for t in trials],
                  s=14, alpha=0.25, color="tab:gray", label="trials")
+    stopped = stopped_early_trials(study)
+    if stopped:
+        axes.scatter([x(t) for t in stopped], [t.user_attrs["accuracy"] for t in stopped], s=14, alpha=0.35,
+                     marker="x", color="tab:gray", label="stopped early (accuracy on the tasks scored)")
     axes.plot([x(t) for t in front], [t.user_attrs["accuracy"] for t in front],
               "-o", color="tab:blue", markersize=5, label="Pareto front")
     axes.axhline(choice.threshold, linestyle="--", color="tab:red", linewidth=1,
@@ -163,7 +167,7 @@ def _plot(study: optuna.Study, choice: Choice, max_degradation: float, path: Pat
     axes.set_xscale("log")
     axes.set_xlabel(label)
     axes.set_ylabel(study.user_attrs.get(CONFIG_ATTR, {}).get("metric", "accuracy"))
-    axes.set_title(f"{study.study_name}: {len(trials)} trials")
+    axes.set_title(f"{study.study_name}: {len(trials) + len(stopped)} trials")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(loc="lower right", fontsize=9)
     figure.tight_layout()
@@ -196,7 +200,8 @@ def _html(data: dict[str, Any], png: bytes) -> str:
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f3f3f3}}</style></head><body>
 <h1>Study {html.escape(data["study"])}</h1>
-<p>{data["complete"]} complete trials (target {data["target"]}). Fastest Pareto pattern within
+<p>{data["complete"]} complete trials and {data["stopped_early"]} stopped early because a faster trial was surely
+more accurate (target {data["target"]}; tables below use complete trials). Fastest Pareto pattern within
 {data["choice"]["max_degradation"]:g} of the baseline: <b>{html.escape(data["choice"]["selected"]["pattern"])}</b>
 ({data["choice"]["selected"]["speedup"]:.1f}x).</p>
 <img alt="Pareto front" src="data:image/png;base64,{image}">
@@ -247,6 +252,7 @@ def build_report(
     data: dict[str, Any] = {
         "study": study.study_name,
         "complete": len(completed_trials(study)),
+        "stopped_early": len(stopped_early_trials(study)),
         "target": study.user_attrs.get(TARGET_ATTR),
         "config": config.as_dict(),
         "choice": choice_rows,

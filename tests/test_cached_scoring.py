@@ -52,3 +52,21 @@ def test_trajectories_skip_steps_already_taken(omniglot_tasks) -> None:  # type:
     assert scorer.steps_run == 9 * len(tasks)
     scorer.scores(Pattern.parse("00011:2"))  # other flags start over
     assert scorer.steps_run == 11 * len(tasks)
+
+
+def test_a_subset_scores_like_the_full_set_and_resumes_task_by_task(omniglot_tasks) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model = create_model("conv4", 5, hidden=8)
+    bench, tasks = omniglot_tasks
+    reference = CachedScorer(model, bench, tasks, inner_lr=0.4, threads=1)
+    scorer = CachedScorer(model, bench, tasks, inner_lr=0.4, threads=2)
+    pattern = Pattern.parse("00111:3")
+    subset = [4, 0, 5]  # both shards, out of order
+    np.testing.assert_array_equal(scorer.scores(pattern, subset), reference.scores(pattern)[subset])
+    assert scorer.steps_run == 3 * len(subset)
+    longer = Pattern.parse("00111:5")
+    np.testing.assert_allclose(scorer.scores(longer), reference.scores(longer), atol=1e-6)
+    # The three tasks scored before continue from step 3; the other three start over.
+    assert scorer.steps_run == 3 * len(subset) + 2 * len(subset) + 5 * (len(tasks) - len(subset))
+    with pytest.raises(IndexError):
+        scorer.scores(pattern, [len(tasks)])

@@ -9,7 +9,7 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
 from patternsearch.errors import UsageError
-from patternsearch.search import PatternEvaluator, choose, optimize, select
+from patternsearch.search import PatternEvaluator, choose, list_studies, optimize, select
 from patternsearch.search._config import CONFIG_ATTR
 
 TINY = dict(benchmark="sinusoid", shots=5, queries=10, tasks=12, latency_tasks=1, repeats=1, device="cpu",
@@ -63,9 +63,9 @@ def test_equal_patterns_are_not_evaluated_twice(sinusoid_checkpoint: Path, tmp_p
     measured: list[str] = []
     original = PatternEvaluator.measure
 
-    def spy(self: PatternEvaluator, pattern):  # type: ignore[no-untyped-def]
+    def spy(self: PatternEvaluator, pattern, *args):  # type: ignore[no-untyped-def]
         measured.append(str(pattern))
-        return original(self, pattern)
+        return original(self, pattern, *args)
 
     monkeypatch.setattr(PatternEvaluator, "measure", spy)
     optimize(5, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s", **TINY)
@@ -165,12 +165,12 @@ def test_diverging_and_out_of_memory_trials_fail_with_reason_and_study_goes_on(
 
     original = PatternEvaluator.measure
 
-    def flaky(self: PatternEvaluator, pattern):  # type: ignore[no-untyped-def]
+    def flaky(self: PatternEvaluator, pattern, *args):  # type: ignore[no-untyped-def]
         if pattern.steps == 5:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         if pattern.steps >= 6 and pattern != self.baseline:
             raise FloatingPointError("non-finite inner-loop loss (nan)")
-        return original(self, pattern)
+        return original(self, pattern, *args)
 
     monkeypatch.setattr(PatternEvaluator, "measure", flaky)
     storage = f"sqlite:///{tmp_path}/s.db"
@@ -204,8 +204,8 @@ def test_select_rejects_a_candidate_that_fails_on_test(sinusoid_checkpoint: Path
     first, second = (str(t.user_attrs["pattern"]) for t in choice.candidates[:2])
     original = CachedScorer.scores
 
-    def worse_first(self, pattern):  # type: ignore[no-untyped-def]
-        scores = original(self, pattern)
+    def worse_first(self, pattern, tasks=None):  # type: ignore[no-untyped-def]
+        scores = original(self, pattern, tasks)
         return scores - 100.0 if str(pattern) == first else scores
 
     monkeypatch.setattr(CachedScorer, "scores", worse_first)
@@ -213,3 +213,52 @@ def test_select_rejects_a_candidate_that_fails_on_test(sinusoid_checkpoint: Path
     assert [r["pattern"] for r in result.rejected] == [first]
     assert result.pattern == second
     assert result.difference >= -1.0
+
+
+def test_dominated_patterns_stop_early_count_toward_target_and_repeat_as_stopped(
+    sinusoid_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from patternsearch.cached_scoring import CachedScorer
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    tiny = {**TINY, "tasks": 48}
+    optimize(1, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s", **tiny)
+    study = optuna.load_study(study_name="s", storage=storage)
+    distributions = {"g0": CategoricalDistribution([False, True]), "g1": CategoricalDistribution([False, True]),
+                     "g2": CategoricalDistribution([False, True]), "steps": IntDistribution(0, 10)}
+    # An instant, perfect trial (MSE 0 on every task): any pattern measured later is surely worse.
+    study.add_trial(create_trial(
+        params={"g0": False, "g1": False, "g2": True, "steps": 1}, distributions=distributions, values=[0.0, 0.0],
+        user_attrs={"pattern": "001:1", "accuracy": 0.0, "scores": [0.0] * 48, "speedup": 100.0, "device": "cpu"},
+    ))
+    for steps in (3, 3, 4):
+        study.enqueue_trial({"g0": True, "g1": False, "g2": False, "steps": steps})
+    scored: list[int] = []
+    original = CachedScorer.scores
+
+    def spy(self, pattern, tasks=None):  # type: ignore[no-untyped-def]
+        scored.append(len(tasks))
+        return original(self, pattern, tasks)
+
+    monkeypatch.setattr(CachedScorer, "scores", spy)
+    optimize(4, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s", **tiny)
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert [t.state for t in trials[:4]] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED,
+                                             TrialState.PRUNED]
+    stopped, repeat = trials[2].user_attrs, trials[3].user_attrs
+    assert stopped["dominated_by"] == 1 and stopped["tasks_scored"] == 24  # 4 strided chunks of 6: 20 needed
+    assert len(stopped["scores"]) == len(stopped["scored_tasks"]) == 24
+    assert stopped["accuracy"] == pytest.approx(sum(stopped["scores"]) / 24)
+    assert repeat["repeat_of"] == 2 and repeat["dominated_by"] == 1
+    assert scored == [6, 6, 6, 6]  # the repeat was not measured again
+    summary = list_studies(storage)[0]
+    assert (summary.complete, summary.stopped_early, summary.target) == (2, 2, 4)
+
+    messages: list[str] = []
+    optimize(4, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s", log=messages.append, **tiny)
+    assert any("4 evaluated trials" in m for m in messages)
+    scored.clear()
+    optimize(5, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s", early_stopping=False, **tiny)
+    last = optuna.load_study(study_name="s", storage=storage).trials[-1]
+    assert last.user_attrs["pattern"] == "100:4"  # the enqueued one left waiting above
+    assert last.state == TrialState.COMPLETE and last.user_attrs["tasks_scored"] == 48 and scored == [48]

@@ -15,6 +15,7 @@ from ..flops import adaptation_flops
 from ..pattern import Pattern
 from ..scoring import mean_ci95
 from ..timing import interleaved_latencies
+from ._racing import Rival, race
 
 
 @dataclass(frozen=True)
@@ -23,9 +24,13 @@ class Measurement:
 
     Attributes:
         pattern: ``FLAGS:STEPS``.
-        accuracy: Mean query score over the fixed tasks.
+        accuracy: Mean query score over the tasks scored.
         ci95: Its 95% confidence half-width.
-        scores: Per-task scores (for paired comparisons).
+        scores: Per-task scores (for paired comparisons), in task order.
+        tasks_scored: How many of the fixed tasks were scored.
+        scored_tasks: Their indices when scoring stopped early, else None.
+        dominated_by: The faster trial that was surely more accurate, when
+            scoring stopped early.
         latency_ms: Median adaptation latency of one task.
         latency_iqr_ms: Inter-quartile range of the latency samples.
         baseline_latency_ms: The baseline's median, measured interleaved
@@ -41,6 +46,9 @@ class Measurement:
     accuracy: float
     ci95: float
     scores: list[float]
+    tasks_scored: int
+    scored_tasks: list[int] | None
+    dominated_by: int | None
     latency_ms: float
     latency_iqr_ms: float
     baseline_latency_ms: float
@@ -52,11 +60,16 @@ class Measurement:
 
     def time_objective(self, metric: str) -> float:
         """The value the study minimises for ``metric`` (ratio, latency or flops)."""
-        return {"ratio": self.latency_ratio, "latency": self.latency_ms, "flops": float(self.flops)}[metric]
+        return time_objective(metric, self.latency_ms, self.baseline_latency_ms, self.flops)
 
     def user_attrs(self) -> dict[str, object]:
         """JSON-ready attributes."""
         return asdict(self)
+
+
+def time_objective(metric: str, latency_ms: float, baseline_latency_ms: float, flops: int) -> float:
+    """The value a study minimises for ``metric`` (ratio, latency or flops)."""
+    return {"ratio": latency_ms / baseline_latency_ms, "latency": latency_ms, "flops": float(flops)}[metric]
 
 
 class PatternEvaluator:
@@ -104,23 +117,37 @@ class PatternEvaluator:
         mine = stats.get("pattern", stats["baseline"])
         return mine.median_ms, mine.spread_ms, stats["baseline"].median_ms
 
-    def measure(self, pattern: Pattern) -> Measurement:
-        """Scores and times ``pattern``.
+    def measure(self, pattern: Pattern, rivals: Sequence[Rival] | None = None,
+                time_metric: str = "ratio") -> Measurement:
+        """Times and scores ``pattern``.
+
+        Args:
+            pattern: The pattern.
+            rivals: Fully scored trials; scoring stops early once one at least
+                as fast is surely more accurate (see :mod:`._racing`). None
+                scores every task.
+            time_metric: The study's time metric, to compare with the rivals.
 
         Raises:
             FloatingPointError: If adaptation diverges.
         """
-        scores = self.scorer.scores(pattern)
-        accuracy, ci95 = mean_ci95(scores)
         latency, spread, baseline_latency = self.latencies(pattern)
         experiment = self.experiment
         flops = adaptation_flops(experiment.model, self.timed_tasks[0], pattern, experiment.inner_lr,
                                  experiment.benchmark.loss_fn)
+        mine = time_objective(time_metric, latency, baseline_latency, flops)
+        faster = [rival for rival in rivals or () if rival.time <= mine]
+        outcome = race(lambda tasks: self.scorer.scores(pattern, tasks), len(self.scorer), faster)
+        accuracy, ci95 = mean_ci95(outcome.scores)
+        stopped = outcome.dominated_by is not None
         return Measurement(
             pattern=str(pattern.canonical()),
             accuracy=accuracy,
             ci95=ci95,
-            scores=[round(float(s), 6) for s in scores],
+            scores=[round(float(s), 6) for s in outcome.scores],
+            tasks_scored=int(outcome.tasks.size),
+            scored_tasks=[int(i) for i in outcome.tasks] if stopped else None,
+            dominated_by=outcome.dominated_by,
             latency_ms=latency,
             latency_iqr_ms=spread,
             baseline_latency_ms=baseline_latency,

@@ -21,6 +21,21 @@ def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
+def stopped_early(trial: FrozenTrial) -> bool:
+    """True for a trial pruned because a faster trial was surely more accurate."""
+    return trial.state == TrialState.PRUNED and trial.user_attrs.get("dominated_by") is not None
+
+
+def counts_toward_target(trial: FrozenTrial) -> bool:
+    """True for a complete trial or one stopped early (not for a surplus or failed one)."""
+    return trial.state == TrialState.COMPLETE or stopped_early(trial)
+
+
+def stopped_early_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's trials stopped early (their user attributes hold partial scores), in trial order."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if stopped_early(t)]
+
+
 def baseline_trial(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> FrozenTrial:
     """The first complete trial of the study's baseline pattern.
 

@@ -9,6 +9,7 @@ import time
 import warnings
 from collections.abc import Callable
 
+import numpy as np
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
@@ -20,8 +21,9 @@ from ..experiment import Experiment, open_experiment
 from ..pattern import Pattern
 from ._config import CONFIG_ATTR, TARGET_ATTR, TIME_METRICS, StudyConfig
 from ._evaluator import PatternEvaluator
+from ._racing import Rival
 from ._samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
-from ._select import SelectionError, choose
+from ._select import SelectionError, choose, counts_toward_target, stopped_early
 from ._space import pattern_params, suggest_pattern
 from ._storage import DEFAULT_HEARTBEAT_S, DEFAULT_STORAGE, creation_lock, open_storage
 
@@ -92,14 +94,26 @@ class _DatabaseTrials:
     def __call__(self, *states: TrialState) -> list[FrozenTrial]:
         return self.storage.get_all_trials(self.study_id, deepcopy=False, states=states)
 
+    def finished_or_running(self) -> list[FrozenTrial]:
+        """Trials that count toward the target (complete, or stopped early) and the running ones."""
+        trials = self(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        return [t for t in trials if t.state == TrialState.RUNNING or counts_toward_target(t)]
+
     def counts(self) -> tuple[int, list[FrozenTrial]]:
-        """Complete trials and the running ones."""
-        trials = self(TrialState.COMPLETE, TrialState.RUNNING)
-        return sum(t.state == TrialState.COMPLETE for t in trials), [t for t in trials if t.state == TrialState.RUNNING]
+        """Trials that count toward the target, and the running ones."""
+        trials = self.finished_or_running()
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        return len(trials) - len(running), running
 
     def is_surplus(self, trial: optuna.Trial, target: int) -> bool:
         """True when other workers already hold the target number of trials ahead of this one."""
-        return sum(t.number < trial.number for t in self(TrialState.COMPLETE, TrialState.RUNNING)) >= target
+        return sum(t.number < trial.number for t in self.finished_or_running()) >= target
+
+    def rivals(self, tasks: int) -> list[Rival]:
+        """Every fully scored pattern (first trial of each), as a rival for early stopping."""
+        return [Rival(t.number, t.values[0], np.asarray(t.user_attrs["scores"], dtype=float))
+                for t in self(TrialState.COMPLETE)
+                if "repeat_of" not in t.user_attrs and len(t.user_attrs.get("scores", ())) == tasks]
 
 
 def _fail_stale_trials(study: optuna.Study) -> None:
@@ -120,20 +134,21 @@ def best_speedup_within(study: optuna.Study, degradation: float = 0.01) -> float
 
 
 class _Objective:
-    """Evaluates one trial; repeats of a completed pattern reuse its values."""
+    """Evaluates one trial; repeats of an evaluated pattern reuse its values (or its early stop)."""
 
     def __init__(self, trials: _DatabaseTrials, evaluator: PatternEvaluator, config: StudyConfig, target: int,
-                 num_groups: int) -> None:
+                 num_groups: int, early_stopping: bool) -> None:
         self.trials, self.evaluator, self.config, self.target, self.num_groups = (
             trials, evaluator, config, target, num_groups)
+        self.early_stopping = early_stopping
 
     def _previous(self, trial: optuna.Trial, pattern: Pattern) -> FrozenTrial | None:
-        """A completed trial of the same pattern; waits while another worker is evaluating it."""
+        """An evaluated trial of the same pattern; waits while another worker is evaluating it."""
         while True:
-            same = [t for t in self.trials(TrialState.COMPLETE, TrialState.RUNNING)
+            same = [t for t in self.trials.finished_or_running()
                     if t.user_attrs.get("pattern") == str(pattern) and "repeat_of" not in t.user_attrs
                     and t.number != trial.number]
-            done = [t for t in same if t.state == TrialState.COMPLETE]
+            done = [t for t in same if t.state != TrialState.RUNNING]
             if done:
                 return done[0]
             if not any(t.number < trial.number for t in same):
@@ -154,14 +169,21 @@ class _Objective:
                 if key not in ("worker", "pattern"):
                     trial.set_user_attr(key, value)
             trial.set_user_attr("repeat_of", previous.number)
+            if stopped_early(previous):
+                raise optuna.TrialPruned(f"{pattern} was stopped early in trial {previous.number}")
             return previous.values[0], previous.values[1]
+        early = self.early_stopping and pattern != self.evaluator.baseline  # select needs the baseline's scores
+        rivals = self.trials.rivals(self.config.tasks) if early else None
         try:
-            measurement = self.evaluator.measure(pattern)
+            measurement = self.evaluator.measure(pattern, rivals, self.config.time_metric)
         except _FAILURES as error:
             trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}")
             raise
         for key, value in measurement.user_attrs().items():
             trial.set_user_attr(key, value)
+        if measurement.dominated_by is not None:
+            raise optuna.TrialPruned(f"{pattern} stopped after {measurement.tasks_scored} tasks: trial "
+                                     f"{measurement.dominated_by} is faster and surely more accurate")
         return measurement.time_objective(self.config.time_metric), measurement.accuracy
 
 
@@ -189,18 +211,19 @@ def optimize(
     latency_tasks: int = 2,
     repeats: int = 3,
     train_iterations: int | None = None,
+    early_stopping: bool = True,
     heartbeat_interval: int = DEFAULT_HEARTBEAT_S,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> optuna.Study:
-    """Searches Lambda patterns until the study holds ``trials`` complete trials.
+    """Searches Lambda patterns until the study holds ``trials`` evaluated trials.
 
     ``trials`` is the study's total target, not a number of new trials: an
     interrupted run resumes where it stopped, a finished study returns at
     once, and a larger target extends it. The first trial is the baseline.
 
     Args:
-        trials: Target number of complete trials.
+        trials: Target number of evaluated trials (complete or stopped early).
         benchmark: Benchmark name or plug-in reference.
         model: Model name; default: the checkpoint's, else the benchmark's.
         ways: Classes per episode.
@@ -222,6 +245,9 @@ def optimize(
         latency_tasks: Tasks timed per trial.
         repeats: Timed rounds per task.
         train_iterations: Meta-training iterations if a checkpoint is trained.
+        early_stopping: Stop scoring a pattern once a faster trial is surely
+            more accurate (the trial is PRUNED, with its partial scores and
+            the winner in its user attributes; it counts toward the target).
         heartbeat_interval: Seconds between heartbeats of running trials.
         progress: Show progress bars.
         log: Where messages go (default: standard error).
@@ -248,15 +274,15 @@ def optimize(
         rdb = open_storage(storage, heartbeat_interval=max(1, heartbeat_interval))
         study = _prepare_study(rdb, name, config, baseline_pattern, trials)
     database_trials = _DatabaseTrials(rdb, name)
-    complete, _ = database_trials.counts()
-    if complete >= trials:
-        say(f"study {name!r} already has {complete} complete trials (target {trials}); nothing to do")
+    done, _ = database_trials.counts()
+    if done >= trials:
+        say(f"study {name!r} already has {done} evaluated trials (target {trials}); nothing to do")
         return study
-    say(f"study {name!r}: {complete}/{trials} complete; scoring on {tasks} validation tasks "
+    say(f"study {name!r}: {done}/{trials} evaluated; scoring on {tasks} validation tasks "
         f"({experiment.device.type})")
     evaluator = PatternEvaluator(experiment, baseline_pattern, experiment.tasks("val", tasks, task_seed),
                                  latency_tasks=latency_tasks, repeats=repeats)
-    _run(study, _Objective(database_trials, evaluator, config, trials, len(experiment.groups)), trials,
+    _run(study, _Objective(database_trials, evaluator, config, trials, len(experiment.groups), early_stopping), trials,
          heartbeat_interval, progress, say)
     return optuna.load_study(study_name=name, storage=rdb, sampler=study.sampler)
 

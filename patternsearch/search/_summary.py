@@ -8,7 +8,7 @@ from typing import Any
 import optuna
 
 from ._config import CONFIG_ATTR, TARGET_ATTR
-from ._select import SelectionError, baseline_trial, completed_trials
+from ._select import SelectionError, baseline_trial, completed_trials, stopped_early_trials
 from ._storage import DEFAULT_STORAGE, open_storage
 from ._study import best_speedup_within
 
@@ -21,6 +21,7 @@ class StudySummary:
     benchmark: str | None
     model: str | None
     complete: int
+    stopped_early: int
     target: int | None
     baseline_accuracy: float | None
     best_speedup_within_1pt: float | None
@@ -39,7 +40,8 @@ def summarize(study: optuna.Study) -> StudySummary:
         baseline = None
     return StudySummary(
         name=study.study_name, benchmark=config.get("benchmark"), model=config.get("model"),
-        complete=len(completed_trials(study)), target=study.user_attrs.get(TARGET_ATTR),
+        complete=len(completed_trials(study)), stopped_early=len(stopped_early_trials(study)),
+        target=study.user_attrs.get(TARGET_ATTR),
         baseline_accuracy=baseline, best_speedup_within_1pt=best_speedup_within(study, 0.01),
     )
 
