@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +111,31 @@ def _validate(model: torch.nn.Module, benchmark: Benchmark, config: TrainConfig,
     return mean
 
 
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Holds Ctrl-C (and SIGTERM) back until the block has run, then raises it.
+
+    An interrupt inside the optimizer step would checkpoint half-updated
+    weights, or updated weights under the previous iteration number, and the
+    resumed run would diverge from an uninterrupted one. Signal handlers can
+    only be set from the main thread; elsewhere the block runs unprotected.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+    if received:
+        raise KeyboardInterrupt
+
+
 def train(
     config: TrainConfig,
     checkpoint_path: str | Path,
@@ -185,8 +214,9 @@ def train(
                 loss = benchmark.loss_fn(functional_forward(model, adapted, task.x_query), task.y_query) / meta_batch
                 loss.backward()
                 meta_loss += float(loss.detach())
-            optimizer.step()
-            iteration += 1
+            with _interrupts_deferred():  # the weights and the iteration count move together
+                optimizer.step()
+                iteration += 1
             bar.update(1)
             bar.set_postfix(loss=f"{meta_loss:.3f}")
             if iteration % config.val_every == 0 or iteration == total:

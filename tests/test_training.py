@@ -44,11 +44,13 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path, sig: s
     subprocess.run(_command(straight, 60), check=True, capture_output=True, env=os.environ)
 
     resumed = tmp_path / "resumed.pt"
-    process = subprocess.Popen(_command(resumed, iterations), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env=os.environ)
-    _wait_for_progress(resumed, process, minimum=10)
-    process.send_signal(sig)
-    process.wait(timeout=60)
+    # Output goes to a file: an unread pipe fills up with progress bars on a slow machine and blocks the run.
+    with (tmp_path / "train.log").open("w") as log:
+        process = subprocess.Popen(_command(resumed, iterations), stdout=log, stderr=subprocess.STDOUT,
+                                   env=os.environ)
+        _wait_for_progress(resumed, process, minimum=10)
+        process.send_signal(sig)
+        process.wait(timeout=60)
     if sig == signal.SIGINT:
         assert process.returncode == 130
     stopped_at = load_checkpoint(resumed).training["iteration"]
