@@ -95,16 +95,15 @@ def race(
     strongest = sorted(rivals, key=lambda r: -float(np.mean(r.scores)))[:MAX_RIVALS]
     tasks: list[np.ndarray] = []
     scores: list[np.ndarray] = []
+    winner = None
     for chunk in task_chunks(num_tasks, chunks if strongest else 1):
         tasks.append(chunk)
         scores.append(np.asarray(score(chunk), dtype=float))
-        if sum(c.size for c in tasks) == num_tasks:
-            break
         scored, mine = np.concatenate(tasks), np.concatenate(scores)
-        for rival in strongest:
-            if surely_worse(mine, rival.scores[scored], z):
-                order = np.argsort(scored)
-                return RaceOutcome(scored[order], mine[order], rival.number)
-    scored, mine = np.concatenate(tasks), np.concatenate(scores)
+        if scored.size == num_tasks:
+            break
+        winner = next((r.number for r in strongest if surely_worse(mine, r.scores[scored], z)), None)
+        if winner is not None:
+            break
     order = np.argsort(scored)
-    return RaceOutcome(scored[order], mine[order], None)
+    return RaceOutcome(scored[order], mine[order], winner)
