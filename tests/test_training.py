@@ -37,6 +37,10 @@ def _wait_for_progress(path: Path, process: subprocess.Popen, minimum: int) -> N
     raise AssertionError("no checkpoint appeared")
 
 
+def _deliver_ctrl_c() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl-c"])
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path, sig: signal.Signals) -> None:
     iterations = 400
@@ -46,8 +50,10 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path, sig: s
     resumed = tmp_path / "resumed.pt"
     # Output goes to a file: an unread pipe fills up with progress bars on a slow machine and blocks the run.
     with (tmp_path / "train.log").open("w") as log:
+        # A shell starts background jobs with Ctrl-C ignored and children inherit that; a user's
+        # terminal delivers it, so the child gets the default disposition back.
         process = subprocess.Popen(_command(resumed, iterations), stdout=log, stderr=subprocess.STDOUT,
-                                   env=os.environ)
+                                   env=os.environ, preexec_fn=_deliver_ctrl_c)
         _wait_for_progress(resumed, process, minimum=10)
         process.send_signal(sig)
         process.wait(timeout=60)
