@@ -225,7 +225,11 @@ class CachedScorer:
                          feature_bytes=feature_bytes // count, trajectory_bytes=trajectory_bytes // count)
             for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))
         ]
-        self._pool = ThreadPoolExecutor(count) if count > 1 else None
+        # Each shard thread computes on one core. The count is set inside each worker: PyTorch's thread
+        # count is per calling thread, and workers left at the default keep idle thread teams that
+        # halve the speed of the main thread's later work (adaptation timed between scorings).
+        self._pool = ThreadPoolExecutor(count, initializer=torch.set_num_threads, initargs=(1,)) \
+            if count > 1 else None
 
     def __len__(self) -> int:
         return sum(len(shard) for shard in self._shards)
@@ -254,12 +258,7 @@ class CachedScorer:
         if self._pool is None or len(jobs) == 1:
             parts = [shard.scores(pattern, local) for shard, local, _ in jobs]
         else:
-            previous = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                parts = list(self._pool.map(lambda job: job[0].scores(pattern, job[1]), jobs))
-            finally:
-                torch.set_num_threads(previous)
+            parts = list(self._pool.map(lambda job: job[0].scores(pattern, job[1]), jobs))
         result = np.empty(indices.size)
         for (_, _, positions), part in zip(jobs, parts, strict=True):
             result[positions] = part
