@@ -20,6 +20,7 @@ import torch
 
 from .adaptation import adapt
 from .benchmarks import Task
+from .cached_scoring import CachedScorer
 from .devices import device_name
 from .experiment import Experiment
 from .flops import adaptation_flops
@@ -42,6 +43,9 @@ class BenchRow:
         speedup: Full MAML's median divided by this one's.
         speedup_same_steps: Full MAML at this pattern's step count divided by
             this one's (None for the reference rows).
+        accuracy: Mean query score on the timed tasks (the same scorer as
+            every other command; few tasks, so only a sanity check).
+        tasks: Number of timed tasks.
         flops: FLOPs of one adaptation.
         device: Where it ran.
         threads: CPU threads PyTorch used.
@@ -53,6 +57,8 @@ class BenchRow:
     latency_iqr_ms: float
     speedup: float
     speedup_same_steps: float | None
+    accuracy: float
+    tasks: int
     flops: int
     device: str
     threads: int
@@ -105,6 +111,8 @@ def bench(
     stats = interleaved_latencies({name: fn for name, (_, fn) in variants.items()}, tasks, experiment.device,
                                   repeats=repeats, warmup=warmup)
     baseline_ms = stats[BASELINE].median_ms
+    with CachedScorer(model, experiment.benchmark, tasks, lr) as scorer:
+        accuracy = {name: float(scorer.scores(pattern).mean()) for name, (pattern, _) in variants.items()}
     rows = []
     for name, (pattern, _) in variants.items():
         median = max(stats[name].median_ms, 1e-9)
@@ -113,6 +121,7 @@ def bench(
             name=name, pattern=str(pattern), latency_ms=stats[name].median_ms, latency_iqr_ms=stats[name].spread_ms,
             speedup=baseline_ms / median,
             speedup_same_steps=stats[reference].median_ms / median if reference else None,
+            accuracy=accuracy[name], tasks=len(tasks),
             flops=adaptation_flops(model, tasks[0], pattern, lr, loss_fn),
             device=device_name(experiment.device), threads=torch.get_num_threads(),
         ))

@@ -16,7 +16,7 @@ query forward from the cached query features. On the CPU the tasks are scored
 by parallel threads (one intra-op thread each), and images and conv
 weights are kept in the channels-last memory format, which oneDNN convolves
 about 1.6x faster for query-sized batches. The results equal
-:func:`patternsearch.scoring.score_tasks` up to floating-point rounding (the
+:func:`patternsearch.reference.reference_scores` up to floating-point rounding (the
 same operations on the same values, in another memory layout). Latency is
 never measured here: it is measured on real end-to-end adaptations (see
 :mod:`patternsearch.timing`).
@@ -239,6 +239,17 @@ class CachedScorer:
 
     def __len__(self) -> int:
         return sum(len(shard) for shard in self._shards)
+
+    def __enter__(self) -> CachedScorer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stops the scoring threads (the scorer cannot score afterwards)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     @property
     def steps_run(self) -> int:

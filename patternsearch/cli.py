@@ -153,6 +153,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_pattern
+    from .uncertainty import support
 
     experiment = _open(args)
     pattern = experiment.pattern(args.pattern)
@@ -165,7 +166,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         _print_json(result.as_dict())
     else:
         print(f"pattern {result.pattern} on {result.tasks} {result.split} tasks ({result.device})")
-        print(f"  {result.metric}: {result.accuracy:.4f} +/- {result.ci95:.4f} (95% CI)")
+        print(f"  {result.metric}: {result.accuracy:.4f} +/- {result.ci95:.4f} "
+              f"(95% CI; {support(result.tasks, result.classes, result.units)})")
         print(f"  adaptation latency: {result.latency_ms:.2f} ms median (IQR {result.latency_iqr_ms:.2f} ms)")
         print(f"  adaptation FLOPs: {result.flops:,}")
     return 0
@@ -259,9 +261,11 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     print(f"{rows[0].device}, {rows[0].threads} threads; {args.tasks} tasks x {args.repeats} rounds, interleaved")
     print(_table(
-        ["variant", "pattern", "median ms", "IQR ms", "speedup", "vs full@same steps", "FLOPs"],
+        ["variant", "pattern", "median ms", "IQR ms", "speedup", "vs full@same steps", "FLOPs",
+         f"accuracy ({args.tasks} tasks)"],
         [(r.name, r.pattern, f"{r.latency_ms:.3f}", f"{r.latency_iqr_ms:.3f}", f"{r.speedup:.2f}x",
-          "-" if r.speedup_same_steps is None else f"{r.speedup_same_steps:.2f}x", f"{r.flops:.3g}") for r in rows],
+          "-" if r.speedup_same_steps is None else f"{r.speedup_same_steps:.2f}x", f"{r.flops:.3g}",
+          f"{r.accuracy:.4f}") for r in rows],
     ))
     return 0
 
@@ -339,16 +343,25 @@ def _optimize(args: argparse.Namespace) -> int:
 
 def _select_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "select", help="pick the fastest pattern within an accuracy budget and confirm it on test tasks",
-        description="Among the study's Pareto-optimal trials, pick the fastest whose validation accuracy is at "
-                    "least the baseline's minus D, then confirm it against the baseline on fresh test tasks.",
+        "select", help="pick the fastest pattern confirmed within an accuracy budget on test tasks",
+        description="Validation proposes the fastest Pareto patterns within D of the baseline; they are tested "
+                    "against the baseline on test tasks, slowest first, each confirmed when the lower confidence "
+                    "bound of its paired accuracy difference is >= -D, stopping at the first that is not "
+                    "(fixed-sequence testing). The fastest confirmed one is selected; its accuracy is then "
+                    "measured on fresh test tasks that took no part in the decision.",
     )
     _add_storage_options(parser)
     parser.add_argument("--max-degradation", type=float, default=0.01,
                         help="allowed accuracy loss, in accuracy units (default 0.01 = one point)")
-    parser.add_argument("--tasks", type=int, default=600, help="test tasks for the confirmation (default 600)")
+    parser.add_argument("--confidence", type=float, default=0.95,
+                        help="probability that the selected pattern is truly within the budget (default 0.95)")
+    parser.add_argument("--candidates", type=_positive_int, default=5,
+                        help="most candidates tested on the test split (default 5)")
+    parser.add_argument("--tasks", type=int, default=600, help="confirmation tasks (default 600)")
+    parser.add_argument("--report-tasks", type=int, default=None,
+                        help="fresh test tasks for the reported accuracies (default: as many as --tasks)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the test tasks (default 0)")
-    parser.add_argument("--no-confirm", action="store_true", help="skip the test-split confirmation")
+    parser.add_argument("--no-confirm", action="store_true", help="skip the test split (validation only)")
     parser.add_argument("--data-root", default=None, help="folder holding the benchmark's archives")
     parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint the study was made with")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
@@ -358,26 +371,37 @@ def _select_parser(sub: argparse._SubParsersAction) -> None:
 
 def _select(args: argparse.Namespace) -> int:
     from .search import select
+    from .uncertainty import support
 
     result = select(
         args.max_degradation, storage=args.storage, study_name=args.study, confirm=not args.no_confirm,
-        test_tasks=args.tasks, test_seed=args.seed, data_root=args.data_root, checkpoint=args.checkpoint,
-        device=args.device,
+        confidence=args.confidence, max_candidates=args.candidates, test_tasks=args.tasks,
+        report_tasks=args.report_tasks, test_seed=args.seed, data_root=args.data_root,
+        checkpoint=args.checkpoint, device=args.device,
     )
     if args.json:
         _print_json(result.as_dict())
         return 0
-    print(f"selected {result.pattern} (trial {result.trial}) within {result.max_degradation:g} of "
-          f"baseline {result.baseline}")
-    print(f"  validation: {result.val_accuracy:.4f} vs baseline {result.baseline_val_accuracy:.4f}, "
+    verdict = "confirmed" if result.confirmed else "not confirmed"
+    print(f"selected {result.pattern} (trial {result.trial}, {verdict}): {result.reason}")
+    print(f"  validation: {result.val_accuracy:.4f} vs baseline {result.baseline} {result.baseline_val_accuracy:.4f}, "
           f"speedup {result.val_speedup:.1f}x")
-    for rejected in result.rejected:
-        print(f"  rejected {rejected['pattern']}: test accuracy {rejected['test_accuracy']:.4f}, "
-              f"{rejected['difference']:+.4f} against the baseline (beyond the allowed degradation)")
+    if result.candidates:
+        print(f"  candidates (tested slowest first) on {result.confirmation_tasks} confirmation tasks "
+              f"({result.confirmation_classes or '-'} classes), one-sided {result.confidence:g} lower bounds:")
+        for c in result.candidates:
+            tested = "not tested (a slower one was not confirmed)" if c["lower_bound"] is None else (
+                f"test {c['test_difference']:+.4f}, lower bound {c['lower_bound']:+.4f}, "
+                + ("confirmed" if c["confirmed"] else "rejected"))
+            print(f"    {c['pattern']}: validation {c['val_difference']:+.4f}, {tested}")
     if result.test_accuracy is not None:
-        print(f"  test ({result.test_tasks} tasks): {result.test_accuracy:.4f} +/- {result.test_ci95:.4f} vs "
-              f"baseline {result.baseline_test_accuracy:.4f} +/- {result.baseline_test_ci95:.4f}; "
-              f"difference {result.difference:+.4f} +/- {result.difference_ci95:.4f}")
+        rests_on = support(result.test_tasks or 0, result.test_classes, result.test_units)
+        fresh = "classes disjoint from the confirmation's" if result.classes_disjoint else \
+            "the confirmation's classes, other episodes"
+        print(f"  fresh test tasks ({rests_on}; {fresh}):")
+        print(f"    {result.pattern}: {result.test_accuracy:.4f} +/- {result.test_ci95:.4f}; baseline "
+              f"{result.baseline_test_accuracy:.4f} +/- {result.baseline_test_ci95:.4f}; difference "
+              f"{result.difference:+.4f} +/- {result.difference_ci95:.4f} (95% CI)")
         print(f"  latency: {result.latency_ms:.2f} ms vs {result.baseline_latency_ms:.2f} ms, "
               f"speedup {result.speedup:.1f}x ({result.device})")
     return 0

@@ -13,8 +13,9 @@ from .benchmarks import Benchmark, Task
 from .devices import device_name
 from .flops import adaptation_flops
 from .pattern import Pattern
-from .scoring import mean_ci95, score_tasks
+from .scoring import score_pattern
 from .timing import interleaved_latencies
+from .uncertainty import TaskDesign, estimate
 
 
 @dataclass(frozen=True)
@@ -24,11 +25,14 @@ class Evaluation:
     Attributes:
         pattern: Pattern in ``FLAGS:STEPS`` form.
         accuracy: Mean query score over the tasks (accuracy, or -MSE).
-        ci95: 95% confidence half-width of ``accuracy``.
+        ci95: 95% confidence half-width of ``accuracy`` (tasks that share
+            classes counted as correlated, see :mod:`patternsearch.uncertainty`).
         latency_ms: Median adaptation latency of one task.
         latency_iqr_ms: Inter-quartile range of the latency samples.
         flops: FLOPs of one adaptation.
         tasks: Number of tasks scored.
+        classes: Distinct classes they drew (None without classes).
+        units: Distinct independent units (Omniglot: characters).
         split: Split the tasks came from.
         metric: Name of the score.
         device: Where it ran.
@@ -41,6 +45,8 @@ class Evaluation:
     latency_iqr_ms: float
     flops: int
     tasks: int
+    classes: int | None
+    units: int | None
     split: str
     metric: str
     device: str
@@ -94,19 +100,20 @@ def evaluate_pattern(
         latency_tasks: How many of the tasks are timed.
         repeats: Timed rounds per task (after one warm-up round).
     """
-    scores = score_tasks(model, tasks, pattern, inner_lr, benchmark)
-    mean, ci95 = mean_ci95(scores)
+    accuracy = estimate(score_pattern(model, benchmark, tasks, pattern, inner_lr), TaskDesign.of(tasks))
     latency, spread = measure_pattern_latency(
         model, benchmark, pattern, inner_lr, tasks[:latency_tasks], device, repeats=repeats
     )
     return Evaluation(
         pattern=str(pattern),
-        accuracy=mean,
-        ci95=ci95,
+        accuracy=accuracy.mean,
+        ci95=accuracy.ci95,
         latency_ms=latency,
         latency_iqr_ms=spread,
         flops=adaptation_flops(model, tasks[0], pattern, inner_lr, benchmark.loss_fn),
         tasks=len(tasks),
+        classes=accuracy.classes,
+        units=accuracy.units,
         split=split,
         metric=benchmark.metric,
         device=device_name(device),

@@ -3,16 +3,21 @@
 Every step runs the whole model and differentiates with respect to every
 parameter with ``torch.autograd.grad``, then applies SGD to the flagged ones.
 With the ``full`` pattern this is the plain PyTorch MAML loop that ``bench``
-uses as its reference point.
+uses as its reference point. :func:`reference_scores` scores tasks one at a
+time with it: the naive evaluator the fast scorer is checked against.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .adaptation import LossFn, Params, functional_forward
+from .benchmarks import Benchmark, Task
 from .groups import layer_groups
 from .pattern import Pattern
 
@@ -56,3 +61,15 @@ def reference_adapt(
                     for (name, t), g in zip(leaves.items(), grads, strict=True)
                 }
     return params
+
+
+def reference_scores(
+    model: nn.Module, tasks: Sequence[Task], pattern: Pattern, inner_lr: float, benchmark: Benchmark
+) -> np.ndarray:
+    """Per-task query scores of ``pattern``, adapting every task from scratch with :func:`reference_adapt`."""
+    scores = []
+    for task in tasks:
+        params = reference_adapt(model, task.x_support, task.y_support, pattern, inner_lr, benchmark.loss_fn)
+        with torch.no_grad():
+            scores.append(benchmark.score_fn(functional_forward(model, params, task.x_query), task.y_query))
+    return np.array(scores)

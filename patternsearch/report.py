@@ -19,12 +19,12 @@ from .benchmarks._archives import atomic_write_bytes
 from .cached_scoring import CachedScorer
 from .errors import USER_ERRORS
 from .pattern import Pattern
-from .scoring import mean_ci95
 from .search import Choice, choose, pareto_trials
 from .search._config import CONFIG_ATTR, SELECTION_ATTR, TARGET_ATTR, StudyConfig
 from .search._confirm import study_experiment
 from .search._select import completed_trials, stopped_early_trials
 from .search._space import STEPS_PARAM, flag_param
+from .uncertainty import TaskDesign, estimate, support
 
 FULL_BY_STEPS_ATTR = "patternsearch_full_by_steps"
 
@@ -66,11 +66,11 @@ def full_by_steps(study: optuna.Study, config: StudyConfig, *, data_root: str | 
     missing = [s for s in range(1, config.max_steps + 1) if s not in known]
     if missing:
         experiment = study_experiment(config, data_root=data_root, checkpoint=checkpoint, device=device)
-        scorer = CachedScorer(experiment.model, experiment.benchmark,
-                              experiment.tasks("val", config.tasks, config.task_seed), experiment.inner_lr)
-        for steps in missing:
-            accuracy, ci95 = mean_ci95(scorer.scores(Pattern.full(groups, steps)))
-            known[steps] = {"accuracy": accuracy, "ci95": ci95}
+        tasks = experiment.tasks("val", config.tasks, config.task_seed)
+        with CachedScorer(experiment.model, experiment.benchmark, tasks, experiment.inner_lr) as scorer:
+            for steps in missing:
+                accuracy = estimate(scorer.scores(Pattern.full(groups, steps)), TaskDesign.of(tasks))
+                known[steps] = {"accuracy": accuracy.mean, "ci95": accuracy.ci95}
         study.set_user_attr(FULL_BY_STEPS_ATTR, {str(k): v for k, v in sorted(known.items())})
     return dict(sorted(known.items()))
 
@@ -126,50 +126,62 @@ def _confirmed_choice(study: optuna.Study, choice: Choice, max_degradation: floa
     return Choice((confirmed[0], *rest), choice.baseline, choice.threshold, choice.mixed_devices)
 
 
-def _x_axis(study: optuna.Study, baseline: FrozenTrial) -> tuple[Any, str]:
-    """Position of a trial on the time axis, and the axis label, for the study's time metric.
+def _speedup_axis(study: optuna.Study, baseline: FrozenTrial) -> tuple[Any, str]:
+    """Each trial's speedup over the baseline for the study's time metric, and the axis label.
 
-    With the default ``ratio`` metric each trial's latency is its ratio to the
-    baseline measured next to it, scaled by the baseline trial's latency: the
-    Pareto front stays monotone and the unit stays milliseconds.
+    With the ``ratio`` and ``latency`` metrics it is the baseline's latency
+    measured next to the trial divided by the trial's; with ``flops`` the
+    ratio of FLOPs.
     """
     metric = study.user_attrs.get(CONFIG_ATTR, {}).get("time_metric", "ratio")
     if metric == "flops":
-        return (lambda t: max(float(t.user_attrs["flops"]), 1.0)), "FLOPs per adaptation (log scale)"
-    if metric == "latency":
-        return (lambda t: float(t.user_attrs["latency_ms"])), "adaptation latency per task (ms, log scale)"
-    scale = float(baseline.user_attrs["latency_ms"])
-    return (lambda t: float(t.user_attrs["latency_ratio"]) * scale), (
-        f"adaptation latency per task (ms, relative to the baseline's {scale:.1f} ms; log scale)")
+        base = max(float(baseline.user_attrs["flops"]), 1.0)
+        return (lambda t: base / max(float(t.user_attrs["flops"]), 1.0)), "FLOP reduction over the baseline (log)"
+    return (lambda t: float(t.user_attrs["speedup"])), "adaptation speedup over the baseline (x, log scale)"
+
+
+def _accuracy_window(choice: Choice, accuracies: list[float], max_degradation: float) -> tuple[float, float]:
+    """The accuracy range where the decision happens: a margin below the threshold up to the best trial."""
+    margin = max(max_degradation, 0.005)
+    top = max(accuracies + [float(choice.baseline.user_attrs["accuracy"])])
+    low = min(choice.threshold, float(choice.selected.user_attrs["accuracy"])) - 1.5 * margin
+    return low, top + 0.25 * margin
 
 
 def _plot(study: optuna.Study, choice: Choice, max_degradation: float, path: Path) -> None:
     trials = completed_trials(study)
-    x, label = _x_axis(study, choice.baseline)
+    stopped = stopped_early_trials(study)
+    x, label = _speedup_axis(study, choice.baseline)
     front = sorted(pareto_trials(study), key=x)
+    accuracy = lambda t: float(t.user_attrs["accuracy"])  # noqa: E731
+    low, high = _accuracy_window(choice, [accuracy(t) for t in trials], max_degradation)
     figure = Figure(figsize=(8, 5.5), dpi=110)
     axes = figure.add_subplot()
-    axes.scatter([x(t) for t in trials], [t.user_attrs["accuracy"] for t in trials],
-                 s=14, alpha=0.25, color="tab:gray", label="trials")
-    stopped = stopped_early_trials(study)
+    axes.scatter([x(t) for t in trials], [accuracy(t) for t in trials],
+                 s=14, alpha=0.3, color="tab:gray", label="trials")
     if stopped:
-        axes.scatter([x(t) for t in stopped], [t.user_attrs["accuracy"] for t in stopped], s=14, alpha=0.35,
+        axes.scatter([x(t) for t in stopped], [accuracy(t) for t in stopped], s=14, alpha=0.35,
                      marker="x", color="tab:gray", label="stopped early (accuracy on the tasks scored)")
-    axes.plot([x(t) for t in front], [t.user_attrs["accuracy"] for t in front],
+    axes.plot([x(t) for t in front], [accuracy(t) for t in front],
               "-o", color="tab:blue", markersize=5, label="Pareto front")
     axes.axhline(choice.threshold, linestyle="--", color="tab:red", linewidth=1,
                  label=f"baseline - {max_degradation:g}")
     for name, trial, color, offset in (("baseline", choice.baseline, "black", 6),
                                        ("selected", choice.selected, "tab:green", -14)):
-        axes.scatter([x(trial)], [trial.user_attrs["accuracy"]], s=70, color=color, zorder=5)
-        axes.annotate(f"{name}: {trial.user_attrs['pattern']}", (x(trial), trial.user_attrs["accuracy"]),
+        axes.scatter([x(trial)], [accuracy(trial)], s=70, color=color, zorder=5)
+        axes.annotate(f"{name}: {trial.user_attrs['pattern']} ({x(trial):.1f}x)", (x(trial), accuracy(trial)),
                       xytext=(6, offset), textcoords="offset points", fontsize=9, color=color)
+    below = [accuracy(t) for t in trials + stopped if accuracy(t) < low]
+    if below:
+        axes.text(0.01, 0.01, f"{len(below)} trials below {low:.3f} not shown (lowest {min(below):.3f})",
+                  transform=axes.transAxes, fontsize=8, color="tab:gray", va="bottom")
+    axes.set_ylim(low, high)
     axes.set_xscale("log")
     axes.set_xlabel(label)
-    axes.set_ylabel(study.user_attrs.get(CONFIG_ATTR, {}).get("metric", "accuracy"))
+    axes.set_ylabel(study.user_attrs.get(CONFIG_ATTR, {}).get("metric", "accuracy") + " (validation)")
     axes.set_title(f"{study.study_name}: {len(trials) + len(stopped)} trials")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="lower right", fontsize=9)
+    axes.legend(loc="best", fontsize=9)
     figure.tight_layout()
     figure.savefig(path)
 
@@ -185,6 +197,39 @@ def _html_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _selection_html(selection: dict[str, Any]) -> str:
+    """The decision in words, its numbers as rows, and every candidate's test."""
+    def pm(mean: float | None, half: float | None) -> str | None:
+        return None if mean is None else f"{mean:.4f} ± {half or 0.0:.4f}"
+
+    rests_on = support(selection.get("test_tasks") or 0, selection.get("test_classes"), selection.get("test_units"))
+    rows = [
+        {"quantity": "selected pattern", "value": selection["pattern"]},
+        {"quantity": "baseline", "value": selection["baseline"]},
+        {"quantity": "allowed degradation", "value": selection["max_degradation"]},
+        {"quantity": "confidence (family-wise)", "value": selection.get("confidence")},
+        {"quantity": "lower bound of the paired difference (confirmation tasks)",
+         "value": selection.get("lower_bound")},
+        {"quantity": "confirmation tasks / classes",
+         "value": f"{selection.get('confirmation_tasks')} / {selection.get('confirmation_classes')}"},
+        {"quantity": f"test accuracy, fresh tasks ({rests_on}), 95% CI",
+         "value": pm(selection.get("test_accuracy"), selection.get("test_ci95"))},
+        {"quantity": "baseline test accuracy, same tasks",
+         "value": pm(selection.get("baseline_test_accuracy"), selection.get("baseline_test_ci95"))},
+        {"quantity": "paired difference, same tasks",
+         "value": pm(selection.get("difference"), selection.get("difference_ci95"))},
+        {"quantity": "speedup (latency ms vs baseline ms)",
+         "value": None if selection.get("speedup") is None else
+         f"{selection['speedup']:.1f}x ({selection['latency_ms']:.2f} vs {selection['baseline_latency_ms']:.2f})"},
+    ]
+    verdict = "confirmed" if selection.get("confirmed") else "not confirmed"
+    candidates = selection.get("candidates") or []
+    table = _html_table(list(candidates), ["pattern", "val_difference", "val_speedup", "test_difference",
+                                           "lower_bound", "confirmed"]) if candidates else ""
+    return (f"<p><b>{html.escape(selection['pattern'])}</b> ({verdict}): {html.escape(selection.get('reason', ''))}"
+            f"</p>{_html_table(rows, ['quantity', 'value'])}<h3>Candidates, fastest first</h3>{table}")
+
+
 def _html(data: dict[str, Any], png: bytes) -> str:
     config_rows = [{"setting": k, "value": v} for k, v in data["config"].items()]
     importance_rows = [
@@ -192,13 +237,15 @@ def _html(data: dict[str, Any], png: bytes) -> str:
         for g in sorted(set(data["importance"]["accuracy"]) | set(data["importance"]["time"]))
     ]
     selection = data.get("selection")
-    selection_html = _html_table([selection], list(selection)) if selection else "<p>Run <code>patternsearch " \
+    selection_html = _selection_html(selection) if selection else "<p>Run <code>patternsearch " \
         "select</code> to confirm a pattern on the test split.</p>"
     image = base64.b64encode(png).decode("ascii")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>patternsearch report: {html.escape(data["study"])}</title>
-<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f3f3f3}}</style></head><body>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse;margin:1em 0;display:block;overflow-x:auto;max-width:100%}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f3f3f3}}
+td:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>
 <h1>Study {html.escape(data["study"])}</h1>
 <p>{data["complete"]} complete trials and {data["stopped_early"]} stopped early because a faster trial was surely
 more accurate (target {data["target"]}; tables below use complete trials). Fastest Pareto pattern within

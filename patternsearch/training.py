@@ -22,7 +22,7 @@ from .devices import resolve_device
 from .groups import layer_groups
 from .models import create_model
 from .pattern import Pattern
-from .scoring import mean_ci95, score_tasks
+from .scoring import score_pattern
 
 # Settings that may differ when a run is resumed (they do not change the result so far).
 _RESUMABLE = {"iterations", "val_every", "checkpoint_every", "device", "data_root"}
@@ -107,8 +107,7 @@ def _validate(model: torch.nn.Module, benchmark: Benchmark, config: TrainConfig,
     groups = len(layer_groups(model))
     tasks = [t.to(device) for t in benchmark.tasks("val", config.val_tasks, seed=config.seed)]
     pattern = Pattern.full(groups, config.eval_steps or 1)
-    mean, _ = mean_ci95(score_tasks(model, tasks, pattern, float(config.inner_lr or 0.0), benchmark))
-    return mean
+    return float(score_pattern(model, benchmark, tasks, pattern, float(config.inner_lr or 0.0)).mean())
 
 
 

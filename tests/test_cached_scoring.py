@@ -6,7 +6,7 @@ import torch
 
 from patternsearch import Pattern, create_benchmark, create_model
 from patternsearch.cached_scoring import CachedScorer
-from patternsearch.scoring import score_tasks
+from patternsearch.reference import reference_scores
 
 from .conftest import ResidualNet
 
@@ -33,7 +33,7 @@ def test_cached_scores_equal_the_naive_loop(factory, threads, omniglot_tasks) ->
     for text in texts:
         pattern = Pattern.parse(text)
         cached = scorer.scores(pattern)
-        naive = score_tasks(model, tasks, pattern, 0.4, bench)
+        naive = reference_scores(model, tasks, pattern, 0.4, bench)
         # Channels-last convolutions round differently: allow one flipped query in a task, never more.
         np.testing.assert_allclose(cached, naive, atol=1.01 / 25, err_msg=text)
         assert abs(cached.mean() - naive.mean()) <= 1.01 / 25 / len(tasks)

@@ -8,6 +8,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
+from patternsearch import Pattern
 from patternsearch.errors import UsageError
 from patternsearch.search import PatternEvaluator, choose, list_studies, optimize, select
 from patternsearch.search._config import CONFIG_ATTR
@@ -139,7 +140,9 @@ def test_select_confirms_on_test_split(sinusoid_checkpoint: Path, tmp_path: Path
     optimize(6, checkpoint=sinusoid_checkpoint, storage=storage, **TINY)
     result = select(0.05, storage=storage, test_tasks=15, checkpoint=sinusoid_checkpoint, device="cpu")
     assert result.baseline == "111:10"
-    assert result.test_tasks == 15 and result.test_accuracy is not None and result.speedup is not None
+    assert result.confirmation_tasks == 15 and result.test_tasks == 15  # report tasks default to as many
+    assert result.test_accuracy is not None and result.speedup is not None
+    assert result.classes_disjoint is False and result.test_classes is None  # sinusoids have no classes
     assert result.val_accuracy >= result.baseline_val_accuracy - 0.05
     assert result.difference == pytest.approx(result.test_accuracy - result.baseline_test_accuracy, abs=1e-5)
 
@@ -205,14 +208,16 @@ def test_select_rejects_a_candidate_that_fails_on_test(sinusoid_checkpoint: Path
     original = CachedScorer.scores
 
     def worse_first(self, pattern, tasks=None):  # type: ignore[no-untyped-def]
-        scores = original(self, pattern, tasks)
+        # The first candidate is far worse than the baseline on test, every other one exactly as good.
+        scores = original(self, Pattern.parse("111:10"), tasks)
         return scores - 100.0 if str(pattern) == first else scores
 
     monkeypatch.setattr(CachedScorer, "scores", worse_first)
     result = select(1.0, storage=storage, test_tasks=8, checkpoint=sinusoid_checkpoint, device="cpu")
-    assert [r["pattern"] for r in result.rejected] == [first]
-    assert result.pattern == second
-    assert result.difference >= -1.0
+    tested = [(c["pattern"], c["confirmed"]) for c in result.candidates]
+    assert tested[:2] == [(first, False), (second, True)]
+    assert result.pattern == second and result.confirmed
+    assert result.lower_bound == result.candidates[1]["lower_bound"] >= -1.0
 
 
 def test_dominated_patterns_stop_early_count_toward_target_and_repeat_as_stopped(

@@ -17,16 +17,37 @@ _SPLIT_STREAM = {name: i for i, name in enumerate(SPLITS)}
 
 @dataclass(frozen=True)
 class Task:
-    """One few-shot episode: a support set to adapt on and a query set to score."""
+    """One few-shot episode: a support set to adapt on and a query set to score.
+
+    Attributes:
+        x_support: Support inputs.
+        y_support: Support targets.
+        x_query: Query inputs.
+        y_query: Query targets.
+        classes: The split's class index behind each way (None for tasks
+            without classes, e.g. regression); accuracies say how many
+            distinct classes they rest on.
+        units: For each way, the independent unit its class comes from
+            (Omniglot: the character, whose four rotations are four classes).
+            Tasks that share a unit are correlated; confidence intervals
+            account for it. Default: the classes themselves.
+    """
 
     x_support: Tensor
     y_support: Tensor
     x_query: Tensor
     y_query: Tensor
+    classes: tuple[int, ...] | None = None
+    units: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.units is None and self.classes is not None:
+            object.__setattr__(self, "units", self.classes)
 
     def to(self, device: torch.device | str) -> Task:
         """Returns the task on ``device``."""
-        return Task(*(t.to(device) for t in (self.x_support, self.y_support, self.x_query, self.y_query)))
+        tensors = (t.to(device) for t in (self.x_support, self.y_support, self.x_query, self.y_query))
+        return Task(*tensors, classes=self.classes, units=self.units)
 
 
 class TaskSource(Protocol):
@@ -70,12 +91,17 @@ class ClassEpisodes:
         shots: Support examples per class.
         queries: Query examples per class.
         stream: Keeps this split's random stream apart from the others.
+        class_units: The independent unit of each class (see :attr:`Task.units`);
+            default: every class is its own unit.
+        allowed: Draw episodes only from these class indices (see
+            :meth:`restricted`); default: all.
 
     Raises:
         ValueError: If there are too few classes or examples per class.
     """
 
-    def __init__(self, class_sizes: Sequence[int], fetch: Fetch, ways: int, shots: int, queries: int, stream: int):
+    def __init__(self, class_sizes: Sequence[int], fetch: Fetch, ways: int, shots: int, queries: int, stream: int,
+                 class_units: Sequence[int] | None = None, allowed: Sequence[int] | None = None):
         if ways < 1 or shots < 1 or queries < 1:
             raise ValueError(f"ways, shots and queries must be >= 1 (got {ways}, {shots}, {queries})")
         if len(class_sizes) < ways:
@@ -87,12 +113,30 @@ class ClassEpisodes:
         self.class_sizes = list(class_sizes)
         self.fetch = fetch
         self.ways, self.shots, self.queries, self.stream = ways, shots, queries, stream
+        self.class_units = list(range(len(class_sizes)) if class_units is None else class_units)
+        if len(self.class_units) != len(self.class_sizes):
+            raise ValueError(f"{len(self.class_units)} class units for {len(self.class_sizes)} classes")
+        self.allowed = np.arange(len(class_sizes)) if allowed is None else np.asarray(sorted(allowed), dtype=int)
+        if self.allowed.size < ways:
+            raise ValueError(f"{ways}-way episodes need at least {ways} classes, {self.allowed.size} are allowed")
 
     @classmethod
-    def from_tensor(cls, images: Tensor, ways: int, shots: int, queries: int, stream: int) -> ClassEpisodes:
+    def from_tensor(cls, images: Tensor, ways: int, shots: int, queries: int, stream: int,
+                    class_units: Sequence[int] | None = None) -> ClassEpisodes:
         """Episodes over ``images[class, example, ...]`` held in memory."""
         return cls([images.shape[1]] * images.shape[0], lambda c, idx: images[c][torch.from_numpy(idx)],
-                   ways, shots, queries, stream)
+                   ways, shots, queries, stream, class_units)
+
+    def restricted(self, units: Sequence[int]) -> ClassEpisodes:
+        """The same episodes' generator limited to the classes of ``units``; class indices stay the split's.
+
+        Raises:
+            ValueError: If fewer than ``ways`` classes remain.
+        """
+        keep = set(units)
+        allowed = [c for c in self.allowed.tolist() if self.class_units[c] in keep]
+        return ClassEpisodes(self.class_sizes, self.fetch, self.ways, self.shots, self.queries, self.stream,
+                             self.class_units, allowed)
 
     @property
     def num_classes(self) -> int:
@@ -102,7 +146,7 @@ class ClassEpisodes:
     def task(self, index: int, seed: int) -> Task:
         """Returns episode ``index`` for ``seed``."""
         rng = task_rng(seed, self.stream, index)
-        classes = rng.choice(self.num_classes, self.ways, replace=False)
+        classes = self.allowed[rng.choice(self.allowed.size, self.ways, replace=False)]
         per_class = self.shots + self.queries
         chosen = [self.fetch(int(c), rng.choice(self.class_sizes[c], per_class, replace=False)) for c in classes]
         images = torch.stack(chosen)  # [ways, shots + queries, ...]
@@ -112,6 +156,8 @@ class ClassEpisodes:
             labels.repeat_interleave(self.shots),
             images[:, self.shots :].flatten(0, 1),
             labels.repeat_interleave(self.queries),
+            classes=tuple(int(c) for c in classes),
+            units=tuple(int(self.class_units[c]) for c in classes),
         )
 
 
@@ -184,3 +230,35 @@ def classification_benchmark(
         default_model="conv4",
         defaults=defaults,
     )
+
+
+def disjoint_task_sets(
+    benchmark: Benchmark, split: str, first: int, second: int, seed: int
+) -> tuple[list[Task], list[Task], bool]:
+    """Two task lists from ``split`` that share no class when the split allows it.
+
+    With :class:`ClassEpisodes` the split's independent units (e.g. Omniglot
+    characters) are shuffled with ``seed``; the first list draws only from
+    two thirds of them (it decides, and needs the precision), the second
+    from the other third, so it is independent of anything decided on the
+    first. Other task sources (or splits too small to divide) give disjoint
+    episodes of the same classes.
+
+    Returns:
+        The first list, the second list, and whether their classes are disjoint.
+    """
+    source = benchmark.split(split)
+    if isinstance(source, ClassEpisodes):
+        units = sorted({source.class_units[c] for c in source.allowed.tolist()})
+        order = np.random.default_rng([int(seed), 7919]).permutation(len(units))
+        cut = round(len(units) * 2 / 3)
+        try:
+            a = source.restricted([units[i] for i in order[:cut]])
+            b = source.restricted([units[i] for i in order[cut:]])
+        except ValueError:
+            pass
+        else:
+            return ([a.task(i, seed) for i in range(first)],
+                    [b.task(first + i, seed) for i in range(second)], True)
+    return ([source.task(i, seed) for i in range(first)],
+            [source.task(first + i, seed) for i in range(second)], False)

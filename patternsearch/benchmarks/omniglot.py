@@ -33,6 +33,7 @@ from ._tasks import Benchmark, ClassEpisodes, TrainingDefaults, classification_b
 URL_ENV = "PATTERNSEARCH_OMNIGLOT_URL"
 _DEFAULT_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
 IMAGE_SIZE = 28
+ROTATIONS = 4
 
 SMALL_SPLITS = {
     "train": ("Balinese", "Early_Aramaic", "Japanese_(katakana)", "Korean", "Sanskrit"),
@@ -115,7 +116,7 @@ def _split_classes(characters: CharacterImages, alphabets: Sequence[str]) -> tor
         raise DataError(f"alphabets missing from the Omniglot archives: {', '.join(missing)}")
     keys = sorted(key for key in characters if key[0] in alphabets)
     images = np.stack([characters[key] for key in keys])  # [chars, drawings, H, W]
-    rotations = np.stack([np.rot90(images, r, axes=(2, 3)) for r in range(4)], axis=1)
+    rotations = np.stack([np.rot90(images, r, axes=(2, 3)) for r in range(ROTATIONS)], axis=1)
     rotations = rotations.reshape(-1, images.shape[1], 1, IMAGE_SIZE, IMAGE_SIZE)
     return torch.from_numpy(np.ascontiguousarray(rotations)).float().div_(255.0)
 
@@ -123,8 +124,10 @@ def _split_classes(characters: CharacterImages, alphabets: Sequence[str]) -> tor
 def _benchmark(
     name: str, splits: dict[str, torch.Tensor], ways: int, shots: int, queries: int
 ) -> Benchmark:
+    # Classes are laid out character by character, four rotations each: a character is the independent unit.
     sources = {
-        split: ClassEpisodes.from_tensor(images, ways, shots, queries, split_stream(split))
+        split: ClassEpisodes.from_tensor(images, ways, shots, queries, split_stream(split),
+                                         class_units=[c // ROTATIONS for c in range(images.shape[0])])
         for split, images in splits.items()
     }
     defaults = TrainingDefaults(inner_lr=0.4, train_steps=1, eval_steps=10, meta_batch=16, meta_lr=1e-3)

@@ -1,18 +1,51 @@
-"""``select``: choose the pattern, then confirm it against the baseline on fresh test tasks."""
+"""``select``: choose candidates on validation, confirm one on test tasks, report it on fresh ones.
+
+The promise: the selected pattern's accuracy is within ``max_degradation``
+(D) of the baseline's, with probability at least ``confidence``. The
+procedure:
+
+1. **Validation** (the study's tasks) proposes candidates: the Pareto
+   patterns faster than the baseline whose paired validation difference has
+   a lower ``confidence`` bound of at least ``-D`` (a pattern that barely
+   passes on validation would rarely be confirmed); of those, the
+   ``max_candidates`` fastest. The list is fixed before any test task is
+   scored.
+2. **Confirmation tasks** decide, by fixed-sequence testing. The candidates
+   are tested in order of validation speed, slowest (on a Pareto front: most
+   accurate) first, each paired with the baseline on the same tasks, and
+   confirmed when the one-sided ``confidence`` lower bound of its accuracy
+   difference is at least ``-D``. Testing stops at the first candidate that
+   is not confirmed; the fastest confirmed one is selected, and when none is,
+   the baseline is the answer. Because a candidate is tested only after
+   every earlier one was confirmed, the probability of confirming any
+   pattern whose true loss exceeds D is at most ``1 - confidence`` (strong
+   family-wise control of the fixed-sequence procedure), however many
+   candidates there are and whatever their true losses.
+3. **Report tasks**, drawn from the other half of the test split's classes
+   when the benchmark exposes them, took no part in the decision: the
+   selected pattern's and the baseline's accuracies printed by ``select``
+   come from them and are unbiased.
+
+Intervals account for tasks that share classes (:mod:`patternsearch.uncertainty`).
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 import optuna
-from optuna.trial import FrozenTrial
 
+from ..benchmarks import Task, disjoint_task_sets
+from ..cached_scoring import CachedScorer
 from ..checkpoint import file_checksum
 from ..errors import UsageError
 from ..experiment import Experiment, open_experiment
-from ..scoring import mean_ci95
+from ..pattern import Pattern
+from ..uncertainty import Estimate, TaskDesign, estimate
 from ._config import CONFIG_ATTR, SELECTION_ATTR, StudyConfig
 from ._evaluator import PatternEvaluator
 from ._select import Choice, choose
@@ -20,38 +53,178 @@ from ._storage import DEFAULT_STORAGE, load_existing_study, open_storage
 from ._study import default_study_name
 
 
+class TaskScores(Protocol):
+    """Per-task scores of patterns on one fixed task list, and that list's design."""
+
+    design: TaskDesign
+
+    def scores(self, pattern: Pattern) -> np.ndarray:
+        """Scores of ``pattern`` on every task, in task order."""
+        ...
+
+
+@dataclass(frozen=True)
+class CandidateTest:
+    """One candidate of the selection and what the confirmation tasks said of it.
+
+    Attributes:
+        pattern: ``FLAGS:STEPS``.
+        trial: Its trial in the study.
+        val_difference: Validation accuracy minus the baseline's.
+        val_speedup: Speedup over the baseline measured in the study.
+        test_difference: Mean paired difference on the confirmation tasks
+            (None when testing stopped before this candidate).
+        lower_bound: One-sided lower confidence bound of that difference.
+        confirmed: Whether ``lower_bound >= -max_degradation``.
+    """
+
+    pattern: str
+    trial: int
+    val_difference: float
+    val_speedup: float
+    test_difference: float | None = None
+    lower_bound: float | None = None
+    confirmed: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of the confirmation: every candidate's test and the selected one (None: the baseline)."""
+
+    candidates: tuple[CandidateTest, ...]
+    selected: CandidateTest | None
+    reason: str
+
+
+def validation_candidates(choice: Choice, design: TaskDesign, *, max_degradation: float, confidence: float,
+                          max_candidates: int) -> list[CandidateTest]:
+    """The fastest Pareto patterns whose validation lower bound is at least ``-max_degradation`` (step 1 above).
+
+    Args:
+        choice: Pareto patterns within the degradation on validation (point
+            estimates), fastest first, and the baseline.
+        design: The study's validation tasks.
+        max_degradation: D, in accuracy units.
+        confidence: Level of the validation lower bound.
+        max_candidates: At most this many are returned.
+    """
+    baseline = choice.baseline
+    base_scores = np.asarray(baseline.user_attrs.get("scores", ()), dtype=np.float64)
+    candidates = []
+    for trial in choice.candidates:
+        if trial.user_attrs["pattern"] == baseline.user_attrs["pattern"] or len(candidates) == max_candidates:
+            continue
+        scores = np.asarray(trial.user_attrs.get("scores", ()), dtype=np.float64)
+        if scores.size and scores.size == base_scores.size:
+            paired = estimate(scores - base_scores, design if design.units is None or
+                              len(design.units) == scores.size else TaskDesign.none())
+            if paired.lower_bound(confidence) < -max_degradation:
+                continue
+        candidates.append(CandidateTest(
+            pattern=str(trial.user_attrs["pattern"]), trial=trial.number,
+            val_difference=float(trial.user_attrs["accuracy"]) - float(baseline.user_attrs["accuracy"]),
+            val_speedup=float(trial.user_attrs["speedup"])))
+    return candidates
+
+
+def decide(
+    choice: Choice,
+    validation: TaskDesign,
+    confirmation: TaskScores,
+    *,
+    max_degradation: float,
+    confidence: float = 0.95,
+    max_candidates: int = 5,
+) -> Decision:
+    """Proposes candidates on validation and tests them on the confirmation tasks (steps 1 and 2 above).
+
+    Args:
+        choice: Pareto patterns within D on validation (fastest first) and the baseline.
+        validation: The design of the study's validation tasks.
+        confirmation: Scores on the confirmation tasks.
+        max_degradation: D, in accuracy units.
+        confidence: Family-wise confidence of the whole procedure.
+        max_candidates: The most candidates tested.
+    """
+    tests = validation_candidates(choice, validation, max_degradation=max_degradation, confidence=confidence,
+                                  max_candidates=max_candidates)
+    if not tests:
+        return Decision((), None, f"no Pareto pattern faster than the baseline has a validation lower bound "
+                                  f"within {max_degradation:g}; the baseline is the answer")
+    baseline_scores = confirmation.scores(Pattern.parse(str(choice.baseline.user_attrs["pattern"])))
+    tests.reverse()  # slowest (most accurate on validation) first
+    selected = None
+    for i, test in enumerate(tests):
+        difference = estimate(confirmation.scores(Pattern.parse(test.pattern)) - baseline_scores,
+                              confirmation.design)
+        bound = difference.lower_bound(confidence)
+        tests[i] = CandidateTest(**{**asdict(test), "test_difference": difference.mean, "lower_bound": bound,
+                                    "confirmed": bound >= -max_degradation})
+        if not tests[i].confirmed:
+            break
+        selected = tests[i]
+    tests.reverse()  # fastest first again
+    if selected is None:
+        return Decision(tuple(tests), None, f"the first candidate tested, {tests[-1].pattern}, has lower bound "
+                                            f"{tests[-1].lower_bound:+.4f} < -{max_degradation:g}; the baseline is "
+                                            "the answer")
+    return Decision(tuple(tests), selected, f"the fastest confirmed candidate: lower bound "
+                                            f"{selected.lower_bound:+.4f} >= -{max_degradation:g}")
+
+
 @dataclass(frozen=True)
 class Selection:
-    """The selected pattern, its validation numbers and (when confirmed) its test numbers.
+    """The selected pattern, the decision behind it and unbiased accuracies from fresh test tasks.
 
-    Patterns are in explicit ``FLAGS:STEPS`` form. Accuracies are the
+    Patterns are in explicit ``FLAGS:STEPS`` form; accuracies are the
     benchmark's score. Test fields are None when confirmation was skipped.
-    ``rejected`` lists faster candidates whose test accuracy fell below the
-    baseline's minus the degradation (pattern, test accuracy, difference).
+
+    Attributes:
+        pattern: The selected pattern (the baseline when nothing was confirmed).
+        confirmed: Whether a faster pattern was confirmed.
+        reason: Why this pattern was selected, in words.
+        confidence: Family-wise confidence of the decision.
+        lower_bound: One-sided ``confidence`` lower bound of the selected
+            pattern's paired difference on the confirmation tasks.
+        candidates: Every candidate, its validation and confirmation numbers.
+        confirmation_tasks, confirmation_classes: What the decision rests on.
+        test_accuracy, baseline_test_accuracy, difference: On the report
+            tasks, which took no part in the decision, with 95% half-widths.
+        test_tasks, test_classes: What those rest on.
+        classes_disjoint: Whether report and confirmation tasks share no class.
     """
 
     study: str
     pattern: str
     baseline: str
     max_degradation: float
+    confidence: float
+    confirmed: bool
+    reason: str
     trial: int
     val_accuracy: float
     baseline_val_accuracy: float
     val_speedup: float
     mixed_devices: bool
+    candidates: tuple[dict[str, Any], ...] = ()
+    lower_bound: float | None = None
+    confirmation_tasks: int | None = None
+    confirmation_classes: int | None = None
     test_accuracy: float | None = None
     test_ci95: float | None = None
     baseline_test_accuracy: float | None = None
     baseline_test_ci95: float | None = None
     difference: float | None = None
     difference_ci95: float | None = None
+    test_tasks: int | None = None
+    test_classes: int | None = None
+    test_units: int | None = None
+    classes_disjoint: bool | None = None
     latency_ms: float | None = None
     baseline_latency_ms: float | None = None
     speedup: float | None = None
-    test_tasks: int | None = None
     test_seed: int | None = None
     device: str | None = None
-    rejected: tuple[dict[str, Any], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -83,71 +256,6 @@ def _resolve_study_name(storage: optuna.storages.BaseStorage, name: str | None) 
     raise UsageError(f"the storage holds several studies ({', '.join(sorted(names))}); name one with --study")
 
 
-def select(
-    max_degradation: float = 0.01,
-    *,
-    storage: str = DEFAULT_STORAGE,
-    study_name: str | None = None,
-    confirm: bool = True,
-    test_tasks: int = 600,
-    test_seed: int = 0,
-    data_root: str | os.PathLike[str] | None = None,
-    checkpoint: str | os.PathLike[str] | None = None,
-    device: str = "auto",
-) -> Selection:
-    """Selects the fastest Pareto pattern within ``max_degradation`` and confirms it on the test split.
-
-    Candidates are the Pareto-optimal trials whose validation accuracy is at
-    least the baseline's minus ``max_degradation``, fastest first. The first
-    is scored with the baseline on fresh test tasks (paired); if its test
-    accuracy is below the baseline's minus ``max_degradation``, it is recorded
-    as rejected and the next candidate is tried, down to the baseline itself.
-    The test split thus also gates the choice: after a rejection, the test
-    numbers of the returned pattern are slightly optimistic.
-
-    Args:
-        max_degradation: Allowed accuracy loss against the baseline (0.01 = one point).
-        storage: Optuna storage URL.
-        study_name: Study (default: the only one in the storage, else the
-            default study of ``optimize``, ``omniglot-small-conv4-5w1s``).
-        confirm: Evaluate the selected pattern and the baseline on fresh test tasks.
-        test_tasks: Number of test tasks.
-        test_seed: Seed of the test tasks.
-        data_root: Data folder.
-        checkpoint: Checkpoint (default: the study configuration's default
-            path); its checksum must match the study's.
-        device: ``auto``, ``cpu`` or ``cuda``.
-
-    Raises:
-        UsageError: Missing study or trials, bad degradation, or another checkpoint.
-    """
-    if not 0.0 <= max_degradation <= 1.0:
-        raise UsageError(f"--max-degradation must be between 0 and 1, got {max_degradation}")
-    if test_tasks < 1:
-        raise UsageError(f"--tasks must be at least 1, got {test_tasks}")
-    study = resolve_study(storage, study_name)
-    name = study.study_name
-    choice = choose(study, max_degradation)
-    if confirm:
-        result = _confirm(choice, name, max_degradation, StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR]),
-                          test_tasks, test_seed, data_root, checkpoint, device)
-    else:
-        result = _validation_only(choice, name, max_degradation, choice.selected)
-    study.set_user_attr(SELECTION_ATTR, result.as_dict())
-    return result
-
-
-def _validation_only(choice: Choice, study: str, max_degradation: float, selected: FrozenTrial) -> Selection:
-    baseline = choice.baseline
-    return Selection(
-        study=study, pattern=str(selected.user_attrs["pattern"]), baseline=str(baseline.user_attrs["pattern"]),
-        max_degradation=max_degradation, trial=selected.number,
-        val_accuracy=float(selected.user_attrs["accuracy"]),
-        baseline_val_accuracy=float(baseline.user_attrs["accuracy"]),
-        val_speedup=float(selected.user_attrs["speedup"]), mixed_devices=choice.mixed_devices,
-    )
-
-
 def study_experiment(config: StudyConfig, *, data_root: str | os.PathLike[str] | None,
                      checkpoint: str | os.PathLike[str] | None, device: str) -> Experiment:
     """Re-opens the experiment a study was made with.
@@ -166,32 +274,132 @@ def study_experiment(config: StudyConfig, *, data_root: str | os.PathLike[str] |
     return experiment
 
 
-def _confirm(choice: Choice, study: str, max_degradation: float, config: StudyConfig, test_tasks: int,
-             test_seed: int, data_root: str | os.PathLike[str] | None, checkpoint: str | os.PathLike[str] | None,
+class _ScoredTasks:
+    """A task list scored with the one scorer, with the list's design."""
+
+    def __init__(self, experiment: Experiment, tasks: Sequence[Task]) -> None:
+        self.scorer = CachedScorer(experiment.model, experiment.benchmark, tasks, experiment.inner_lr)
+        self.design = TaskDesign.of(tasks)
+
+    def scores(self, pattern: Pattern) -> np.ndarray:
+        return self.scorer.scores(pattern)
+
+
+def select(
+    max_degradation: float = 0.01,
+    *,
+    storage: str = DEFAULT_STORAGE,
+    study_name: str | None = None,
+    confirm: bool = True,
+    confidence: float = 0.95,
+    max_candidates: int = 5,
+    test_tasks: int = 600,
+    report_tasks: int | None = None,
+    test_seed: int = 0,
+    data_root: str | os.PathLike[str] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+) -> Selection:
+    """Selects the fastest pattern confirmed within ``max_degradation`` of the baseline (see the module doc).
+
+    Args:
+        max_degradation: Allowed accuracy loss against the baseline (0.01 = one point).
+        storage: Optuna storage URL.
+        study_name: Study (default: the only one in the storage, else the
+            default study of ``optimize``, ``omniglot-small-conv4-5w1s``).
+        confirm: Confirm on test tasks; without it the fastest validation
+            candidate is returned unconfirmed.
+        confidence: Probability that a selected pattern is truly within D.
+        max_candidates: Most candidates tested (the fastest that validation proposes).
+        test_tasks: Confirmation tasks.
+        report_tasks: Report tasks (default: as many as ``test_tasks``).
+        test_seed: Seed of the test tasks and of the class halves.
+        data_root: Data folder.
+        checkpoint: Checkpoint (default: the study configuration's default
+            path); its checksum must match the study's.
+        device: ``auto``, ``cpu`` or ``cuda``.
+
+    Raises:
+        UsageError: Missing study or trials, bad arguments, or another checkpoint.
+    """
+    if not 0.0 <= max_degradation <= 1.0:
+        raise UsageError(f"--max-degradation must be between 0 and 1, got {max_degradation}")
+    if not 0.5 <= confidence < 1.0:
+        raise UsageError(f"--confidence must be in [0.5, 1), got {confidence}")
+    if max_candidates < 1:
+        raise UsageError(f"--candidates must be at least 1, got {max_candidates}")
+    report_tasks = test_tasks if report_tasks is None else report_tasks
+    if test_tasks < 2 or report_tasks < 2:
+        raise UsageError(f"--tasks and --report-tasks must be at least 2, got {test_tasks} and {report_tasks}")
+    study = resolve_study(storage, study_name)
+    choice = choose(study, max_degradation)
+    validation = _validation_fields(study.study_name, choice, max_degradation, confidence)
+    if not confirm:
+        fastest = choice.selected
+        result = Selection(**{**validation, **_trial_fields(fastest),
+                              "reason": "validation only (--no-confirm): the fastest pattern within the "
+                                        "degradation on validation, not confirmed"})
+    else:
+        result = _confirm(study, choice, validation, max_degradation=max_degradation, confidence=confidence,
+                          max_candidates=max_candidates, test_tasks=test_tasks, report_tasks=report_tasks,
+                          test_seed=test_seed, data_root=data_root, checkpoint=checkpoint, device=device)
+    study.set_user_attr(SELECTION_ATTR, result.as_dict())
+    return result
+
+
+def _validation_fields(study: str, choice: Choice, max_degradation: float, confidence: float) -> dict[str, Any]:
+    return {"study": study, "baseline": str(choice.baseline.user_attrs["pattern"]),
+            "max_degradation": max_degradation, "confidence": confidence, "confirmed": False,
+            "baseline_val_accuracy": float(choice.baseline.user_attrs["accuracy"]),
+            "mixed_devices": choice.mixed_devices}
+
+
+def _trial_fields(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    return {"pattern": str(trial.user_attrs["pattern"]), "trial": trial.number,
+            "val_accuracy": float(trial.user_attrs["accuracy"]), "val_speedup": float(trial.user_attrs["speedup"])}
+
+
+def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], *, max_degradation: float,
+             confidence: float, max_candidates: int, test_tasks: int, report_tasks: int, test_seed: int,
+             data_root: str | os.PathLike[str] | None, checkpoint: str | os.PathLike[str] | None,
              device: str) -> Selection:
+    config = StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR])
     experiment = study_experiment(config, data_root=data_root, checkpoint=checkpoint, device=device)
+    decision_tasks, fresh_tasks, disjoint = disjoint_task_sets(experiment.benchmark, "test", test_tasks,
+                                                               report_tasks, test_seed)
+    validation_design = TaskDesign.of(experiment.benchmark.tasks("val", config.tasks, config.task_seed))
+    confirmation = _ScoredTasks(experiment, [t.to(experiment.device) for t in decision_tasks])
+    decision = decide(choice, validation_design, confirmation, max_degradation=max_degradation, confidence=confidence,
+                      max_candidates=max_candidates)
+    confirmation.scorer.close()
+    selected = next((t for t in choice.candidates if decision.selected is not None
+                     and t.number == decision.selected.trial), choice.baseline)
     baseline = experiment.pattern(str(choice.baseline.user_attrs["pattern"]))
-    evaluator = PatternEvaluator(experiment, baseline, experiment.tasks("test", test_tasks, test_seed),
-                                 latency_tasks=config.latency_tasks, repeats=max(config.repeats, 5))
-    baseline_scores = evaluator.scorer.scores(baseline)
-    baseline_mean, baseline_ci = mean_ci95(baseline_scores)
-    rejected: list[dict[str, Any]] = []
-    for trial in choice.candidates:
-        pattern = experiment.pattern(str(trial.user_attrs["pattern"]))
-        scores = evaluator.scorer.scores(pattern)
-        difference, difference_ci = mean_ci95(scores - baseline_scores)
-        if difference >= -max_degradation - 1e-12 or pattern == baseline:
-            break
-        rejected.append({"pattern": str(pattern), "test_accuracy": float(scores.mean()), "difference": difference})
-    latency, _, baseline_latency = evaluator.latencies(pattern)
-    accuracy, ci95 = mean_ci95(scores)
+    pattern = experiment.pattern(str(selected.user_attrs["pattern"]))
+    fresh = [t.to(experiment.device) for t in fresh_tasks]
+    report = _ScoredTasks(experiment, fresh)
+    baseline_scores, scores = report.scores(baseline), report.scores(pattern)
+    report.scorer.close()
+    accuracy, baseline_accuracy = estimate(scores, report.design), estimate(baseline_scores, report.design)
+    difference = estimate(scores - baseline_scores, report.design)
+    timer = PatternEvaluator(experiment, baseline, fresh[: config.latency_tasks], latency_tasks=config.latency_tasks,
+                             repeats=max(config.repeats, 5))
+    latency, _, baseline_latency = timer.latencies(pattern)
+    timer.scorer.close()
     return Selection(**{
-        **_validation_only(choice, study, max_degradation, trial).as_dict(),
-        "test_accuracy": accuracy, "test_ci95": ci95,
-        "baseline_test_accuracy": baseline_mean, "baseline_test_ci95": baseline_ci,
-        "difference": difference, "difference_ci95": difference_ci,
+        **validation, **_trial_fields(selected),
+        "confirmed": decision.selected is not None, "reason": decision.reason,
+        "candidates": tuple(asdict(c) for c in decision.candidates),
+        "lower_bound": decision.selected.lower_bound if decision.selected else None,
+        "confirmation_tasks": test_tasks, "confirmation_classes": confirmation.design.distinct_classes(),
+        **_report_fields(accuracy, baseline_accuracy, difference), "classes_disjoint": disjoint,
         "latency_ms": latency, "baseline_latency_ms": baseline_latency,
-        "speedup": baseline_latency / max(latency, 1e-9), "test_tasks": test_tasks, "test_seed": test_seed,
-        "device": evaluator.device_name, "rejected": tuple(rejected),
+        "speedup": baseline_latency / max(latency, 1e-9), "test_seed": test_seed, "device": timer.device_name,
     })
 
+
+def _report_fields(accuracy: Estimate, baseline: Estimate, difference: Estimate) -> dict[str, Any]:
+    return {"test_accuracy": accuracy.mean, "test_ci95": accuracy.ci95,
+            "baseline_test_accuracy": baseline.mean, "baseline_test_ci95": baseline.ci95,
+            "difference": difference.mean, "difference_ci95": difference.ci95,
+            "test_tasks": accuracy.tasks, "test_classes": accuracy.classes, "test_units": accuracy.units}

@@ -13,8 +13,8 @@ from ..devices import device_name
 from ..experiment import Experiment
 from ..flops import adaptation_flops
 from ..pattern import Pattern
-from ..scoring import mean_ci95
 from ..timing import interleaved_latencies
+from ..uncertainty import TaskDesign, estimate
 from ._racing import Rival, race
 
 
@@ -25,7 +25,8 @@ class Measurement:
     Attributes:
         pattern: ``FLAGS:STEPS``.
         accuracy: Mean query score over the tasks scored.
-        ci95: Its 95% confidence half-width.
+        ci95: Its 95% confidence half-width (shared classes accounted for).
+        classes: Distinct classes the scored tasks drew (None without classes).
         scores: Per-task scores (for paired comparisons), in task order.
         tasks_scored: How many of the fixed tasks were scored.
         scored_tasks: Their indices when scoring stopped early, else None.
@@ -45,6 +46,7 @@ class Measurement:
     pattern: str
     accuracy: float
     ci95: float
+    classes: int | None
     scores: list[float]
     tasks_scored: int
     scored_tasks: list[int] | None
@@ -95,6 +97,7 @@ class PatternEvaluator:
     ) -> None:
         self.experiment, self.baseline = experiment, baseline
         self.scorer = CachedScorer(experiment.model, experiment.benchmark, tasks, experiment.inner_lr)
+        self.design = TaskDesign.of(tasks)
         self.timed_tasks = list(tasks[:latency_tasks])
         self.repeats = repeats
         self.device_name = device_name(experiment.device)
@@ -138,12 +141,13 @@ class PatternEvaluator:
         mine = time_objective(time_metric, latency, baseline_latency, flops)
         faster = [rival for rival in rivals or () if rival.time <= mine]
         outcome = race(lambda tasks: self.scorer.scores(pattern, tasks), len(self.scorer), faster)
-        accuracy, ci95 = mean_ci95(outcome.scores)
+        accuracy = estimate(outcome.scores, self.design.subset(outcome.tasks))
         stopped = outcome.dominated_by is not None
         return Measurement(
             pattern=str(pattern.canonical()),
-            accuracy=accuracy,
-            ci95=ci95,
+            accuracy=accuracy.mean,
+            ci95=accuracy.ci95,
+            classes=accuracy.classes,
             scores=[round(float(s), 6) for s in outcome.scores],
             tasks_scored=int(outcome.tasks.size),
             scored_tasks=[int(i) for i in outcome.tasks] if stopped else None,
