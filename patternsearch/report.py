@@ -148,13 +148,14 @@ def _accuracy_window(choice: Choice, accuracies: list[float], max_degradation: f
     return low, top + 0.25 * margin
 
 
-def _plot(study: optuna.Study, choice: Choice, max_degradation: float, path: Path) -> None:
+def _plot(study: optuna.Study, choice: Choice, max_degradation: float, window: tuple[float, float],
+          path: Path) -> None:
     trials = completed_trials(study)
     stopped = stopped_early_trials(study)
     x, label = _speedup_axis(study, choice.baseline)
     front = sorted(pareto_trials(study), key=x)
     accuracy = lambda t: float(t.user_attrs["accuracy"])  # noqa: E731
-    low, high = _accuracy_window(choice, [accuracy(t) for t in trials], max_degradation)
+    low, high = window
     figure = Figure(figsize=(8, 5.5), dpi=110)
     axes = figure.add_subplot()
     axes.scatter([x(t) for t in trials], [accuracy(t) for t in trials],
@@ -309,10 +310,16 @@ def build_report(
         "importance": importances(study, list(config.groups)),
         "trials": [_row(t) for t in completed_trials(study)],
     }
+    window = _accuracy_window(choice, [float(t.user_attrs["accuracy"]) for t in completed_trials(study)],
+                              max_degradation)
+    shown = [t for t in completed_trials(study) + stopped_early_trials(study)
+             if float(t.user_attrs["accuracy"]) >= window[0]]
+    data["plot"] = {"x": "speedup", "accuracy_window": list(window),
+                    "trials_below_window": data["complete"] + data["stopped_early"] - len(shown)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = ReportFiles(out / "pareto.png", out / "report.html", out / "report.json")
-    _plot(study, choice, max_degradation, files.png)
+    _plot(study, choice, max_degradation, window, files.png)
     atomic_write_bytes(files.html, _html(data, files.png.read_bytes()).encode("utf-8"))
     atomic_write_bytes(files.json, json.dumps(data, indent=2).encode("utf-8"))
     return files, data

@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import TrialState
 from PIL import Image
 
-from patternsearch.search import optimize, pareto_trials
+from patternsearch.search import optimize, pareto_trials, select
 
 
 def test_report_files_match_the_study(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
@@ -19,6 +19,7 @@ def test_report_files_match_the_study(sinusoid_checkpoint: Path, tmp_path: Path)
     optimize(10, benchmark="sinusoid", shots=5, queries=10, tasks=8, latency_tasks=1, repeats=1, max_steps=4,
              baseline="111:4", device="cpu", checkpoint=sinusoid_checkpoint, storage=storage, progress=False)
     out = tmp_path / "report"
+    selection = select(0.5, storage=storage, test_tasks=6, checkpoint=sinusoid_checkpoint, device="cpu")
     result = subprocess.run([sys.executable, "-m", "patternsearch", "report", "--storage", storage, "--out", str(out),
                              "--checkpoint", str(sinusoid_checkpoint), "--device", "cpu",
                              "--max-degradation", "0.5"],
@@ -50,3 +51,16 @@ def test_report_files_match_the_study(sinusoid_checkpoint: Path, tmp_path: Path)
     assert steps == [1, 2, 3, 4]
     assert all(row["full_accuracy"] is not None for row in data["per_step"])
     assert set(data["importance"]["accuracy"]) <= {"fc1", "fc2", "head", "steps"}
+
+    # The selection reads as rows (it fits the page), with every candidate and the fresh-task accuracies.
+    assert "<td>selected pattern</td><td>" + selection.pattern + "</td>" in page
+    assert "lower bound of the paired difference" in page and "Candidates, fastest first" in page
+    for candidate in selection.candidates:
+        assert f"<td>{candidate['pattern']}</td>" in page
+    assert data["selection"]["pattern"] == selection.pattern
+    # The plot's accuracy axis covers the decision: the threshold and the selected pattern, not the far tail.
+    low, high = data["plot"]["accuracy_window"]
+    threshold = data["choice"]["threshold"]
+    assert low < threshold < high and low <= data["choice"]["selected"]["accuracy"] <= high
+    below = sum(t.user_attrs["accuracy"] < low for t in complete)
+    assert data["plot"]["trials_below_window"] >= below

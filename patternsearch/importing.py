@@ -1,0 +1,153 @@
+"""Bring your own meta-trained model: a state dict saved elsewhere becomes a patternsearch checkpoint.
+
+A MAML script (plain PyTorch, learn2learn, higher, Lightning) usually saves
+``torch.save(model.state_dict(), path)``, sometimes inside a dict
+(``{"state_dict": ...}``) and sometimes with a wrapper's prefix on every key
+(learn2learn's ``module.``, Lightning's ``model.``). :func:`import_checkpoint`
+reads such a file with ``weights_only=True`` (no code runs), matches its keys
+to the named model, records what the file cannot say (inner learning rate,
+evaluation steps, the mode to adapt in), writes the checkpoint atomically and
+scores ``full`` on a few validation tasks as a sanity check.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .benchmarks import create_benchmark
+from .checkpoint import ADAPT_MODES, Checkpoint, CheckpointError, file_checksum, load_weights, save_checkpoint
+from .experiment import open_experiment
+from .models import create_model
+from .scoring import score_pattern
+from .uncertainty import Estimate, TaskDesign, estimate
+
+NESTED_KEYS = ("state_dict", "model_state_dict", "model")
+WRAPPER_PREFIXES = ("module.", "model.", "_orig_mod.", "net.")
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The state dict in ``path``: a plain one, or one under ``state_dict``/``model_state_dict``/``model``.
+
+    Raises:
+        CheckpointError: Missing or unreadable file, a pickled module (which
+            is never unpickled: that would run code), or no state dict inside.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no such file: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        text = str(error)
+        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
+            raise CheckpointError(
+                f"{path} holds pickled Python objects (a whole model?), which are not loaded because unpickling "
+                "runs code; save the weights instead: torch.save(model.state_dict(), PATH)") from None
+        first = text.strip().splitlines()[0][:120] if text.strip() else type(error).__name__
+        raise CheckpointError(f"cannot read {path}: {first}") from None
+    for candidate in (data, *(data.get(key) for key in NESTED_KEYS if isinstance(data, dict))):
+        if _is_state_dict(candidate):
+            return dict(candidate)
+    keys = ", ".join(sorted(map(str, data))[:8]) if isinstance(data, dict) else type(data).__name__
+    raise CheckpointError(f"{path} holds no state dict (found: {keys}); save model.state_dict()")
+
+
+def _is_state_dict(value: object) -> bool:
+    return isinstance(value, dict) and bool(value) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+
+
+def match_keys(state_dict: dict[str, torch.Tensor], expected: set[str],
+               strip_prefix: str | None = None) -> dict[str, torch.Tensor]:
+    """``state_dict`` with a wrapper prefix removed from its keys when that makes them the model's.
+
+    Args:
+        state_dict: Weights as saved.
+        expected: The model's state-dict keys.
+        strip_prefix: Remove exactly this prefix (from every key that has it);
+            default: try no prefix, then the common wrappers'.
+    """
+    if strip_prefix is not None:
+        return {k.removeprefix(strip_prefix): v for k, v in state_dict.items()}
+    if set(state_dict) == expected:
+        return state_dict
+    for prefix in WRAPPER_PREFIXES:
+        if all(k.startswith(prefix) for k in state_dict):
+            stripped = {k[len(prefix):]: v for k, v in state_dict.items()}
+            if set(stripped) == expected:
+                return stripped
+    return state_dict
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """The written checkpoint and its sanity check.
+
+    Attributes:
+        checkpoint: What was written.
+        path: Where.
+        full: Accuracy of ``full`` on the validation tasks scored.
+        chance: Chance level of the score (None for regression).
+        warning: Set when the accuracy is near chance.
+    """
+
+    checkpoint: Checkpoint
+    path: Path
+    full: Estimate
+    chance: float | None
+    warning: str | None
+
+
+def import_checkpoint(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    benchmark: str,
+    model: str,
+    ways: int,
+    shots: int,
+    inner_lr: float,
+    eval_steps: int,
+    queries: int = 15,
+    train_steps: int | None = None,
+    mode: str = "train",
+    strip_prefix: str | None = None,
+    data_root: str | os.PathLike[str] | None = None,
+    benchmark_options: dict[str, object] | None = None,
+    device: str = "auto",
+    check_tasks: int = 50,
+) -> ImportResult:
+    """Turns a foreign state dict into a checkpoint at ``out`` and scores ``full`` on validation tasks.
+
+    Raises:
+        CheckpointError: Unreadable source, or keys or shapes that do not fit
+            the model (named).
+    """
+    options = dict(benchmark_options or {})
+    bench = create_benchmark(benchmark, ways, shots, queries, data_root, **options)
+    net = create_model(model, num_classes=bench.num_outputs, input_shape=bench.input_shape)
+    weights = match_keys(read_state_dict(source), set(net.state_dict()), strip_prefix)
+    load_weights(net, weights, model)
+    checkpoint = Checkpoint.from_model(
+        net, benchmark=bench, model_name=model, ways=ways, shots=shots, inner_lr=inner_lr, eval_steps=eval_steps,
+        train_steps=train_steps, mode=mode,
+        source={"path": str(Path(source).resolve()), "sha256": file_checksum(source)},
+    )
+    out = Path(out)
+    save_checkpoint(checkpoint, out)
+    experiment = open_experiment(bench, model, ways=ways, shots=shots, queries=queries, data_root=data_root,
+                                 benchmark_options=options, checkpoint=out, device=device)
+    tasks = experiment.tasks("val", check_tasks, 0)
+    full = estimate(score_pattern(experiment.model, experiment.benchmark, tasks, experiment.full,
+                                  experiment.inner_lr), TaskDesign.of(tasks))
+    chance = 1.0 / ways if bench.metric == "accuracy" else None
+    warning = None
+    if chance is not None and full.mean <= 1.5 * chance:
+        warning = (f"full MAML scores {full.mean:.3f}, near chance ({chance:.3f}): check --inner-lr, --model, "
+                   "--mode and that the model was meta-trained for this benchmark")
+    return ImportResult(checkpoint, out, full, chance, warning)
+
