@@ -9,17 +9,23 @@ The fast path skips what a frozen group does not need:
   stages before the first flagged group form a frozen prefix, whose output on
   the support set is computed once per adaptation instead of once per step.
 
-Batch norm: adaptation runs the model in whatever mode it is in. The built-in
-models use batch statistics always (``track_running_stats=False``), i.e. the
+Modes: adaptation runs every module in the mode it is in *at the call*
+(``model.train()``/``model.eval()``, per module). The built-in models use
+batch statistics always (``track_running_stats=False``), i.e. the
 transductive setting of Finn et al. (2017): the support batch during
 adaptation, the query batch at prediction. Buffers are copied per call, so a
-model with running statistics is never modified.
+model with running statistics is never modified. A stage with an active
+dropout (any ``Dropout*`` or ``*Drop*`` module in training mode) is random, so
+the frozen prefix ends before it and it runs at every step, as in the naive
+loop.
+
+Plans and the private copy are kept on the model itself (an attribute that is
+neither copied nor pickled), so they die with the model.
 """
 
 from __future__ import annotations
 
 import copy
-import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -83,9 +89,46 @@ class AdaptationPlan:
     suffix: _Part
 
 
-_PLANS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[bool, ...], AdaptationPlan]] = (
-    weakref.WeakKeyDictionary()
-)
+class _ModelCache:
+    """Per-model adaptation state: plans by (flags, modes) and the private copy.
+
+    Stored in the model's ``__dict__`` so that it lives and dies with the
+    model; ``copy.deepcopy`` and pickling give an empty cache, so a copied or
+    saved model never carries another model's copy.
+    """
+
+    def __init__(self) -> None:
+        self.plans: dict[tuple[tuple[bool, ...], tuple[bool, ...]], AdaptationPlan] = {}
+        self.shadow: nn.Module | None = None
+        self.shadow_checked = False
+        self.shadow_modes: tuple[bool, ...] = ()
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _ModelCache:
+        return _ModelCache()
+
+    def __reduce__(self) -> tuple[type[_ModelCache], tuple[()]]:
+        return _ModelCache, ()
+
+
+_CACHE_ATTR = "_patternsearch_adaptation_cache"
+
+
+def _cache(model: nn.Module) -> _ModelCache:
+    cache = model.__dict__.get(_CACHE_ATTR)
+    if cache is None:
+        cache = _ModelCache()
+        object.__setattr__(model, _CACHE_ATTR, cache)
+    return cache
+
+
+def _modes(model: nn.Module) -> tuple[bool, ...]:
+    return tuple(m.training for m in model.modules())
+
+
+def _is_random(module: nn.Module) -> bool:
+    """A module that draws random numbers in training mode (dropout, drop-path, drop-block)."""
+    return module.training and (isinstance(module, nn.modules.dropout._DropoutNd)
+                                or "Drop" in type(module).__name__)
 
 
 def _stages(module: nn.Module) -> Iterator[nn.Module]:
@@ -101,19 +144,27 @@ def model_stages(model: nn.Module) -> list[nn.Module]:
     return list(_stages(model))
 
 
-_SHADOWS: weakref.WeakKeyDictionary[nn.Module, nn.Module | None] = weakref.WeakKeyDictionary()
-
-
 def _shadow(model: nn.Module) -> nn.Module | None:
     """A private copy of the model whose tensors can be re-bound cheaply, or None if that is unsafe."""
-    if model not in _SHADOWS:
+    cache = _cache(model)
+    if not cache.shadow_checked:
+        cache.shadow_checked = True
         shared = len(list(model.named_parameters(remove_duplicate=False))) != len(list(model.named_parameters()))
         parametrized = any(parametrize.is_parametrized(m) for m in model.modules())
         try:
-            _SHADOWS[model] = None if shared or parametrized else copy.deepcopy(model)
+            cache.shadow = None if shared or parametrized else copy.deepcopy(model)
         except Exception:  # a module that cannot be copied: use functional_call
-            _SHADOWS[model] = None
-    return _SHADOWS[model]
+            cache.shadow = None
+    return cache.shadow
+
+
+def _sync_modes(model: nn.Module, modes: tuple[bool, ...]) -> None:
+    """Puts every module of the private copy in its model counterpart's mode."""
+    cache = _cache(model)
+    if cache.shadow is not None and cache.shadow_modes != modes:
+        for original, copied in zip(model.modules(), cache.shadow.modules(), strict=True):
+            copied.training = original.training
+        cache.shadow_modes = modes
 
 
 def _select(model: nn.Module, start: int, end: int) -> nn.Module:
@@ -154,6 +205,8 @@ def _build_plan(model: nn.Module, flags: tuple[bool, ...]) -> AdaptationPlan:
     for stage in stages:
         if any(model_names[id(p)] in flagged_set for p in stage.parameters()):
             break
+        if any(_is_random(m) for m in stage.modules()):  # must run at every step, like the naive loop
+            break
         cut += 1
     if cut == 0 or cut == len(stages):
         return AdaptationPlan(flagged, 0, None, stage_part(model, 0, len(stages)))
@@ -161,11 +214,13 @@ def _build_plan(model: nn.Module, flags: tuple[bool, ...]) -> AdaptationPlan:
 
 
 def adaptation_plan(model: nn.Module, pattern: Pattern) -> AdaptationPlan:
-    """Returns the (cached) plan for running ``pattern``'s flags on ``model``."""
-    per_model = _PLANS.setdefault(model, {})
-    plan = per_model.get(pattern.flags)
+    """Returns the (cached) plan for running ``pattern``'s flags on ``model`` in its current modes."""
+    modes = _modes(model)
+    plans = _cache(model).plans
+    plan = plans.get((pattern.flags, modes))
     if plan is None:
-        plan = per_model[pattern.flags] = _build_plan(model, pattern.flags)
+        plan = plans[(pattern.flags, modes)] = _build_plan(model, pattern.flags)
+    _sync_modes(model, modes)
     return plan
 
 

@@ -111,8 +111,8 @@ def bench(
     stats = interleaved_latencies({name: fn for name, (_, fn) in variants.items()}, tasks, experiment.device,
                                   repeats=repeats, warmup=warmup)
     baseline_ms = stats[BASELINE].median_ms
-    with CachedScorer(model, experiment.benchmark, tasks, lr) as scorer:
-        accuracy = {name: float(scorer.scores(pattern).mean()) for name, (pattern, _) in variants.items()}
+    scorer = CachedScorer(model, experiment.benchmark, tasks, lr)
+    accuracy = {name: float(scorer.scores(pattern).mean()) for name, (pattern, _) in variants.items()}
     rows = []
     for name, (pattern, _) in variants.items():
         median = max(stats[name].median_ms, 1e-9)

@@ -77,8 +77,8 @@ class _ShardScorer:
         benchmark: Supplies the loss and the score.
         tasks: The fixed task set.
         inner_lr: Inner learning rate.
-        feature_bytes: Memory budget for cached prefix features; boundaries
-            beyond it are recomputed when needed.
+        feature_bytes: Memory budget for cached prefix features; tasks beyond
+            it get their features computed once per scoring call.
         trajectory_bytes: Memory budget for stored adaptation states (least
             recently used first out).
     """
@@ -98,9 +98,11 @@ class _ShardScorer:
         self.model, self.benchmark, self.tasks, self.inner_lr = model, benchmark, list(tasks), inner_lr
         self.feature_bytes, self.trajectory_bytes = feature_bytes, trajectory_bytes
         self._num_stages = len(model_stages(model))
-        self._features: dict[int, list[tuple[Tensor, Tensor]]] = {
-            0: [(_layout(t.x_support), _layout(t.x_query)) for t in self.tasks]
+        self._features: dict[int, dict[int, tuple[Tensor, Tensor]]] = {
+            0: {i: (_layout(t.x_support), _layout(t.x_query)) for i, t in enumerate(self.tasks)}
         }
+        self._cached_bytes = 0  # prefix features beyond the inputs
+        self.features_computed = 0  # task-boundary feature computations, for tests and benchmarks
         self._trajectories: OrderedDict[tuple[tuple[bool, ...], int], _State] = OrderedDict()
         self._trajectory_sizes: dict[tuple[tuple[bool, ...], int], int] = {}
         self._params = {name: _layout(p.detach()) for name, p in model.named_parameters()}
@@ -109,23 +111,50 @@ class _ShardScorer:
     def __len__(self) -> int:
         return len(self.tasks)
 
-    def features(self, cut: int) -> list[tuple[Tensor, Tensor]]:
-        """Per task, support and query features after the first ``cut`` stages."""
-        if cut in self._features:
-            return self._features[cut]
-        start = max(c for c in self._features if c <= cut)
-        part = stage_part(self.model, start, cut)
-        tensors = {local: self._params[name] for local, name in part.param_names}
-        tensors.update(copied_buffers(part.module))
-        with torch.no_grad():
-            result = [
-                (part(tensors, s), part(tensors, q))
-                for s, q in self._features[start]
-            ]
-        cached = sum(_bytes([t for pair in features for t in pair]) for features in self._features.values())
-        if cached + _bytes([t for pair in result for t in pair]) <= self.feature_bytes:
-            self._features[cut] = result
-        return result
+    def features(self, cut: int, indices: Sequence[int]) -> list[tuple[Tensor, Tensor]]:
+        """Support and query features after the first ``cut`` stages, for the tasks at ``indices``.
+
+        Features are kept while they fit in the memory budget; tasks beyond it
+        are computed for this call only. A task's features are thus computed
+        at most once per call, and a search scores each task once per trial.
+        """
+        stored = self._features.setdefault(cut, {})
+        missing = [i for i in dict.fromkeys(indices) if i not in stored]
+        computed = dict(zip(missing, self._compute(cut, missing), strict=True))
+        if computed:
+            # When the whole task set fits, compute the rest now: every later call then finds its tasks
+            # ready, and the threads share the work evenly instead of a few tasks per call each.
+            rest = [i for i in range(len(self.tasks)) if i not in stored and i not in computed]
+            per_task = _bytes(next(iter(computed.values())))
+            if rest and self._cached_bytes + per_task * (len(computed) + len(rest)) <= self.feature_bytes:
+                computed.update(zip(rest, self._compute(cut, rest), strict=True))
+        transient: dict[int, tuple[Tensor, Tensor]] = {}
+        for i, pair in computed.items():
+            size = _bytes(pair)
+            if self._cached_bytes + size <= self.feature_bytes:
+                stored[i] = pair
+                self._cached_bytes += size
+            else:
+                transient[i] = pair
+        return [stored[i] if i in stored else transient[i] for i in indices]
+
+    def _compute(self, cut: int, tasks: Sequence[int]) -> list[tuple[Tensor, Tensor]]:
+        """Features at ``cut`` for ``tasks``, each from the deepest boundary it has cached below ``cut``."""
+        self.features_computed += len(tasks)
+        result: dict[int, tuple[Tensor, Tensor]] = {}
+        by_start: dict[int, list[int]] = {}
+        for i in tasks:
+            start = max(c for c, stored in self._features.items() if c < cut and i in stored)
+            by_start.setdefault(start, []).append(i)
+        for start, group in by_start.items():
+            part = stage_part(self.model, start, cut)
+            tensors = {local: self._params[name] for local, name in part.param_names}
+            tensors.update(copied_buffers(part.module))
+            with torch.no_grad():
+                for i in group:
+                    support, query = self._features[start][i]
+                    result[i] = (part(tensors, support), part(tensors, query))
+        return [result[i] for i in tasks]
 
     def _resume_point(self, pattern: Pattern, task: int) -> tuple[int, dict[str, Tensor] | None]:
         """The stored state of ``task`` with the most steps not beyond ``pattern.steps``, for the same flags."""
@@ -154,17 +183,17 @@ class _ShardScorer:
         Raises:
             FloatingPointError: If adaptation diverges (NaN or infinite loss).
         """
-        indices = range(len(self.tasks)) if tasks is None else tasks
+        indices = list(range(len(self.tasks)) if tasks is None else tasks)
         score_fn = self.benchmark.score_fn
         if pattern.is_none:
-            outputs = self.features(self._num_stages)
-            return np.array([score_fn(outputs[i][1], self.tasks[i].y_query) for i in indices])
+            outputs = self.features(self._num_stages, indices)
+            return np.array([score_fn(out[1], self.tasks[i].y_query) for i, out in zip(indices, outputs, strict=True)])
         plan = adaptation_plan(self.model, pattern)
         suffix = suffix_tensors(plan, self._params, copied_buffers(self.model))
-        features = self.features(plan.cut)
+        features = self.features(plan.cut, indices)
         scores, adapted_all = [], {}
-        for i in indices:
-            (support, query), task = features[i], self.tasks[i]
+        for i, (support, query) in zip(indices, features, strict=True):
+            task = self.tasks[i]
             done, state = self._resume_point(pattern, i)
             start = {**suffix, **state} if state is not None else suffix
             adapted = run_suffix_steps(
@@ -231,30 +260,19 @@ class CachedScorer:
                          feature_bytes=feature_bytes // count, trajectory_bytes=trajectory_bytes // count)
             for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))
         ]
-        # Each shard thread computes on one core. The count is set inside each worker: PyTorch's thread
-        # count is per calling thread, and workers left at the default keep idle thread teams that
-        # halve the speed of the main thread's later work (adaptation timed between scorings).
-        self._pool = ThreadPoolExecutor(count, initializer=torch.set_num_threads, initargs=(1,)) \
-            if count > 1 else None
 
     def __len__(self) -> int:
         return sum(len(shard) for shard in self._shards)
-
-    def __enter__(self) -> CachedScorer:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stops the scoring threads (the scorer cannot score afterwards)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
 
     @property
     def steps_run(self) -> int:
         """Inner steps actually computed, summed over tasks."""
         return sum(shard.steps_run for shard in self._shards)
+
+    @property
+    def features_computed(self) -> int:
+        """Prefix-feature computations (one per task and boundary), summed over shards."""
+        return sum(shard.features_computed for shard in self._shards)
 
     def scores(self, pattern: Pattern, tasks: Sequence[int] | None = None) -> np.ndarray:
         """Query scores of ``pattern`` (accuracy, or -MSE) on ``tasks`` (indices; default all), in that order.
@@ -272,10 +290,15 @@ class CachedScorer:
         owner = np.searchsorted(starts, indices, side="right") - 1
         jobs = [(shard, indices[owner == i] - starts[i], owner == i) for i, shard in enumerate(self._shards)
                 if (owner == i).any()]
-        if self._pool is None or len(jobs) == 1:
+        if len(jobs) == 1:
             parts = [shard.scores(pattern, local) for shard, local, _ in jobs]
         else:
-            parts = list(self._pool.map(lambda job: job[0].scores(pattern, job[1]), jobs))
+            # Threads live for this call only: none outlives it, also when a shard raises (the pool
+            # waits for the others). Each computes on one core; the count is set inside each worker,
+            # since PyTorch's thread count is per calling thread, and workers left at the default keep
+            # idle thread teams that halve the speed of the main thread's later work.
+            with ThreadPoolExecutor(len(jobs), initializer=torch.set_num_threads, initargs=(1,)) as pool:
+                parts = list(pool.map(lambda job: job[0].scores(pattern, job[1]), jobs))
         result = np.empty(indices.size)
         for (_, _, positions), part in zip(jobs, parts, strict=True):
             result[positions] = part

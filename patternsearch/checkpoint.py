@@ -22,6 +22,7 @@ from .benchmarks._archives import atomic_write_bytes
 from .models import create_model
 
 FORMAT = "patternsearch-checkpoint-v1"
+ADAPT_MODES = ("train", "eval")
 
 
 class CheckpointError(RuntimeError):
@@ -46,6 +47,9 @@ class Checkpoint:
         history: Validation records ``{"iteration", "val_score", ...}``.
         training: Optimizer state and progress while (re)training; kept so a
             run can be extended.
+        mode: The module mode adaptation runs in: ``train`` (batch statistics
+            in batch norm, MAML's transductive setting; dropout on) or
+            ``eval`` (running statistics; dropout off).
     """
 
     model: str
@@ -59,6 +63,53 @@ class Checkpoint:
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     training: dict[str, Any] = field(default_factory=dict)
+    mode: str = "train"
+
+    @classmethod
+    def from_model(
+        cls,
+        model: nn.Module,
+        *,
+        benchmark: Benchmark,
+        model_name: str,
+        ways: int,
+        shots: int,
+        inner_lr: float,
+        eval_steps: int,
+        train_steps: int | None = None,
+        mode: str = "train",
+        source: dict[str, Any] | None = None,
+    ) -> Checkpoint:
+        """A checkpoint of a model meta-trained elsewhere.
+
+        Args:
+            model: The model, weights loaded; ``create_model(model_name, ...)``
+                must rebuild it.
+            benchmark: The benchmark it was meta-trained for.
+            model_name: Registered name or plug-in reference of its factory.
+            ways: Classes per episode.
+            shots: Support examples per class.
+            inner_lr: Its inner-loop learning rate.
+            eval_steps: Inner steps of its evaluation protocol (``full``).
+            train_steps: Inner steps it was meta-trained with, if known.
+            mode: ``train`` or ``eval``: the mode adaptation runs in.
+            source: Where the weights came from (recorded in ``config``).
+
+        Raises:
+            CheckpointError: Bad learning rate, step counts or mode.
+        """
+        if not inner_lr > 0:
+            raise CheckpointError(f"the inner learning rate must be > 0, got {inner_lr}")
+        if eval_steps < 1 or (train_steps is not None and train_steps < 1):
+            raise CheckpointError(f"step counts must be >= 1, got eval {eval_steps}, train {train_steps}")
+        if mode not in ADAPT_MODES:
+            raise CheckpointError(f"mode must be one of {', '.join(ADAPT_MODES)}, got {mode!r}")
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        config = {"benchmark": benchmark.name, "model": model_name, "ways": ways, "shots": shots,
+                  "inner_lr": inner_lr, "eval_steps": eval_steps, "train_steps": train_steps,
+                  "imported_from": source or {}}
+        return cls(model=model_name, benchmark=benchmark.name, ways=ways, shots=shots, inner_lr=inner_lr,
+                   train_steps=train_steps or 0, eval_steps=eval_steps, state_dict=state, config=config, mode=mode)
 
     def build_model(self, benchmark: Benchmark, model: str | None = None) -> nn.Module:
         """Creates the model for ``benchmark`` and loads the weights.
@@ -78,7 +129,7 @@ class Checkpoint:
             **self.config.get("model_kwargs", {}),
         )
         load_weights(net, self.state_dict, name)
-        return net
+        return net.train(self.mode == "train")
 
 
 def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], name: str) -> None:

@@ -117,6 +117,54 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- import-checkpoint
+
+
+def _import_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "import-checkpoint", help="turn a state dict meta-trained elsewhere into a patternsearch checkpoint",
+        description="Read SRC (a state dict, possibly under 'state_dict'/'model_state_dict'/'model', keys possibly "
+                    "prefixed by a wrapper such as 'module.' or 'model.') with weights_only=True, match it to "
+                    "--model, write DST atomically and score full MAML on a few validation tasks.",
+    )
+    parser.add_argument("source", type=Path, metavar="SRC", help="file saved with torch.save(model.state_dict())")
+    parser.add_argument("--out", type=Path, required=True, metavar="DST", help="checkpoint to write")
+    _add_data_options(parser)
+    parser.add_argument("--inner-lr", type=_positive_float, required=True, help="the model's inner learning rate")
+    parser.add_argument("--eval-steps", type=_positive_int, required=True,
+                        help="inner steps of its evaluation protocol (the 'full' pattern)")
+    parser.add_argument("--train-steps", type=_positive_int, default=None, help="inner steps it was trained with")
+    parser.add_argument("--mode", choices=["train", "eval"], default="train",
+                        help="module mode to adapt in: train (batch statistics, MAML's default) or eval")
+    parser.add_argument("--strip-prefix", default=None, help="remove this prefix from every key that has it")
+    parser.add_argument("--check-tasks", type=_positive_int, default=50,
+                        help="validation tasks for the sanity check (default 50)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=_import)
+
+
+def _import(args: argparse.Namespace) -> int:
+    from .importing import import_checkpoint
+
+    result = import_checkpoint(
+        args.source, args.out, benchmark=args.benchmark, model=args.model, ways=args.ways,
+        shots=args.shots, queries=args.queries, inner_lr=args.inner_lr, eval_steps=args.eval_steps,
+        train_steps=args.train_steps, mode=args.mode, strip_prefix=args.strip_prefix, data_root=args.data_root,
+        benchmark_options=dict(args.benchmark_options), device=args.device, check_tasks=args.check_tasks,
+    )
+    if result.warning:
+        print(f"patternsearch: warning: {result.warning}", file=sys.stderr)
+    if args.json:
+        _print_json({"checkpoint": str(result.path), "full": result.full.as_dict(), "chance": result.chance,
+                     "warning": result.warning, "mode": result.checkpoint.mode})
+        return 0
+    print(f"wrote {result.path} ({result.checkpoint.model} on {result.checkpoint.benchmark}, "
+          f"{result.checkpoint.ways}-way {result.checkpoint.shots}-shot, inner lr {result.checkpoint.inner_lr:g}, "
+          f"{result.checkpoint.eval_steps} evaluation steps, mode {result.checkpoint.mode})")
+    print(f"  full MAML on validation tasks: {result.full.describe()}")
+    return 0
+
+
 # --------------------------------------------------------------------------- evaluate
 
 
@@ -487,8 +535,8 @@ def _report(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- main
 
 _PARSERS = [
-    _train_parser, _evaluate_parser, _groups_parser, _bench_parser, _optimize_parser, _select_parser, _studies_parser,
-    _report_parser,
+    _train_parser, _import_parser, _evaluate_parser, _groups_parser, _bench_parser, _optimize_parser, _select_parser,
+    _studies_parser, _report_parser,
 ]
 
 

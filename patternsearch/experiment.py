@@ -26,7 +26,8 @@ class Experiment:
         checkpoint: The meta-trained checkpoint.
         checkpoint_path: Where it was loaded from.
         model: The model with the checkpoint's weights, on ``device``, in
-            training mode (batch norm on batch statistics).
+            the checkpoint's mode (``train`` by default: batch norm on batch
+            statistics; imported checkpoints may say ``eval``).
         groups: The model's layer groups.
         device: Where adaptation runs.
         ways: Classes per episode.
@@ -119,7 +120,7 @@ def open_experiment(
                        train_iterations, progress)
     ckpt = load_checkpoint(path)
     net = ckpt.build_model(bench, model)
-    net.to(resolved_device).train()
+    net.to(resolved_device)
     return Experiment(bench, ckpt, path, net, layer_groups(net), resolved_device, ways, shots, queries, options)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .benchmarks import create_benchmark
-from .checkpoint import ADAPT_MODES, Checkpoint, CheckpointError, file_checksum, load_weights, save_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, file_checksum, load_weights, save_checkpoint
 from .experiment import open_experiment
 from .models import create_model
 from .scoring import score_pattern
@@ -107,7 +107,7 @@ def import_checkpoint(
     out: str | os.PathLike[str],
     *,
     benchmark: str,
-    model: str,
+    model: str | None,
     ways: int,
     shots: int,
     inner_lr: float,
@@ -123,12 +123,31 @@ def import_checkpoint(
 ) -> ImportResult:
     """Turns a foreign state dict into a checkpoint at ``out`` and scores ``full`` on validation tasks.
 
+    Args:
+        source: The saved state dict (see :func:`read_state_dict`).
+        out: Checkpoint to write (atomically).
+        benchmark: Benchmark the model was meta-trained for.
+        model: Model name or plug-in reference (default: the benchmark's).
+        ways: Classes per episode.
+        shots: Support examples per class.
+        inner_lr: The model's inner learning rate.
+        eval_steps: Inner steps of its evaluation protocol (``full``).
+        queries: Query examples per class of the check.
+        train_steps: Inner steps it was meta-trained with, if known.
+        mode: ``train`` or ``eval``: the module mode to adapt in.
+        strip_prefix: Prefix to remove from the keys (default: detected).
+        data_root: Data folder.
+        benchmark_options: Benchmark-specific options.
+        device: Where the check runs.
+        check_tasks: Validation tasks of the check.
+
     Raises:
         CheckpointError: Unreadable source, or keys or shapes that do not fit
             the model (named).
     """
     options = dict(benchmark_options or {})
     bench = create_benchmark(benchmark, ways, shots, queries, data_root, **options)
+    model = model or bench.default_model
     net = create_model(model, num_classes=bench.num_outputs, input_shape=bench.input_shape)
     weights = match_keys(read_state_dict(source), set(net.state_dict()), strip_prefix)
     load_weights(net, weights, model)

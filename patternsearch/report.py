@@ -67,10 +67,10 @@ def full_by_steps(study: optuna.Study, config: StudyConfig, *, data_root: str | 
     if missing:
         experiment = study_experiment(config, data_root=data_root, checkpoint=checkpoint, device=device)
         tasks = experiment.tasks("val", config.tasks, config.task_seed)
-        with CachedScorer(experiment.model, experiment.benchmark, tasks, experiment.inner_lr) as scorer:
-            for steps in missing:
-                accuracy = estimate(scorer.scores(Pattern.full(groups, steps)), TaskDesign.of(tasks))
-                known[steps] = {"accuracy": accuracy.mean, "ci95": accuracy.ci95}
+        scorer = CachedScorer(experiment.model, experiment.benchmark, tasks, experiment.inner_lr)
+        for steps in missing:
+            accuracy = estimate(scorer.scores(Pattern.full(groups, steps)), TaskDesign.of(tasks))
+            known[steps] = {"accuracy": accuracy.mean, "ci95": accuracy.ci95}
         study.set_user_attr(FULL_BY_STEPS_ATTR, {str(k): v for k, v in sorted(known.items())})
     return dict(sorted(known.items()))
 

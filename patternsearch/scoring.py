@@ -27,5 +27,4 @@ def score_pattern(
     Raises:
         FloatingPointError: If adaptation diverges (NaN or infinite outputs).
     """
-    with CachedScorer(model, benchmark, tasks, inner_lr) as scorer:
-        return scorer.scores(pattern)
+    return CachedScorer(model, benchmark, tasks, inner_lr).scores(pattern)

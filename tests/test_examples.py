@@ -42,3 +42,14 @@ def test_sampler_comparison_example_runs(sinusoid_checkpoint: Path, tmp_path: Pa
     assert set(result["samplers"]) == {"tpe", "random"}
     for numbers in result["samplers"].values():
         assert 1 <= numbers["distinct_patterns"] <= 12 and 0 <= numbers["found_optimum"] <= 1
+
+
+def test_bring_your_own_example_trains_imports_searches_and_selects(omniglot_root: Path, tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, str(EXAMPLES / "bring_your_own.py"), "--data-root", str(omniglot_root),
+                          "--out", str(tmp_path / "byo"), "--iterations", "4", "--meta-batch", "2", "--trials", "4",
+                          "--tasks", "20", "--test-tasks", "20", "--json"],
+                         check=True, capture_output=True, text=True, timeout=600, env=os.environ)
+    result = json.loads(out.stdout[out.stdout.index("{"):])
+    assert ":" in result["pattern"] and result["test_accuracy"] is not None and result["speedup"] > 0
+    assert 0.0 <= result["imported_full_accuracy"] <= 1.0
+    assert (tmp_path / "byo" / "my_maml.pt").is_file() and (tmp_path / "byo" / "imported.pt").is_file()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 CONFIG_ATTR = "patternsearch_config"
@@ -39,6 +39,8 @@ class StudyConfig:
         repeats: Timed rounds per task.
         device: Device type (``cpu`` or ``cuda``).
         benchmark_options: Benchmark-specific options.
+        mode: Module mode adaptation runs in (``train`` or ``eval``, from the
+            checkpoint).
     """
 
     benchmark: str
@@ -60,6 +62,7 @@ class StudyConfig:
     repeats: int
     device: str
     benchmark_options: dict[str, Any]
+    mode: str = "train"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (tuples become lists)."""
@@ -77,10 +80,15 @@ class StudyConfig:
         return cls(**data)
 
     def differences(self, stored: dict[str, Any]) -> list[str]:
-        """``field: stored -> new`` for every field that differs from ``stored``."""
+        """``field: stored -> new`` for every field that differs from ``stored``.
+
+        A field that ``stored`` lacks (a study made before the field existed)
+        counts as its default.
+        """
         mine = self.as_dict()
+        defaults = {f.name: f.default for f in fields(self) if f.default is not MISSING}
         return [
-            f"{key}: {stored.get(key)!r} -> {value!r}"
+            f"{key}: {stored.get(key, defaults.get(key))!r} -> {value!r}"
             for key, value in mine.items()
-            if stored.get(key) != value
+            if stored.get(key, defaults.get(key)) != value
         ]

@@ -371,7 +371,6 @@ def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], *,
     confirmation = _ScoredTasks(experiment, [t.to(experiment.device) for t in decision_tasks])
     decision = decide(choice, validation_design, confirmation, max_degradation=max_degradation, confidence=confidence,
                       max_candidates=max_candidates)
-    confirmation.scorer.close()
     selected = next((t for t in choice.candidates if decision.selected is not None
                      and t.number == decision.selected.trial), choice.baseline)
     baseline = experiment.pattern(str(choice.baseline.user_attrs["pattern"]))
@@ -379,13 +378,11 @@ def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], *,
     fresh = [t.to(experiment.device) for t in fresh_tasks]
     report = _ScoredTasks(experiment, fresh)
     baseline_scores, scores = report.scores(baseline), report.scores(pattern)
-    report.scorer.close()
     accuracy, baseline_accuracy = estimate(scores, report.design), estimate(baseline_scores, report.design)
     difference = estimate(scores - baseline_scores, report.design)
     timer = PatternEvaluator(experiment, baseline, fresh[: config.latency_tasks], latency_tasks=config.latency_tasks,
                              repeats=max(config.repeats, 5))
     latency, _, baseline_latency = timer.latencies(pattern)
-    timer.scorer.close()
     return Selection(**{
         **validation, **_trial_fields(selected),
         "confirmed": decision.selected is not None, "reason": decision.reason,

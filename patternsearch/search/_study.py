@@ -297,7 +297,7 @@ def study_config(experiment: Experiment, baseline: Pattern, *, tasks: int, task_
         groups=tuple(g.name for g in experiment.groups), baseline=str(baseline), task_seed=task_seed, tasks=tasks,
         max_steps=max_steps, sampler=sampler, sampler_seed=seed, time_metric=time_metric,
         latency_tasks=latency_tasks, repeats=repeats, device=experiment.device.type,
-        benchmark_options=dict(experiment.benchmark_options),
+        benchmark_options=dict(experiment.benchmark_options), mode=experiment.checkpoint.mode,
     )
 
 
@@ -327,8 +327,16 @@ def _run(study: optuna.Study, objective: _Objective, target: int, heartbeat_inte
             study = optuna.load_study(study_name=study.study_name, storage=objective.trials.storage,
                                       sampler=study.sampler)
             finished: list[FrozenTrial] = []
-            study.optimize(objective, n_trials=1, catch=_FAILURES, gc_after_trial=False, show_progress_bar=False,
-                           callbacks=[lambda _, trial, into=finished: into.append(trial)])
+            try:
+                study.optimize(objective, n_trials=1, catch=_FAILURES, gc_after_trial=False,
+                               show_progress_bar=False, callbacks=[lambda _, trial, into=finished: into.append(trial)])
+            except ValueError as error:
+                # SQLite cannot lock a row: two workers may pop the same retried (WAITING) trial, and the
+                # second to finish it cannot tell it. Its result is already in the study.
+                if not str(error).startswith("Cannot tell a"):
+                    raise
+                say(f"another worker finished the same retried trial first ({error}); going on")
+                continue
             failures = failures + 1 if finished[-1].state == TrialState.FAIL else 0
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 last = finished[-1]
