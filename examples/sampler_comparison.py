@@ -24,13 +24,18 @@ import numpy as np
 import optuna
 
 from patternsearch.adaptation import adapt
-from patternsearch.cached_scoring import CachedScorer
+from patternsearch.measurement import CachedScorer, interleaved_latencies
 from patternsearch.pattern import Pattern
-from patternsearch.search import SAMPLERS, make_sampler
-from patternsearch.search._config import CONFIG_ATTR, StudyConfig
-from patternsearch.search._confirm import resolve_study, study_experiment
-from patternsearch.search._space import pattern_params, suggest_pattern
-from patternsearch.timing import interleaved_latencies
+from patternsearch.search import (
+    CONFIG_ATTR,
+    SAMPLERS,
+    StudyConfig,
+    make_sampler,
+    pattern_params,
+    resolve_study,
+    study_experiment,
+    suggest_pattern,
+)
 
 
 def score_table(args: argparse.Namespace) -> tuple[dict[Pattern, tuple[float, float]], Pattern, int]:

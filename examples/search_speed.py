@@ -31,13 +31,9 @@ import numpy as np
 import torch
 
 from patternsearch import adapt, functional_forward
-from patternsearch.cached_scoring import CachedScorer
 from patternsearch.devices import device_name
-from patternsearch.search._config import CONFIG_ATTR, StudyConfig
-from patternsearch.search._confirm import resolve_study, study_experiment
-from patternsearch.search._evaluator import time_objective
-from patternsearch.search._racing import Rival, race
-from patternsearch.search._select import counts_toward_target
+from patternsearch.measurement import CachedScorer, Rival, race, time_objective
+from patternsearch.search import CONFIG_ATTR, StudyConfig, counts_toward_target, resolve_study, study_experiment
 
 
 def naive_scores(experiment, tasks, pattern) -> np.ndarray:  # type: ignore[no-untyped-def]

@@ -254,6 +254,17 @@ def _check_loss(loss: Tensor) -> None:
         raise FloatingPointError(f"non-finite inner-loop loss ({loss.item()}); is the inner learning rate too high?")
 
 
+def check_finite_params(params: Mapping[str, Tensor]) -> None:
+    """Raises FloatingPointError when adapted parameters hold NaN or infinite values (one host sync).
+
+    Raises:
+        FloatingPointError: Naming the first bad tensor.
+    """
+    for name, tensor in params.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise FloatingPointError(f"adaptation diverged: {name} is not finite; is the inner learning rate too high?")
+
+
 def suffix_tensors(plan: AdaptationPlan, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor]) -> Params:
     """The suffix's tensors by local name, taken from model-named ``params`` and ``buffers``."""
     return _tensors(plan.suffix, params, buffers)
@@ -270,6 +281,7 @@ def run_suffix_steps(
     *,
     create_graph: bool = False,
     first_order: bool = False,
+    check_finite: bool = True,
 ) -> Params:
     """The inner SGD loop on the suffix, from features after the frozen prefix.
 
@@ -283,6 +295,7 @@ def run_suffix_steps(
         loss_fn: Loss.
         create_graph: Second-order MAML.
         first_order: First-order MAML.
+        check_finite: Check the last loss (a host sync on a GPU).
 
     Returns:
         The suffix's tensors by local name, flagged ones adapted.
@@ -307,7 +320,7 @@ def run_suffix_steps(
             else:
                 with torch.no_grad():
                     fast = list(torch._foreach_add(fast, grads, alpha=-inner_lr))
-    if loss is not None:
+    if loss is not None and check_finite:
         _check_loss(loss)  # a divergence at any step leaves the last loss non-finite
     adapted = dict(suffix)
     adapted.update(zip(flagged_local, fast, strict=True))
@@ -325,6 +338,7 @@ def adapt(
     params: Mapping[str, Tensor] | None = None,
     create_graph: bool = False,
     first_order: bool = False,
+    check_finite: bool = True,
 ) -> Params:
     """Adapts the flagged layer groups to a support set with SGD.
 
@@ -346,6 +360,9 @@ def adapt(
         create_graph: Keep the graph of the inner gradients (second-order MAML).
         first_order: Differentiate through the updates but not through the
             inner gradients (first-order MAML); ignored when ``create_graph``.
+        check_finite: Raise on a non-finite inner loss. That check copies a
+            value to the host; timing turns it off and checks the result
+            afterwards (:func:`check_finite_params`).
 
     Returns:
         Parameters by name (all of them), for ``torch.func.functional_call``.
@@ -368,7 +385,7 @@ def adapt(
             features = plan.prefix(_tensors(plan.prefix, start, buffers), x)
     suffix = run_suffix_steps(
         plan, suffix_tensors(plan, start, buffers), features, y, pattern.steps, inner_lr,
-        loss_fn or F.cross_entropy, create_graph=create_graph, first_order=first_order,
+        loss_fn or F.cross_entropy, create_graph=create_graph, first_order=first_order, check_finite=check_finite,
     )
     adapted = dict(start)
     adapted.update({name: suffix[local] for local, name in plan.suffix.param_names})

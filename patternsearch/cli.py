@@ -200,23 +200,23 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_pattern
+    from .measurement import PatternEvaluator, environment
     from .uncertainty import support
 
     experiment = _open(args)
     pattern = experiment.pattern(args.pattern)
     tasks = experiment.tasks(args.split, args.tasks, args.seed)
-    result = evaluate_pattern(
-        experiment.model, experiment.benchmark, pattern, experiment.inner_lr, tasks,
-        split=args.split, device=experiment.device, repeats=args.repeats,
-    )
+    result = PatternEvaluator(experiment, experiment.full, tasks, latency_tasks=5, repeats=args.repeats).measure(
+        pattern)
     if args.json:
-        _print_json(result.as_dict())
+        _print_json({**result.user_attrs(), "tasks": result.tasks_scored, "split": args.split,
+                     "metric": experiment.benchmark.metric, "environment": environment()})
     else:
-        print(f"pattern {result.pattern} on {result.tasks} {result.split} tasks ({result.device})")
-        print(f"  {result.metric}: {result.accuracy:.4f} +/- {result.ci95:.4f} "
-              f"(95% CI; {support(result.tasks, result.classes, result.units)})")
-        print(f"  adaptation latency: {result.latency_ms:.2f} ms median (IQR {result.latency_iqr_ms:.2f} ms)")
+        print(f"pattern {result.pattern} on {result.tasks_scored} {args.split} tasks ({result.device})")
+        print(f"  {experiment.benchmark.metric}: {result.accuracy:.4f} +/- {result.ci95:.4f} "
+              f"(95% CI; {support(result.tasks_scored, result.classes, result.units)})")
+        print(f"  adaptation latency: {result.latency_ms:.2f} ms median (IQR {result.latency_iqr_ms:.2f} ms), "
+              f"{result.speedup:.1f}x full MAML's {result.baseline_latency_ms:.2f} ms (interleaved)")
         print(f"  adaptation FLOPs: {result.flops:,}")
     return 0
 
@@ -296,7 +296,7 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
 def _bench(args: argparse.Namespace) -> int:
     import torch
 
-    from .bench import bench
+    from .measurement import bench
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -503,8 +503,7 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
 
 def _report(args: argparse.Namespace) -> int:
     from .report import build_report
-    from .search._confirm import resolve_study
-    from .search._select import SelectionError
+    from .search import SelectionError, resolve_study
 
     if not 0.0 <= args.max_degradation <= 1.0:
         raise SelectionError(f"--max-degradation must be between 0 and 1, got {args.max_degradation}")

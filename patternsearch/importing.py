@@ -21,8 +21,8 @@ import torch
 from .benchmarks import create_benchmark
 from .checkpoint import Checkpoint, CheckpointError, file_checksum, load_weights, save_checkpoint
 from .experiment import open_experiment
+from .measurement import score_pattern
 from .models import create_model
-from .scoring import score_pattern
 from .uncertainty import Estimate, TaskDesign, estimate
 
 NESTED_KEYS = ("state_dict", "model_state_dict", "model")

@@ -16,17 +16,24 @@ from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial
 
 from .benchmarks._archives import atomic_write_bytes
-from .cached_scoring import CachedScorer
 from .errors import USER_ERRORS
+from .measurement import CachedScorer
 from .pattern import Pattern
-from .search import Choice, choose, pareto_trials
-from .search._config import CONFIG_ATTR, SELECTION_ATTR, TARGET_ATTR, StudyConfig
-from .search._confirm import study_experiment
-from .search._select import completed_trials, stopped_early_trials
-from .search._space import STEPS_PARAM, flag_param
+from .search import (
+    CONFIG_ATTR,
+    SELECTION_ATTR,
+    STEPS_PARAM,
+    TARGET_ATTR,
+    Choice,
+    StudyConfig,
+    choose,
+    completed_trials,
+    flag_param,
+    pareto_trials,
+    stopped_early_trials,
+    study_experiment,
+)
 from .uncertainty import TaskDesign, estimate, support
-
-FULL_BY_STEPS_ATTR = "patternsearch_full_by_steps"
 
 
 @dataclass(frozen=True)
@@ -55,9 +62,9 @@ def full_by_steps(study: optuna.Study, config: StudyConfig, *, data_root: str | 
     """Accuracy of full MAML at every step count on the study's validation tasks.
 
     Patterns the study evaluated are read from it; the others are scored on
-    the same tasks (once: the results are stored with the study).
+    the same tasks (the study itself is never written).
     """
-    known: dict[int, dict[str, float]] = {int(k): v for k, v in study.user_attrs.get(FULL_BY_STEPS_ATTR, {}).items()}
+    known: dict[int, dict[str, float]] = {}
     groups = len(config.groups)
     for trial in _unique(completed_trials(study)):
         pattern = Pattern.parse(trial.user_attrs["pattern"])
@@ -71,7 +78,6 @@ def full_by_steps(study: optuna.Study, config: StudyConfig, *, data_root: str | 
         for steps in missing:
             accuracy = estimate(scorer.scores(Pattern.full(groups, steps)), TaskDesign.of(tasks))
             known[steps] = {"accuracy": accuracy.mean, "ci95": accuracy.ci95}
-        study.set_user_attr(FULL_BY_STEPS_ATTR, {str(k): v for k, v in sorted(known.items())})
     return dict(sorted(known.items()))
 
 

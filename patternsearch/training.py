@@ -20,9 +20,9 @@ from .benchmarks import Benchmark, create_benchmark
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .devices import resolve_device
 from .groups import layer_groups
+from .measurement import score_pattern
 from .models import create_model
 from .pattern import Pattern
-from .scoring import score_pattern
 
 # Settings that may differ when a run is resumed (they do not change the result so far).
 _RESUMABLE = {"iterations", "val_every", "checkpoint_every", "device", "data_root"}

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from patternsearch import Pattern, create_benchmark, create_model
-from patternsearch.cached_scoring import CachedScorer
+from patternsearch.measurement import CachedScorer
 from patternsearch.reference import reference_scores
 
 from .conftest import ResidualNet
@@ -70,3 +70,41 @@ def test_a_subset_scores_like_the_full_set_and_resumes_task_by_task(omniglot_tas
     assert scorer.steps_run == 3 * len(subset) + 2 * len(subset) + 5 * (len(tasks) - len(subset))
     with pytest.raises(IndexError):
         scorer.scores(pattern, [len(tasks)])
+
+
+@pytest.mark.parametrize("factory", [lambda: create_model("conv4", 5, hidden=8), lambda: ResidualNet()],
+                         ids=["conv4", "residual"])
+def test_batched_scoring_equals_one_task_at_a_time(factory, omniglot_tasks) -> None:  # type: ignore[no-untyped-def]
+    """The GPU path (tasks stacked with vmap), run on the CPU: same scores and same stored trajectories."""
+    torch.manual_seed(0)
+    model = factory().train()
+    bench, tasks = omniglot_tasks
+    groups = 5 if isinstance(model, torch.nn.Sequential) else 4
+    each = CachedScorer(model, bench, tasks, inner_lr=0.4, threads=1, batch_tasks=False)
+    batched = CachedScorer(model, bench, tasks, inner_lr=0.4, threads=1, batch_tasks=True)
+    texts = ["0" * (groups - 1) + "1:2", "1" * groups + ":2", "1" * groups + ":4", "0" * (groups - 2) + "11:3"]
+    for text in texts:
+        pattern = Pattern.parse(text)
+        np.testing.assert_allclose(batched.scores(pattern, [5, 1, 3]), each.scores(pattern, [5, 1, 3]),
+                                   atol=1.01 / 25, err_msg=text)
+        np.testing.assert_allclose(batched.scores(pattern), each.scores(pattern), atol=1.01 / 25, err_msg=text)
+    assert batched.steps_run == each.steps_run  # resumed from the same stored states
+
+
+def test_batched_adaptation_matches_the_reference_numerically(omniglot_tasks) -> None:  # type: ignore[no-untyped-def]
+    from patternsearch.measurement._scoring import _ShardScorer
+
+    torch.manual_seed(0)
+    model = create_model("conv4", 5, hidden=8).train()
+    bench, tasks = omniglot_tasks
+    shard = _ShardScorer(model, bench, tasks, 0.4, batch_tasks=True)
+    pattern = Pattern.parse("00111:3")
+    shard.scores(pattern)
+    state = shard._trajectories[(pattern.flags, 3)]
+    plan_names = {local: name for local, name in __import__("patternsearch").adaptation_plan(model, pattern)
+                  .suffix.param_names}
+    for i, task in enumerate(tasks):
+        reference = __import__("patternsearch").reference_adapt(model, task.x_support, task.y_support, pattern, 0.4)
+        for local, tensor in state[i].items():
+            expected = reference[plan_names[local]]
+            assert float((tensor - expected).abs().max() / expected.abs().max()) < 1e-4, local

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from patternsearch.search._select import counts_toward_target
+from patternsearch.search import counts_toward_target
 
 TINY_SEARCH = ["--benchmark", "sinusoid", "--shots", "5", "--queries", "10", "--tasks", "12",
                "--latency-tasks", "1", "--repeats", "1", "--device", "cpu"]

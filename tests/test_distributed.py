@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from patternsearch.search._select import counts_toward_target
+from patternsearch.search import counts_toward_target
 
 SERVERS = {
     "postgresql": "postgresql://postgres@127.0.0.1:5432/test",

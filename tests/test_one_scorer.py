@@ -8,21 +8,20 @@ import numpy as np
 import optuna
 import pytest
 
-from patternsearch.bench import bench
 from patternsearch.benchmarks import disjoint_task_sets
-from patternsearch.evaluation import evaluate_pattern
 from patternsearch.experiment import open_experiment
+from patternsearch.measurement import PatternEvaluator, bench
 from patternsearch.report import full_by_steps
-from patternsearch.search import StudyConfig, optimize, select
-from patternsearch.search._config import CONFIG_ATTR
+from patternsearch.search import CONFIG_ATTR, StudyConfig, optimize, select
 
 TINY = dict(benchmark="sinusoid", shots=5, queries=10, tasks=12, latency_tasks=1, repeats=1, device="cpu",
             progress=False, heartbeat_interval=2, max_steps=10)
 
 
 def _evaluate(experiment, pattern: str, tasks) -> float:  # type: ignore[no-untyped-def]
-    return evaluate_pattern(experiment.model, experiment.benchmark, experiment.pattern(pattern),
-                            experiment.inner_lr, tasks, split="x", device=experiment.device, repeats=1).accuracy
+    """What ``patternsearch evaluate`` computes."""
+    evaluator = PatternEvaluator(experiment, experiment.full, tasks, latency_tasks=1, repeats=1)
+    return evaluator.measure(experiment.pattern(pattern)).accuracy
 
 
 def test_evaluate_optimize_select_report_and_bench_agree(sinusoid_checkpoint: Path, tmp_path: Path) -> None:

@@ -17,11 +17,11 @@ from torch import nn
 
 from patternsearch import Pattern, adapt, create_benchmark, load_checkpoint, reference_adapt
 from patternsearch.adaptation import _cache
-from patternsearch.cached_scoring import CachedScorer, _ShardScorer
 from patternsearch.checkpoint import default_checkpoint_path
 from patternsearch.experiment import open_experiment
 from patternsearch.importing import import_checkpoint
-from patternsearch.scoring import score_pattern
+from patternsearch.measurement import CachedScorer, score_pattern
+from patternsearch.measurement._scoring import _ShardScorer
 
 from .conftest import REPO
 

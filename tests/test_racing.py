@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from patternsearch.search._racing import MIN_TASKS, Rival, race, surely_worse, task_chunks
+from patternsearch.measurement import MIN_TASKS, Rival, race, surely_worse, task_chunks
 
 
 def test_chunks_cover_every_task_once_and_spread_over_the_list() -> None:

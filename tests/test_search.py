@@ -10,8 +10,8 @@ from optuna.trial import TrialState, create_trial
 
 from patternsearch import Pattern
 from patternsearch.errors import UsageError
-from patternsearch.search import PatternEvaluator, choose, list_studies, optimize, select
-from patternsearch.search._config import CONFIG_ATTR
+from patternsearch.measurement import PatternEvaluator
+from patternsearch.search import CONFIG_ATTR, choose, list_studies, optimize, select
 
 TINY = dict(benchmark="sinusoid", shots=5, queries=10, tasks=12, latency_tasks=1, repeats=1, device="cpu",
             progress=False, heartbeat_interval=2)
@@ -187,8 +187,8 @@ def test_diverging_and_out_of_memory_trials_fail_with_reason_and_study_goes_on(
 
 
 def test_huge_inner_learning_rate_raises_floating_point_error(sinusoid_checkpoint: Path) -> None:
-    from patternsearch.cached_scoring import CachedScorer
     from patternsearch.experiment import open_experiment
+    from patternsearch.measurement import CachedScorer
 
     experiment = open_experiment("sinusoid", shots=5, checkpoint=sinusoid_checkpoint, device="cpu")
     scorer = CachedScorer(experiment.model, experiment.benchmark, experiment.tasks("val", 3, 0), inner_lr=1e12)
@@ -198,7 +198,7 @@ def test_huge_inner_learning_rate_raises_floating_point_error(sinusoid_checkpoin
 
 def test_select_rejects_a_candidate_that_fails_on_test(sinusoid_checkpoint: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from patternsearch.cached_scoring import CachedScorer
+    from patternsearch.measurement import CachedScorer
 
     storage = f"sqlite:///{tmp_path}/s.db"
     study = optimize(16, checkpoint=sinusoid_checkpoint, storage=storage, **TINY)
@@ -223,7 +223,7 @@ def test_select_rejects_a_candidate_that_fails_on_test(sinusoid_checkpoint: Path
 def test_dominated_patterns_stop_early_count_toward_target_and_repeat_as_stopped(
     sinusoid_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from patternsearch.cached_scoring import CachedScorer
+    from patternsearch.measurement import CachedScorer
 
     storage = f"sqlite:///{tmp_path}/s.db"
     tiny = {**TINY, "tasks": 48}

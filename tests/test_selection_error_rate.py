@@ -17,9 +17,7 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import create_trial
 
 from patternsearch.pattern import Pattern
-from patternsearch.search import choose
-from patternsearch.search._config import CONFIG_ATTR
-from patternsearch.search._confirm import decide
+from patternsearch.search import CONFIG_ATTR, choose, decide
 from patternsearch.uncertainty import TaskDesign
 
 BASELINE, D, RUNS = "11111:10", 0.01, 400

@@ -1,32 +1,59 @@
-"""The multi-objective pattern search: study, evaluator, selection and storage."""
+"""The multi-objective pattern search: study, selection, storage and the study's configuration."""
 
-from ._config import StudyConfig
-from ._confirm import Selection, select
-from ._evaluator import Measurement, PatternEvaluator
+from ._config import CONFIG_ATTR, ENVIRONMENT_ATTR, SELECTION_ATTR, TARGET_ATTR, TIME_METRICS, StudyConfig
+from ._pareto import (
+    Choice,
+    SelectionError,
+    baseline_trial,
+    choose,
+    completed_trials,
+    counts_toward_target,
+    pareto_trials,
+    stopped_early,
+    stopped_early_trials,
+)
 from ._samplers import SAMPLERS, make_sampler
-from ._select import Choice, SelectionError, choose, pareto_trials
+from ._selection import CandidateTest, Decision, Selection, decide, resolve_study, select, study_experiment
+from ._space import STEPS_PARAM, flag_param, pattern_params, suggest_pattern
 from ._storage import DEFAULT_STORAGE, StorageError, open_storage, safe_url
 from ._study import default_study_name, optimize
 from ._summary import StudySummary, list_studies
 
 __all__ = [
+    "CONFIG_ATTR",
     "DEFAULT_STORAGE",
+    "ENVIRONMENT_ATTR",
     "SAMPLERS",
+    "SELECTION_ATTR",
+    "STEPS_PARAM",
+    "TARGET_ATTR",
+    "TIME_METRICS",
+    "CandidateTest",
     "Choice",
-    "Measurement",
-    "PatternEvaluator",
+    "Decision",
     "Selection",
     "SelectionError",
     "StorageError",
     "StudyConfig",
     "StudySummary",
+    "baseline_trial",
     "choose",
+    "completed_trials",
+    "counts_toward_target",
+    "decide",
     "default_study_name",
+    "flag_param",
     "list_studies",
     "make_sampler",
     "open_storage",
     "optimize",
     "pareto_trials",
+    "pattern_params",
+    "resolve_study",
     "safe_url",
     "select",
+    "stopped_early",
+    "stopped_early_trials",
+    "study_experiment",
+    "suggest_pattern",
 ]

@@ -8,6 +8,7 @@ from typing import Any
 CONFIG_ATTR = "patternsearch_config"
 TARGET_ATTR = "patternsearch_target_trials"
 SELECTION_ATTR = "patternsearch_selection"
+ENVIRONMENT_ATTR = "patternsearch_environment"
 
 TIME_METRICS = ("ratio", "latency", "flops")
 

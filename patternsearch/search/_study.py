@@ -18,12 +18,11 @@ from tqdm.auto import tqdm
 from ..checkpoint import file_checksum
 from ..errors import UsageError
 from ..experiment import Experiment, open_experiment
+from ..measurement import PatternEvaluator, Rival, environment
 from ..pattern import Pattern
-from ._config import CONFIG_ATTR, TARGET_ATTR, TIME_METRICS, StudyConfig
-from ._evaluator import PatternEvaluator
-from ._racing import Rival
+from ._config import CONFIG_ATTR, ENVIRONMENT_ATTR, TARGET_ATTR, TIME_METRICS, StudyConfig
+from ._pareto import SelectionError, choose, counts_toward_target, stopped_early
 from ._samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
-from ._select import SelectionError, choose, counts_toward_target, stopped_early
 from ._space import pattern_params, suggest_pattern
 from ._storage import DEFAULT_HEARTBEAT_S, DEFAULT_STORAGE, creation_lock, open_storage
 
@@ -74,6 +73,7 @@ def _prepare_study(storage: optuna.storages.BaseStorage, name: str, config: Stud
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([f"time_{config.time_metric}", "accuracy"])
         study.set_user_attr(CONFIG_ATTR, config.as_dict())
+        study.set_user_attr(ENVIRONMENT_ATTR, environment())  # every trial records its own too
         study.enqueue_trial(pattern_params(baseline), skip_if_exists=True)
     if study.user_attrs.get(TARGET_ATTR) != target:
         study.set_user_attr(TARGET_ATTR, target)

@@ -8,7 +8,7 @@ from typing import Any
 import optuna
 
 from ._config import CONFIG_ATTR, TARGET_ATTR
-from ._select import SelectionError, baseline_trial, completed_trials, stopped_early_trials
+from ._pareto import SelectionError, baseline_trial, completed_trials, stopped_early_trials
 from ._storage import DEFAULT_STORAGE, open_storage
 from ._study import best_speedup_within
 

@@ -19,7 +19,7 @@ about 1.6x faster for query-sized batches. The results equal
 :func:`patternsearch.reference.reference_scores` up to floating-point rounding (the
 same operations on the same values, in another memory layout). Latency is
 never measured here: it is measured on real end-to-end adaptations (see
-:mod:`patternsearch.timing`).
+:mod:`patternsearch.measurement`).
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
-from .adaptation import (
+from ..adaptation import (
     AdaptationPlan,
     adaptation_plan,
     copied_buffers,
@@ -43,13 +44,35 @@ from .adaptation import (
     stage_part,
     suffix_tensors,
 )
-from .benchmarks import Benchmark, Task
-from .pattern import Pattern
+from ..benchmarks import Benchmark, Task
+from ..pattern import Pattern
 
-_DEFAULT_FEATURE_BYTES = 4 << 30
-_DEFAULT_TRAJECTORY_BYTES = 2 << 30
+_MAX_FEATURE_BYTES = 4 << 30
+_MAX_TRAJECTORY_BYTES = 2 << 30
+
+
+def memory_budgets(device: torch.device) -> tuple[int, int]:
+    """Default cache budgets (features, trajectories): a quarter and an eighth of the device's free memory.
+
+    Free memory is the GPU's (``torch.cuda.mem_get_info``) on CUDA and the
+    available RAM on the CPU, capped at 4 GiB and 2 GiB.
+    """
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):  # not a POSIX system: assume the caps fit
+            free = 4 * _MAX_FEATURE_BYTES
+    return min(_MAX_FEATURE_BYTES, free // 4), min(_MAX_TRAJECTORY_BYTES, free // 8)
 
 _State = dict[int, dict[str, Tensor]]  # task index -> adapted suffix tensors (flagged ones only)
+
+
+def _batchable(plan: AdaptationPlan) -> bool:
+    """Whether tasks can be stacked through the suffix: no batch norm updating running statistics."""
+    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
+                   for m in plan.suffix.module.modules())
 
 
 def _bytes(tensors: Sequence[Tensor]) -> int:
@@ -81,6 +104,8 @@ class _ShardScorer:
             it get their features computed once per scoring call.
         trajectory_bytes: Memory budget for stored adaptation states (least
             recently used first out).
+        batch_tasks: Adapt the tasks of a call together (``vmap``) instead of
+            one at a time.
     """
 
     def __init__(
@@ -90,22 +115,25 @@ class _ShardScorer:
         tasks: Sequence[Task],
         inner_lr: float,
         *,
-        feature_bytes: int = _DEFAULT_FEATURE_BYTES,
-        trajectory_bytes: int = _DEFAULT_TRAJECTORY_BYTES,
+        feature_bytes: int = _MAX_FEATURE_BYTES,
+        trajectory_bytes: int = _MAX_TRAJECTORY_BYTES,
+        batch_tasks: bool = False,
     ) -> None:
         if not tasks:
             raise ValueError("no tasks to score")
         self.model, self.benchmark, self.tasks, self.inner_lr = model, benchmark, list(tasks), inner_lr
+        self.batch_tasks = batch_tasks
+        layout = _layout if not batch_tasks else (lambda t: t)  # vmap cannot convolve channels-last tensors
         self.feature_bytes, self.trajectory_bytes = feature_bytes, trajectory_bytes
         self._num_stages = len(model_stages(model))
         self._features: dict[int, dict[int, tuple[Tensor, Tensor]]] = {
-            0: {i: (_layout(t.x_support), _layout(t.x_query)) for i, t in enumerate(self.tasks)}
+            0: {i: (layout(t.x_support), layout(t.x_query)) for i, t in enumerate(self.tasks)}
         }
         self._cached_bytes = 0  # prefix features beyond the inputs
         self.features_computed = 0  # task-boundary feature computations, for tests and benchmarks
         self._trajectories: OrderedDict[tuple[tuple[bool, ...], int], _State] = OrderedDict()
         self._trajectory_sizes: dict[tuple[tuple[bool, ...], int], int] = {}
-        self._params = {name: _layout(p.detach()) for name, p in model.named_parameters()}
+        self._params = {name: layout(p.detach()) for name, p in model.named_parameters()}
         self.steps_run = 0  # inner steps actually computed, summed over tasks
 
     def __len__(self) -> int:
@@ -190,27 +218,78 @@ class _ShardScorer:
             return np.array([score_fn(out[1], self.tasks[i].y_query) for i, out in zip(indices, outputs, strict=True)])
         plan = adaptation_plan(self.model, pattern)
         suffix = suffix_tensors(plan, self._params, copied_buffers(self.model))
-        features = self.features(plan.cut, indices)
-        scores, adapted_all = [], {}
-        for i, (support, query) in zip(indices, features, strict=True):
-            task = self.tasks[i]
-            done, state = self._resume_point(pattern, i)
-            start = {**suffix, **state} if state is not None else suffix
-            adapted = run_suffix_steps(
-                plan, start, support, task.y_support, pattern.steps - done, self.inner_lr, self.benchmark.loss_fn
-            )
-            with torch.no_grad():
-                outputs = plan.suffix(adapted, query)
-            if not torch.isfinite(outputs).all():
+        starts = {i: self._resume_point(pattern, i) for i in indices}
+        features = dict(zip(indices, self.features(plan.cut, indices), strict=True))
+        if self.batch_tasks and _batchable(plan):
+            outputs, adapted_all = self._adapt_batched(plan, suffix, pattern, starts, features)
+        else:
+            outputs, adapted_all = self._adapt_each(plan, suffix, pattern, starts, features)
+        scores = []
+        for i in indices:
+            if not torch.isfinite(outputs[i]).all():
                 raise FloatingPointError(f"pattern {pattern} gave non-finite outputs; is the inner learning rate "
                                          "too high?")
-            scores.append(score_fn(outputs, task.y_query))
-            self.steps_run += pattern.steps - done
-            if pattern.steps > done:
-                adapted_all[i] = adapted
+            scores.append(score_fn(outputs[i], self.tasks[i].y_query))
+            self.steps_run += pattern.steps - starts[i][0]
         if adapted_all:
             self._store(pattern, plan, adapted_all)
         return np.array(scores)
+
+    def _adapt_each(self, plan: AdaptationPlan, suffix: dict[str, Tensor], pattern: Pattern,
+                    starts: dict[int, tuple[int, dict[str, Tensor] | None]],
+                    features: dict[int, tuple[Tensor, Tensor]]) -> tuple[dict[int, Tensor], _State]:
+        """One task at a time: query outputs, and the adapted suffix of every task that took steps."""
+        outputs, adapted_all = {}, {}
+        for i, (done, state) in starts.items():
+            support, query = features[i]
+            start = {**suffix, **state} if state is not None else suffix
+            adapted = run_suffix_steps(plan, start, support, self.tasks[i].y_support, pattern.steps - done,
+                                       self.inner_lr, self.benchmark.loss_fn, check_finite=False)
+            with torch.no_grad():
+                outputs[i] = plan.suffix(adapted, query)
+            if pattern.steps > done:
+                adapted_all[i] = adapted
+        return outputs, adapted_all
+
+    def _adapt_batched(self, plan: AdaptationPlan, suffix: dict[str, Tensor], pattern: Pattern,
+                       starts: dict[int, tuple[int, dict[str, Tensor] | None]],
+                       features: dict[int, tuple[Tensor, Tensor]]) -> tuple[dict[int, Tensor], _State]:
+        """All tasks that resume from the same step at once (``torch.func.vmap`` over tasks): the GPU path.
+
+        The same operations as :meth:`_adapt_each` on stacked tensors, so the
+        results agree within float rounding.
+        """
+        local_of = {name: local for local, name in plan.suffix.param_names}
+        flagged = [local_of[name] for name in plan.flagged]
+        shared = {k: v for k, v in suffix.items() if k not in flagged}
+        module, loss_fn, lr = plan.suffix.module, self.benchmark.loss_fn, self.inner_lr
+
+        def forward(fast: dict[str, Tensor], x: Tensor) -> Tensor:
+            return functional_call(module, {**shared, **fast}, (x,))
+
+        def loss(fast: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+            return loss_fn(forward(fast, x), y)
+
+        step = torch.func.vmap(torch.func.grad(loss), randomness="different")
+        query = torch.func.vmap(forward, randomness="different")
+        outputs, adapted_all = {}, {}
+        for done in sorted({done for done, _ in starts.values()}):
+            group = [i for i, (d, _) in starts.items() if d == done]
+            states = [starts[i][1] or suffix for i in group]
+            fast = {k: torch.stack([state[k] for state in states]) for k in flagged}
+            support = torch.stack([features[i][0] for i in group])
+            targets = torch.stack([self.tasks[i].y_support for i in group])
+            with torch.enable_grad():
+                for _ in range(pattern.steps - done):
+                    grads = step(fast, support, targets)
+                    fast = {k: (fast[k] - lr * grads[k]).detach() for k in flagged}
+            with torch.no_grad():
+                batch = query(fast, torch.stack([features[i][1] for i in group]))
+            for position, i in enumerate(group):
+                outputs[i] = batch[position]
+                if pattern.steps > done:
+                    adapted_all[i] = {**suffix, **{k: fast[k][position] for k in flagged}}
+        return outputs, adapted_all
 
 
 def default_threads(device: torch.device) -> int:
@@ -235,8 +314,15 @@ class CachedScorer:
         tasks: The fixed task set.
         inner_lr: Inner learning rate.
         threads: Parallel shards (default: :func:`default_threads`).
-        feature_bytes: Memory budget for cached prefix features (all shards).
-        trajectory_bytes: Memory budget for stored adaptation states (all shards).
+        feature_bytes: Memory budget for cached prefix features (all shards;
+            default from :func:`memory_budgets`).
+        trajectory_bytes: Memory budget for stored adaptation states (all
+            shards; default from :func:`memory_budgets`).
+        batch_tasks: Adapt the tasks of a call together with
+            ``torch.func.vmap`` (default: on CUDA, where one kernel over many
+            tasks keeps the GPU busy; on the CPU, threads over task shards
+            are faster). Models whose batch norm updates running statistics
+            in training mode are adapted one task at a time.
     """
 
     def __init__(
@@ -247,16 +333,21 @@ class CachedScorer:
         inner_lr: float,
         *,
         threads: int | None = None,
-        feature_bytes: int = _DEFAULT_FEATURE_BYTES,
-        trajectory_bytes: int = _DEFAULT_TRAJECTORY_BYTES,
+        feature_bytes: int | None = None,
+        trajectory_bytes: int | None = None,
+        batch_tasks: bool | None = None,
     ) -> None:
         if not tasks:
             raise ValueError("no tasks to score")
         device = tasks[0].x_support.device
+        default_features, default_trajectories = memory_budgets(device)
+        feature_bytes = default_features if feature_bytes is None else feature_bytes
+        trajectory_bytes = default_trajectories if trajectory_bytes is None else trajectory_bytes
         count = max(1, min(threads or default_threads(device), len(tasks)))
         bounds = np.linspace(0, len(tasks), count + 1).astype(int)
         self._shards = [
             _ShardScorer(model if i == 0 else copy.deepcopy(model), benchmark, tasks[a:b], inner_lr,
+                         batch_tasks=device.type == "cuda" if batch_tasks is None else batch_tasks,
                          feature_bytes=feature_bytes // count, trajectory_bytes=trajectory_bytes // count)
             for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))
         ]
@@ -303,3 +394,17 @@ class CachedScorer:
         for (_, _, positions), part in zip(jobs, parts, strict=True):
             result[positions] = part
         return result
+
+
+def score_pattern(
+    model: nn.Module, benchmark: Benchmark, tasks: Sequence[Task], pattern: Pattern, inner_lr: float
+) -> np.ndarray:
+    """Per-task query scores (accuracy, or -MSE) of ``pattern`` on ``tasks``, in task order.
+
+    The one-off form of :class:`CachedScorer` (the same code path), for
+    callers that score one pattern once.
+
+    Raises:
+        FloatingPointError: If adaptation diverges (NaN or infinite outputs).
+    """
+    return CachedScorer(model, benchmark, tasks, inner_lr).scores(pattern)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .adaptation import LossFn, adapt
-from .benchmarks import Task
-from .pattern import Pattern
+from ..adaptation import LossFn, adapt
+from ..benchmarks import Task
+from ..pattern import Pattern
 
 
 def adaptation_flops(

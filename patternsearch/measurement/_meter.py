@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from .. import __version__
-from ..adaptation import adapt
+from ..adaptation import Params
 from ..benchmarks import Task
-from ..cached_scoring import CachedScorer
 from ..devices import device_name
 from ..experiment import Experiment
-from ..flops import adaptation_flops
 from ..pattern import Pattern
-from ..timing import interleaved_latencies
 from ..uncertainty import TaskDesign, estimate
+from ._flops import adaptation_flops
+from ._precision import environment
 from ._racing import Rival, race
+from ._scoring import CachedScorer
+from ._timing import adaptation_call, interleaved_latencies
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Measurement:
         accuracy: Mean query score over the tasks scored.
         ci95: Its 95% confidence half-width (shared classes accounted for).
         classes: Distinct classes the scored tasks drew (None without classes).
+        units: Distinct independent units among them (Omniglot: characters).
         scores: Per-task scores (for paired comparisons), in task order.
         tasks_scored: How many of the fixed tasks were scored.
         scored_tasks: Their indices when scoring stopped early, else None.
@@ -41,12 +43,14 @@ class Measurement:
         flops: FLOPs of one adaptation.
         device: Where it was measured.
         version: patternsearch version.
+        environment: PyTorch version and precision settings it ran under.
     """
 
     pattern: str
     accuracy: float
     ci95: float
     classes: int | None
+    units: int | None
     scores: list[float]
     tasks_scored: int
     scored_tasks: list[int] | None
@@ -59,6 +63,7 @@ class Measurement:
     flops: int
     device: str
     version: str
+    environment: dict[str, object]
 
     def time_objective(self, metric: str) -> float:
         """The value the study minimises for ``metric`` (ratio, latency or flops)."""
@@ -102,14 +107,9 @@ class PatternEvaluator:
         self.repeats = repeats
         self.device_name = device_name(experiment.device)
 
-    def _adapter(self, pattern: Pattern):  # type: ignore[no-untyped-def]
+    def _adapter(self, pattern: Pattern) -> Callable[[Task], Params]:
         experiment = self.experiment
-
-        def run(task: Task) -> object:
-            return adapt(experiment.model, task.x_support, task.y_support, pattern, experiment.inner_lr,
-                         experiment.benchmark.loss_fn)
-
-        return run
+        return adaptation_call(experiment.model, pattern, experiment.inner_lr, experiment.benchmark.loss_fn)
 
     def latencies(self, pattern: Pattern) -> tuple[float, float, float]:
         """Median and IQR of ``pattern`` and the baseline's median (ms), interleaved."""
@@ -148,6 +148,7 @@ class PatternEvaluator:
             accuracy=accuracy.mean,
             ci95=accuracy.ci95,
             classes=accuracy.classes,
+            units=accuracy.units,
             scores=[round(float(s), 6) for s in outcome.scores],
             tasks_scored=int(outcome.tasks.size),
             scored_tasks=[int(i) for i in outcome.tasks] if stopped else None,
@@ -160,4 +161,5 @@ class PatternEvaluator:
             flops=flops,
             device=self.device_name,
             version=__version__,
+            environment=environment(),
         )

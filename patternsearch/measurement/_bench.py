@@ -18,15 +18,15 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .adaptation import adapt
-from .benchmarks import Task
-from .cached_scoring import CachedScorer
-from .devices import device_name
-from .experiment import Experiment
-from .flops import adaptation_flops
-from .pattern import Pattern
-from .reference import reference_adapt
-from .timing import interleaved_latencies
+from ..benchmarks import Task
+from ..devices import device_name
+from ..experiment import Experiment
+from ..pattern import Pattern
+from ..reference import reference_adapt
+from ._flops import adaptation_flops
+from ._precision import environment
+from ._scoring import CachedScorer
+from ._timing import adaptation_call, interleaved_latencies
 
 BASELINE, REFERENCE = "full", "plain-loop"
 
@@ -49,6 +49,7 @@ class BenchRow:
         flops: FLOPs of one adaptation.
         device: Where it ran.
         threads: CPU threads PyTorch used.
+        environment: PyTorch version and precision settings.
     """
 
     name: str
@@ -62,6 +63,7 @@ class BenchRow:
     flops: int
     device: str
     threads: int
+    environment: dict[str, object]
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -92,7 +94,7 @@ def bench(
     full = experiment.full
 
     def fast(pattern: Pattern) -> Callable[[Task], object]:
-        return lambda task: adapt(model, task.x_support, task.y_support, pattern, lr, loss_fn)
+        return adaptation_call(model, pattern, lr, loss_fn)
 
     variants: dict[str, tuple[Pattern, Callable[[Task], object]]] = {
         BASELINE: (full, fast(full)),
@@ -123,6 +125,6 @@ def bench(
             speedup_same_steps=stats[reference].median_ms / median if reference else None,
             accuracy=accuracy[name], tasks=len(tasks),
             flops=adaptation_flops(model, tasks[0], pattern, lr, loss_fn),
-            device=device_name(experiment.device), threads=torch.get_num_threads(),
+            device=device_name(experiment.device), threads=torch.get_num_threads(), environment=environment(),
         ))
     return rows

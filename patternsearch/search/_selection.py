@@ -40,15 +40,14 @@ import numpy as np
 import optuna
 
 from ..benchmarks import Task, disjoint_task_sets
-from ..cached_scoring import CachedScorer
 from ..checkpoint import file_checksum
 from ..errors import UsageError
 from ..experiment import Experiment, open_experiment
+from ..measurement import CachedScorer, PatternEvaluator, environment
 from ..pattern import Pattern
 from ..uncertainty import Estimate, TaskDesign, estimate
 from ._config import CONFIG_ATTR, SELECTION_ATTR, StudyConfig
-from ._evaluator import PatternEvaluator
-from ._select import Choice, choose
+from ._pareto import Choice, choose
 from ._storage import DEFAULT_STORAGE, load_existing_study, open_storage
 from ._study import default_study_name
 
@@ -225,6 +224,7 @@ class Selection:
     speedup: float | None = None
     test_seed: int | None = None
     device: str | None = None
+    environment: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -392,6 +392,7 @@ def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], *,
         **_report_fields(accuracy, baseline_accuracy, difference), "classes_disjoint": disjoint,
         "latency_ms": latency, "baseline_latency_ms": baseline_latency,
         "speedup": baseline_latency / max(latency, 1e-9), "test_seed": test_seed, "device": timer.device_name,
+        "environment": environment(),
     })
 
 

@@ -1,0 +1,45 @@
+"""Measurement: the one place that scores, times and counts the FLOPs of patterns.
+
+* :class:`CachedScorer` / :func:`score_pattern`: per-task query scores (every
+  command scores through them, so the same pattern on the same tasks gives
+  the same numbers everywhere);
+* :func:`interleaved_latencies`: adaptation latency, interleaved, warm-up,
+  medians, CUDA events on the measured device;
+* :func:`adaptation_flops`: FLOPs of one adaptation;
+* :class:`PatternEvaluator`: all three for one pattern against a baseline,
+  with early stopping over task chunks (:func:`race`), giving one
+  :class:`Measurement` record;
+* :func:`bench`: the latency table of ``patternsearch bench``.
+"""
+
+from ._bench import BenchRow, bench
+from ._flops import adaptation_flops
+from ._meter import Measurement, PatternEvaluator, time_objective
+from ._precision import environment, exact_precision
+from ._racing import MIN_TASKS, RaceOutcome, Rival, race, surely_worse, task_chunks
+from ._scoring import CachedScorer, default_threads, score_pattern
+from ._timing import LatencyStats, adaptation_call, interleaved_latencies, time_call
+
+__all__ = [
+    "MIN_TASKS",
+    "BenchRow",
+    "CachedScorer",
+    "LatencyStats",
+    "Measurement",
+    "PatternEvaluator",
+    "RaceOutcome",
+    "Rival",
+    "adaptation_call",
+    "adaptation_flops",
+    "bench",
+    "default_threads",
+    "environment",
+    "exact_precision",
+    "interleaved_latencies",
+    "race",
+    "score_pattern",
+    "surely_worse",
+    "task_chunks",
+    "time_call",
+    "time_objective",
+]
