@@ -140,7 +140,8 @@ class PatternEvaluator:
                                  experiment.benchmark.loss_fn)
         mine = time_objective(time_metric, latency, baseline_latency, flops)
         faster = [rival for rival in rivals or () if rival.time <= mine]
-        outcome = race(lambda tasks: self.scorer.scores(pattern, tasks), len(self.scorer), faster)
+        with self.scorer.threads():  # one set of scoring threads for the whole trial
+            outcome = race(lambda tasks: self.scorer.scores(pattern, tasks), len(self.scorer), faster)
         accuracy = estimate(outcome.scores, self.design.subset(outcome.tasks))
         stopped = outcome.dominated_by is not None
         return Measurement(

@@ -24,10 +24,11 @@ never measured here: it is measured on real end-to-end adaptations (see
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -345,6 +346,7 @@ class CachedScorer:
         trajectory_bytes = default_trajectories if trajectory_bytes is None else trajectory_bytes
         count = max(1, min(threads or default_threads(device), len(tasks)))
         bounds = np.linspace(0, len(tasks), count + 1).astype(int)
+        self._pool: ThreadPoolExecutor | None = None
         self._shards = [
             _ShardScorer(model if i == 0 else copy.deepcopy(model), benchmark, tasks[a:b], inner_lr,
                          batch_tasks=device.type == "cuda" if batch_tasks is None else batch_tasks,
@@ -359,6 +361,27 @@ class CachedScorer:
     def steps_run(self) -> int:
         """Inner steps actually computed, summed over tasks."""
         return sum(shard.steps_run for shard in self._shards)
+
+    @contextlib.contextmanager
+    def threads(self) -> Iterator[ThreadPoolExecutor]:
+        """The scoring threads, alive for the outermost ``with`` block (a trial, or one scoring call).
+
+        Starting threads costs: a new thread's first convolutions pay PyTorch's per-thread set-up, about
+        20% of a study's time when every scoring call started its own. So a trial opens one block around
+        all its calls; when it ends, normally or with an exception from any shard (the pool waits for the
+        others), the threads end too. Each computes on one core; the count is set inside each worker,
+        since PyTorch's thread count is per calling thread, and workers left at the default keep idle
+        thread teams that halve the speed of the main thread's later work.
+        """
+        if self._pool is not None:
+            yield self._pool
+            return
+        with ThreadPoolExecutor(len(self._shards), initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            self._pool = pool
+            try:
+                yield pool
+            finally:
+                self._pool = None
 
     @property
     def features_computed(self) -> int:
@@ -384,11 +407,7 @@ class CachedScorer:
         if len(jobs) == 1:
             parts = [shard.scores(pattern, local) for shard, local, _ in jobs]
         else:
-            # Threads live for this call only: none outlives it, also when a shard raises (the pool
-            # waits for the others). Each computes on one core; the count is set inside each worker,
-            # since PyTorch's thread count is per calling thread, and workers left at the default keep
-            # idle thread teams that halve the speed of the main thread's later work.
-            with ThreadPoolExecutor(len(jobs), initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            with self.threads() as pool:
                 parts = list(pool.map(lambda job: job[0].scores(pattern, job[1]), jobs))
         result = np.empty(indices.size)
         for (_, _, positions), part in zip(jobs, parts, strict=True):
