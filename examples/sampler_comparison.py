@@ -29,12 +29,11 @@ from patternsearch.pattern import Pattern
 from patternsearch.search import (
     CONFIG_ATTR,
     SAMPLERS,
+    SearchSpace,
     StudyConfig,
     make_sampler,
-    pattern_params,
     resolve_study,
     study_experiment,
-    suggest_pattern,
 )
 
 
@@ -63,11 +62,12 @@ def score_table(args: argparse.Namespace) -> tuple[dict[Pattern, tuple[float, fl
 def replay(sampler: str, seed: int, table: dict[Pattern, tuple[float, float]], baseline: Pattern, steps: int,
            trials: int) -> list[Pattern]:
     study = optuna.create_study(directions=["minimize", "maximize"], sampler=make_sampler(sampler, seed))
-    study.enqueue_trial(pattern_params(baseline))
+    space = SearchSpace(baseline.num_groups, steps)
+    study.enqueue_trial(space.params(baseline))
     tried: list[Pattern] = []
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
-        pattern = suggest_pattern(trial, baseline.num_groups, steps).canonical()
+        pattern = space.suggest(trial)
         tried.append(pattern)
         return table[pattern]
 

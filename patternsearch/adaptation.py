@@ -6,8 +6,10 @@ The fast path skips what a frozen group does not need:
   no weight gradient for them, and backward stops at the earliest flagged
   group (nothing before it requires a gradient);
 * when the model is a sequence (``nn.Sequential``, nested ones flattened) the
-  stages before the first flagged group form a frozen prefix, whose output on
-  the support set is computed once per adaptation instead of once per step.
+  stages frozen in every phase form a frozen prefix, whose output on the
+  support set is computed once per adaptation instead of once per step; a
+  phase that starts deeper runs the stages between once at its start (they
+  are frozen while it runs), then only its own suffix at every step.
 
 Modes: adaptation runs every module in the mode it is in *at the call*
 (``model.train()``/``model.eval()``, per module). The built-in models use
@@ -26,7 +28,7 @@ neither copied nor pickled), so they die with the model.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +38,7 @@ from torch.func import functional_call
 from torch.nn.utils import parametrize
 
 from .groups import layer_groups
-from .pattern import Pattern
+from .pattern import Pattern, Phase
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Params = dict[str, Tensor]
@@ -46,7 +48,7 @@ _Slot = tuple[nn.Module, str, bool]  # owning module, attribute, is a buffer
 
 
 @dataclass(frozen=True)
-class _Part:
+class StagePart:
     """Stages of the model, run with given tensors; knows the model names of its tensors.
 
     ``functional_call`` re-binds every tensor through a context manager on each
@@ -85,8 +87,8 @@ class AdaptationPlan:
 
     flagged: tuple[str, ...]
     cut: int
-    prefix: _Part | None
-    suffix: _Part
+    prefix: StagePart | None
+    suffix: StagePart
 
 
 class _ModelCache:
@@ -99,6 +101,7 @@ class _ModelCache:
 
     def __init__(self) -> None:
         self.plans: dict[tuple[tuple[bool, ...], tuple[bool, ...]], AdaptationPlan] = {}
+        self.parts: dict[tuple[int, int], StagePart] = {}
         self.shadow: nn.Module | None = None
         self.shadow_checked = False
         self.shadow_modes: tuple[bool, ...] = ()
@@ -177,8 +180,15 @@ def _slot(module: nn.Module, local: str, is_buffer: bool) -> _Slot:
     return module.get_submodule(owner), attr, is_buffer
 
 
-def stage_part(model: nn.Module, start: int, end: int) -> _Part:
-    """Stages ``start:end`` of the model as one part."""
+def stage_part(model: nn.Module, start: int, end: int) -> StagePart:
+    """Stages ``start:end`` of the model as one part (built once per model)."""
+    parts = _cache(model).parts
+    if (start, end) not in parts:
+        parts[(start, end)] = _build_part(model, start, end)
+    return parts[(start, end)]
+
+
+def _build_part(model: nn.Module, start: int, end: int) -> StagePart:
     module = _select(model, start, end)
     names = {id(p): n for n, p in model.named_parameters()}
     buffer_names = {id(b): n for n, b in model.named_buffers()}
@@ -186,11 +196,11 @@ def stage_part(model: nn.Module, start: int, end: int) -> _Part:
     buffers = tuple((name, buffer_names[id(b)]) for name, b in module.named_buffers())
     shadow_model = _shadow(model)
     if shadow_model is None:
-        return _Part(module, params, buffers)
+        return StagePart(module, params, buffers)
     shadow = _select(shadow_model, start, end)
     slots = tuple((local, _slot(shadow, local, False)) for local, _ in params)
     slots += tuple((local, _slot(shadow, local, True)) for local, _ in buffers)
-    return _Part(module, params, buffers, shadow, slots)
+    return StagePart(module, params, buffers, shadow, slots)
 
 
 def _build_plan(model: nn.Module, flags: tuple[bool, ...]) -> AdaptationPlan:
@@ -213,18 +223,26 @@ def _build_plan(model: nn.Module, flags: tuple[bool, ...]) -> AdaptationPlan:
     return AdaptationPlan(flagged, cut, stage_part(model, 0, cut), stage_part(model, cut, len(stages)))
 
 
-def adaptation_plan(model: nn.Module, pattern: Pattern) -> AdaptationPlan:
-    """Returns the (cached) plan for running ``pattern``'s flags on ``model`` in its current modes."""
+def adaptation_plan(model: nn.Module, pattern: Pattern | tuple[bool, ...]) -> AdaptationPlan:
+    """Returns the (cached) plan for running flags on ``model`` in its current modes.
+
+    Args:
+        model: The network.
+        pattern: A pattern (its plan covers the groups flagged in any phase:
+            its prefix is frozen in every phase) or one phase's flags.
+    """
+    flags = pattern.flags if isinstance(pattern, Pattern) else pattern
     modes = _modes(model)
     plans = _cache(model).plans
-    plan = plans.get((pattern.flags, modes))
+    plan = plans.get((flags, modes))
     if plan is None:
-        plan = plans[(pattern.flags, modes)] = _build_plan(model, pattern.flags)
+        plan = plans[(flags, modes)] = _build_plan(model, flags)
     _sync_modes(model, modes)
     return plan
 
 
-def _tensors(part: _Part, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor]) -> dict[str, Tensor]:
+def part_tensors(part: StagePart, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The part's tensors by local name, taken from model-named ``params`` and ``buffers``."""
     tensors = {local: params[name] for local, name in part.param_names}
     tensors.update({local: buffers[name] for local, name in part.buffer_names})
     return tensors
@@ -267,7 +285,7 @@ def check_finite_params(params: Mapping[str, Tensor]) -> None:
 
 def suffix_tensors(plan: AdaptationPlan, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor]) -> Params:
     """The suffix's tensors by local name, taken from model-named ``params`` and ``buffers``."""
-    return _tensors(plan.suffix, params, buffers)
+    return part_tensors(plan.suffix, params, buffers)
 
 
 def run_suffix_steps(
@@ -327,6 +345,66 @@ def run_suffix_steps(
     return adapted
 
 
+def run_phases(
+    model: nn.Module,
+    phases: Sequence[Phase],
+    params: Mapping[str, Tensor],
+    buffers: Mapping[str, Tensor],
+    features: Tensor,
+    cut: int,
+    y: Tensor,
+    inner_lr: float,
+    loss_fn: LossFn,
+    *,
+    create_graph: bool = False,
+    first_order: bool = False,
+    check_finite: bool = True,
+) -> Params:
+    """The inner loop of ``phases`` in order, from support features after the first ``cut`` stages.
+
+    Each phase differentiates only its own flagged groups (backward stops at
+    the earliest of them) at ``inner_lr`` times its scale. Stages between
+    ``cut`` and the phase's own frozen prefix run once at the start of the
+    phase, with the values earlier phases left.
+
+    Args:
+        model: The network.
+        phases: The phases to run (no-op phases are skipped).
+        params: Current parameters by model name (at least those of the
+            stages from ``cut`` on).
+        buffers: Buffers by model name (copies; batch norm may update them).
+        features: Support features after the first ``cut`` stages.
+        cut: Stages already applied; at most every phase's prefix length
+            (the plan of the whole pattern has that cut).
+        y: Support targets.
+        inner_lr: The checkpoint's inner learning rate.
+        loss_fn: Loss.
+        create_graph: Second-order MAML.
+        first_order: First-order MAML.
+        check_finite: Check each phase's last loss (a host sync on a GPU).
+
+    Returns:
+        ``params`` with the flagged parameters of every phase updated.
+    """
+    current = dict(params)
+    differentiable = create_graph or first_order
+    for phase in phases:
+        if phase.is_noop:
+            continue
+        plan = adaptation_plan(model, phase.flags)
+        phase_features = features
+        if plan.cut > cut:  # frozen during this phase, changed (maybe) by earlier ones: run once now
+            middle = stage_part(model, cut, plan.cut)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and differentiable):
+                phase_features = middle(part_tensors(middle, current, buffers), features)
+        suffix = run_suffix_steps(
+            plan, suffix_tensors(plan, current, buffers), phase_features, y, phase.steps, inner_lr * phase.scale,
+            loss_fn, create_graph=create_graph, first_order=first_order, check_finite=check_finite,
+        )
+        current.update({name: suffix[local] for local, name in plan.suffix.param_names})
+    return current
+
+
 def adapt(
     model: nn.Module,
     x: Tensor,
@@ -340,20 +418,21 @@ def adapt(
     first_order: bool = False,
     check_finite: bool = True,
 ) -> Params:
-    """Adapts the flagged layer groups to a support set with SGD.
+    """Adapts the flagged layer groups to a support set with SGD, phase by phase.
 
     Each step computes the loss on the support set with the current
-    parameters, the gradient for the flagged groups only, and an SGD update.
-    Unflagged parameters keep their values bit for bit.
+    parameters, the gradient for the current phase's flagged groups only, and
+    an SGD update at ``inner_lr`` times the phase's scale. Parameters no phase
+    flags keep their values bit for bit.
 
     Args:
         model: The meta-trained network; it is not modified.
         x: Support inputs.
         y: Support targets.
-        pattern: Which groups adapt, and for how many steps (a Pattern or its
-            text; ``full`` needs a checkpoint's step count, so pass
-            ``Experiment.pattern("full")`` or explicit text).
-        inner_lr: SGD learning rate of the inner loop.
+        pattern: Which groups adapt, for how many steps, in which phases (a
+            Pattern or its text; ``full`` needs a checkpoint's step count, so
+            pass ``Experiment.pattern("full")`` or explicit text).
+        inner_lr: SGD learning rate of the inner loop (scaled per phase).
         loss_fn: ``loss_fn(output, target) -> scalar``; cross-entropy by default.
         params: Starting parameters (default: the model's, detached). Meta-
             training passes the live parameters to differentiate through.
@@ -382,13 +461,11 @@ def adapt(
     features = x
     if plan.prefix is not None:
         with torch.set_grad_enabled(torch.is_grad_enabled() and differentiable):
-            features = plan.prefix(_tensors(plan.prefix, start, buffers), x)
-    suffix = run_suffix_steps(
-        plan, suffix_tensors(plan, start, buffers), features, y, pattern.steps, inner_lr,
+            features = plan.prefix(part_tensors(plan.prefix, start, buffers), x)
+    adapted = run_phases(
+        model, pattern.canonical().phases, start, buffers, features, plan.cut, y, inner_lr,
         loss_fn or F.cross_entropy, create_graph=create_graph, first_order=first_order, check_finite=check_finite,
     )
-    adapted = dict(start)
-    adapted.update({name: suffix[local] for local, name in plan.suffix.param_names})
     if not differentiable:
         for name in plan.flagged:
             adapted[name] = adapted[name].detach()

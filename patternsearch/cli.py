@@ -337,7 +337,7 @@ def _add_storage_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _optimize_parser(sub: argparse._SubParsersAction) -> None:
-    from .search import SAMPLERS
+    from .search import DEFAULT_MAX_PHASES, LR_SCALES, SAMPLERS, SPACES
 
     parser = sub.add_parser(
         "optimize", help="search Lambda patterns (multi-objective, resumable)",
@@ -349,7 +349,16 @@ def _optimize_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--trials", type=int, default=200, help="target number of evaluated trials (default 200)")
     parser.add_argument("--tasks", type=int, default=200, help="fixed validation tasks per trial (default 200)")
     parser.add_argument("--task-seed", type=int, default=0, help="seed of the validation tasks (default 0)")
-    parser.add_argument("--max-steps", type=int, default=10, help="largest inner-step count searched (default 10)")
+    parser.add_argument("--max-steps", type=int, default=10,
+                        help="largest inner-step count searched, all phases together (default 10)")
+    parser.add_argument("--space", choices=SPACES, default="flags",
+                        help="flags: one set of update flags for every step (default); phases: flags that change "
+                             "between phases, e.g. 11111:1+00011:4")
+    parser.add_argument("--max-phases", type=_positive_int, default=None,
+                        help=f"largest number of phases with --space phases (default {DEFAULT_MAX_PHASES})")
+    parser.add_argument("--search-lr", action="store_true",
+                        help="also search a scale of the inner learning rate per phase "
+                             f"({', '.join(f'{s:g}' for s in LR_SCALES)})")
     parser.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="search algorithm (default tpe)")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     parser.add_argument("--baseline", default="full", help="baseline pattern (default full)")
@@ -374,8 +383,9 @@ def _optimize(args: argparse.Namespace) -> int:
         queries=args.queries, data_root=args.data_root, benchmark_options=dict(args.benchmark_options),
         checkpoint=args.checkpoint, device=args.device, storage=args.storage, study_name=args.study,
         tasks=args.tasks, task_seed=args.task_seed,
-        max_steps=args.max_steps, sampler=args.sampler, seed=args.seed, baseline=args.baseline,
-        time_metric=args.time_metric, latency_tasks=args.latency_tasks, repeats=args.repeats,
+        max_steps=args.max_steps, space=args.space, max_phases=args.max_phases, search_lr=args.search_lr,
+        sampler=args.sampler, seed=args.seed, baseline=args.baseline, time_metric=args.time_metric,
+        latency_tasks=args.latency_tasks, repeats=args.repeats,
         train_iterations=args.train_iterations, early_stopping=args.early_stopping,
         heartbeat_interval=args.heartbeat_interval,
     )

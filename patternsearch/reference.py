@@ -1,7 +1,8 @@
 """The naive MAML inner loop, kept as the reference that the fast path must match.
 
 Every step runs the whole model and differentiates with respect to every
-parameter with ``torch.autograd.grad``, then applies SGD to the flagged ones.
+parameter with ``torch.autograd.grad``, then applies SGD to the ones its phase
+flags, at the phase's scaled learning rate.
 With the ``full`` pattern this is the plain PyTorch MAML loop that ``bench``
 uses as its reference point. :func:`reference_scores` scores tasks one at a
 time with it: the naive evaluator the fast scorer is checked against.
@@ -36,8 +37,8 @@ def reference_adapt(
         model: The network; it is not modified.
         x: Support inputs.
         y: Support targets.
-        pattern: Flags and steps.
-        inner_lr: SGD learning rate.
+        pattern: Phases of flags, steps and learning-rate scales.
+        inner_lr: SGD learning rate (times each phase's scale).
         loss_fn: Loss; cross-entropy by default.
 
     Returns:
@@ -47,19 +48,21 @@ def reference_adapt(
     groups = layer_groups(model)
     if len(groups) != pattern.num_groups:
         raise ValueError(f"pattern has {pattern.num_groups} flags but the model has {len(groups)} layer groups")
-    flagged = {name for group, flag in zip(groups, pattern.flags, strict=True) if flag for name in group.params}
     params = {name: p.detach().clone() for name, p in model.named_parameters()}
-    steps = 0 if pattern.is_none else pattern.steps
-    with torch.enable_grad():
-        for _ in range(steps):
-            leaves = {name: t.requires_grad_() for name, t in params.items()}
-            loss = loss_fn(functional_forward(model, leaves, x), y)
-            grads = torch.autograd.grad(loss, list(leaves.values()))
-            with torch.no_grad():
-                params = {
-                    name: (t - inner_lr * g if name in flagged else t).detach()
-                    for (name, t), g in zip(leaves.items(), grads, strict=True)
-                }
+    for phase in pattern.canonical().phases:
+        if phase.is_noop:
+            continue
+        flagged = {name for group, flag in zip(groups, phase.flags, strict=True) if flag for name in group.params}
+        with torch.enable_grad():
+            for _ in range(phase.steps):
+                leaves = {name: t.requires_grad_() for name, t in params.items()}
+                loss = loss_fn(functional_forward(model, leaves, x), y)
+                grads = torch.autograd.grad(loss, list(leaves.values()))
+                with torch.no_grad():
+                    params = {
+                        name: (t - inner_lr * phase.scale * g if name in flagged else t).detach()
+                        for (name, t), g in zip(leaves.items(), grads, strict=True)
+                    }
     return params
 
 

@@ -22,13 +22,11 @@ from .pattern import Pattern
 from .search import (
     CONFIG_ATTR,
     SELECTION_ATTR,
-    STEPS_PARAM,
     TARGET_ATTR,
     Choice,
     StudyConfig,
     choose,
     completed_trials,
-    flag_param,
     pareto_trials,
     stopped_early_trials,
     study_experiment,
@@ -68,7 +66,7 @@ def full_by_steps(study: optuna.Study, config: StudyConfig, *, data_root: str | 
     groups = len(config.groups)
     for trial in _unique(completed_trials(study)):
         pattern = Pattern.parse(trial.user_attrs["pattern"])
-        if all(pattern.flags) and pattern.steps > 0:
+        if pattern == Pattern.full(groups, pattern.steps) and pattern.steps > 0:
             known[pattern.steps] = {"accuracy": trial.user_attrs["accuracy"], "ci95": trial.user_attrs["ci95"]}
     missing = [s for s in range(1, config.max_steps + 1) if s not in known]
     if missing:
@@ -102,9 +100,13 @@ def per_step_table(study: optuna.Study, full: dict[int, dict[str, float]]) -> li
     return rows
 
 
-def importances(study: optuna.Study, groups: list[str]) -> dict[str, dict[str, float]]:
-    """The fANOVA importance of each group's flag (and of the step count) for accuracy and for time."""
-    names = {flag_param(i): name for i, name in enumerate(groups)} | {STEPS_PARAM: "steps"}
+def importances(study: optuna.Study, config: StudyConfig) -> dict[str, dict[str, float]]:
+    """The fANOVA importance of each trial parameter (flags, steps, ...) for accuracy and for time.
+
+    Parameters that only some trials have (a second phase's) are left out, as
+    Optuna's importance evaluators consider the parameters every trial shares.
+    """
+    names = config.search_space().labels(list(config.groups))
     result: dict[str, dict[str, float]] = {}
     for label, index in (("accuracy", 1), ("time", 0)):
         try:
@@ -313,7 +315,7 @@ def build_report(
         "selection": study.user_attrs.get(SELECTION_ATTR),
         "pareto": [_row(t) for t in pareto_trials(study)],
         "per_step": per_step_table(study, full),
-        "importance": importances(study, list(config.groups)),
+        "importance": importances(study, config),
         "trials": [_row(t) for t in completed_trials(study)],
     }
     window = _accuracy_window(choice, [float(t.user_attrs["accuracy"]) for t in completed_trials(study)],

@@ -11,6 +11,7 @@ from torch.func import functional_call
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from patternsearch import Pattern, adapt, create_model, layer_groups, reference_adapt
+from patternsearch.pattern import Phase
 
 from .conftest import ResidualNet
 
@@ -28,9 +29,17 @@ def _max_relative_error(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 
 def _random_patterns(groups: int, count: int, seed: int) -> list[Pattern]:
+    """Single-phase patterns, then as many with up to three phases and learning-rate scales."""
     rng = random.Random(seed)
+
+    def phase() -> Phase:
+        return Phase(tuple(rng.random() < 0.5 for _ in range(groups)), rng.randint(1, 3),
+                     rng.choice([0.25, 0.5, 1.0, 2.0, 3.5]))
+
     patterns = [Pattern(tuple(rng.random() < 0.5 for _ in range(groups)), rng.randint(1, 4)) for _ in range(count)]
-    return patterns + [Pattern.full(groups, 3), Pattern((False,) * (groups - 1) + (True,), 2)]
+    patterns += [Pattern.of_phases([phase() for _ in range(rng.randint(2, 3))]) for _ in range(count)]
+    return patterns + [Pattern.full(groups, 3), Pattern((False,) * (groups - 1) + (True,), 2),
+                       Pattern.of_phases([Phase((True,) * groups, 1), Phase((False,) * (groups - 1) + (True,), 3, 2)])]
 
 
 def _tiny_conv4() -> nn.Module:
@@ -40,10 +49,17 @@ def _tiny_conv4() -> nn.Module:
 
 @pytest.mark.parametrize("factory", [_tiny_conv4, lambda: (torch.manual_seed(0), ResidualNet())[1]],
                          ids=["conv4", "residual-groupnorm"])
-def test_adapt_matches_naive_reference_on_random_patterns(factory) -> None:
-    model = factory()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_adapt_matches_naive_reference_on_random_patterns(factory, dtype) -> None:
+    """Same operations, same values. Large scaled steps amplify float32 rounding chaotically (a 1e-7
+    difference in a first phase grows to 1e-4 over three more steps), so multi-phase patterns are checked
+    in float64, where both sides agree to 1e-15."""
+    model = factory().to(dtype)
     x, y = _support()
+    x = x.to(dtype)
     for pattern in _random_patterns(len(layer_groups(model)), 12, seed=1):
+        if dtype == torch.float32 and not pattern.is_single_phase:
+            continue
         fast = adapt(model, x, y, pattern, inner_lr=0.3)
         slow = reference_adapt(model, x, y, pattern, inner_lr=0.3)
         assert _max_relative_error(fast, slow) < 1e-5, str(pattern)
@@ -145,6 +161,30 @@ def test_head_only_pattern_runs_the_body_once_and_no_conv_backward() -> None:
         adapt(model, x, y, Pattern.parse("00001:5"), 0.4)
     assert log.count(aten.convolution.default) == 4
     assert log.count(aten.convolution_backward.default) == 0
+
+
+def test_head_phase_after_a_full_phase_runs_no_conv_backward() -> None:
+    model = create_model("conv4", num_classes=5, hidden=8, input_shape=(3, 28, 28))
+    x, y = _support(channels=3)
+    with _OpLog() as log:
+        adapt(model, x, y, Pattern.parse("11111:1+00001:4@2"), 0.4)
+    # The full step: four convolutions forward, four backward; then the body runs once with the adapted
+    # blocks, and the four head steps convolve nothing.
+    assert log.count(aten.convolution.default) == 4 + 4
+    assert len(log.conv_backward_masks()) == 4
+
+
+def test_a_deeper_phase_runs_the_stages_it_freezes_once() -> None:
+    model = create_model("conv4", num_classes=5, hidden=8, input_shape=(3, 28, 28))
+    x, y = _support(channels=3)
+    with _OpLog() as log:
+        adapt(model, x, y, Pattern.parse("00011:2+00001:3+00100:1"), 0.4)
+    # Blocks 1-2 are frozen in every phase: once. Phase 1: block 3 once, block 4 at each of 2 steps.
+    # Phase 2: blocks 3-4 once, then head steps only. Phase 3 adapts block 3: blocks 3-4 at its step.
+    assert log.count(aten.convolution.default) == 2 + (1 + 2) + 2 + 2
+    masks = log.conv_backward_masks()
+    assert len(masks) == 2 + 2  # block 4 in phase 1 (twice); blocks 4 and 3 in phase 3
+    assert sum(1 for m in masks if m[2]) == 2 + 1  # weight gradients: block 4 twice, block 3 once
 
 
 def test_non_sequential_model_truncates_backward_without_prefix_cache() -> None:

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from patternsearch import Pattern, create_benchmark, create_model
+from patternsearch import Pattern, create_benchmark, create_model, layer_groups
 from patternsearch.measurement import CachedScorer
-from patternsearch.reference import reference_scores
+from patternsearch.reference import reference_adapt, reference_scores
 
 from .conftest import ResidualNet
 
@@ -27,9 +27,9 @@ def test_cached_scores_equal_the_naive_loop(factory, threads, omniglot_tasks) ->
     groups = 5 if isinstance(model, torch.nn.Sequential) else 4
     scorer = CachedScorer(model, bench, tasks, inner_lr=0.4, threads=threads, feature_bytes=1 << 20)
     # The order exercises feature reuse and trajectory reuse (same flags, more steps, then fewer).
-    texts = ["0" * (groups - 1) + "1:2", "0" * (groups - 2) + "11:1", "0" * (groups - 1) + "1:5",
-             "1" * groups + ":2", "1" * groups + ":4", "1" * groups + ":3", "0" * groups + ":0",
-             "0" * (groups - 1) + "1:3"]
+    head, top, full = "0" * (groups - 1) + "1", "0" * (groups - 2) + "11", "1" * groups
+    texts = [f"{head}:2", f"{top}:1", f"{head}:5", f"{full}:2", f"{full}:4", f"{full}:3", "0" * groups + ":0",
+             f"{head}:3", f"{full}:2+{head}:3", f"{full}:2+{head}:1@4", f"{top}:1@0.5+{full}:1+{head}:2"]
     for text in texts:
         pattern = Pattern.parse(text)
         cached = scorer.scores(pattern)
@@ -52,6 +52,12 @@ def test_trajectories_skip_steps_already_taken(omniglot_tasks) -> None:  # type:
     assert scorer.steps_run == 9 * len(tasks)
     scorer.scores(Pattern.parse("00011:2"))  # other flags start over
     assert scorer.steps_run == 11 * len(tasks)
+    scorer.scores(Pattern.parse("00111:3+00001:2"))  # phases extending 00111:3 continue from it
+    assert scorer.steps_run == 13 * len(tasks)
+    scorer.scores(Pattern.parse("00111:3+00001:4"))  # ... and from their own stored phases
+    assert scorer.steps_run == 15 * len(tasks)
+    scorer.scores(Pattern.parse("00111:2@2+00001:1"))  # another scale is another trajectory
+    assert scorer.steps_run == 18 * len(tasks)
 
 
 def test_a_subset_scores_like_the_full_set_and_resumes_task_by_task(omniglot_tasks) -> None:  # type: ignore[no-untyped-def]
@@ -82,7 +88,8 @@ def test_batched_scoring_equals_one_task_at_a_time(factory, omniglot_tasks) -> N
     groups = 5 if isinstance(model, torch.nn.Sequential) else 4
     each = CachedScorer(model, bench, tasks, inner_lr=0.4, threads=1, batch_tasks=False)
     batched = CachedScorer(model, bench, tasks, inner_lr=0.4, threads=1, batch_tasks=True)
-    texts = ["0" * (groups - 1) + "1:2", "1" * groups + ":2", "1" * groups + ":4", "0" * (groups - 2) + "11:3"]
+    head, top, full = "0" * (groups - 1) + "1", "0" * (groups - 2) + "11", "1" * groups
+    texts = [f"{head}:2", f"{full}:2", f"{full}:4", f"{top}:3", f"{full}:2+{head}:2@2", f"{head}:1+{top}:2"]
     for text in texts:
         pattern = Pattern.parse(text)
         np.testing.assert_allclose(batched.scores(pattern, [5, 1, 3]), each.scores(pattern, [5, 1, 3]),
@@ -91,20 +98,21 @@ def test_batched_scoring_equals_one_task_at_a_time(factory, omniglot_tasks) -> N
     assert batched.steps_run == each.steps_run  # resumed from the same stored states
 
 
-def test_batched_adaptation_matches_the_reference_numerically(omniglot_tasks) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("text", ["00111:3", "11111:1+00011:2@2", "00001:1@0.5+01011:2"])
+def test_batched_adaptation_matches_the_reference_numerically(text, omniglot_tasks) -> None:  # type: ignore[no-untyped-def]
     from patternsearch.measurement._scoring import _ShardScorer
 
     torch.manual_seed(0)
     model = create_model("conv4", 5, hidden=8).train()
     bench, tasks = omniglot_tasks
     shard = _ShardScorer(model, bench, tasks, 0.4, batch_tasks=True)
-    pattern = Pattern.parse("00111:3")
+    pattern = Pattern.parse(text)
     shard.scores(pattern)
-    state = shard._trajectories[(pattern.flags, 3)]
-    plan_names = {local: name for local, name in __import__("patternsearch").adaptation_plan(model, pattern)
-                  .suffix.param_names}
+    state = shard._trajectories[pattern]
     for i, task in enumerate(tasks):
-        reference = __import__("patternsearch").reference_adapt(model, task.x_support, task.y_support, pattern, 0.4)
-        for local, tensor in state[i].items():
-            expected = reference[plan_names[local]]
-            assert float((tensor - expected).abs().max() / expected.abs().max()) < 1e-4, local
+        reference = reference_adapt(model, task.x_support, task.y_support, pattern, 0.4)
+        assert set(state[i]) == {name for group, flag in zip(layer_groups(model), pattern.flags, strict=True)
+                                 if flag for name in group.params}
+        for name, tensor in state[i].items():
+            expected = reference[name]
+            assert float((tensor - expected).abs().max() / expected.abs().max()) < 1e-4, name

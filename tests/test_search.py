@@ -11,7 +11,17 @@ from optuna.trial import TrialState, create_trial
 from patternsearch import Pattern
 from patternsearch.errors import UsageError
 from patternsearch.measurement import PatternEvaluator
-from patternsearch.search import CONFIG_ATTR, choose, list_studies, optimize, select
+from patternsearch.search import (
+    CONFIG_ATTR,
+    LR_SCALES,
+    SearchSpace,
+    choose,
+    list_studies,
+    lr_param,
+    optimize,
+    select,
+    steps_param,
+)
 
 TINY = dict(benchmark="sinusoid", shots=5, queries=10, tasks=12, latency_tasks=1, repeats=1, device="cpu",
             progress=False, heartbeat_interval=2)
@@ -87,6 +97,58 @@ def test_configuration_mismatch_is_refused_and_database_unchanged(sinusoid_check
                  **{**TINY, "tasks": 13, "max_steps": 12})
     assert "tasks: 12 -> 13" in str(error.value) and "max_steps: 10 -> 12" in str(error.value)
     assert db.read_bytes() == before
+
+
+def test_phases_space_with_lr_search_draws_valid_patterns_and_is_recorded(sinusoid_checkpoint: Path,
+                                                                         tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    storage = f"sqlite:///{db}"
+    study = optimize(10, checkpoint=sinusoid_checkpoint, storage=storage, study_name="p", space="phases",
+                     max_phases=3, search_lr=True, max_steps=10, **TINY)
+    config = study.user_attrs[CONFIG_ATTR]
+    assert (config["space"], config["max_phases"], config["search_lr"]) == ("phases", 3, True)
+    trials = [t for t in study.trials if "pattern" in t.user_attrs]
+    assert trials[0].user_attrs["pattern"] == "111:10"  # the baseline first, encoded in the richer space
+    patterns = [Pattern.parse(t.user_attrs["pattern"]) for t in trials]
+    assert all(p.steps <= 10 and len(p.phases) <= 3 for p in patterns)
+    assert all(phase.scale in LR_SCALES for p in patterns for phase in p.phases)
+    assert any(len(p.phases) > 1 for p in patterns) and any(phase.scale != 1 for p in patterns for phase in p.phases)
+    for trial, pattern in zip(trials, patterns, strict=True):  # the pattern is what the parameters say
+        assert SearchSpace(3, 10, "phases", 3, True).params(pattern)[steps_param(0)] == pattern.phases[0].steps \
+            or pattern.is_none
+        assert trial.params[lr_param(0)] == pattern.phases[0].scale or pattern.is_none
+    before = db.read_bytes()
+    with pytest.raises(UsageError, match="space: 'phases' -> 'flags'"):  # resuming with another space
+        optimize(12, checkpoint=sinusoid_checkpoint, storage=storage, study_name="p", **TINY)
+    with pytest.raises(UsageError, match="search_lr: True -> False"):
+        optimize(12, checkpoint=sinusoid_checkpoint, storage=storage, study_name="p", space="phases",
+                 max_phases=3, **TINY)
+    assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize(("space", "phases", "message"), [
+    ("flags", 2, "--max-phases needs --space phases"),
+    ("phases", 11, "--max-phases must lie in"),
+    ("layers", None, "unknown search space"),
+])
+def test_bad_space_options_are_refused_before_loading(space: str, phases: int | None, message: str,
+                                                      tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=message):
+        optimize(2, storage=f"sqlite:///{tmp_path}/s.db", space=space, max_phases=phases, checkpoint=tmp_path / "x",
+                 **TINY)
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_space_rejects_patterns_it_cannot_draw() -> None:
+    space = SearchSpace(3, 10, "phases", 2, False)
+    assert space.params(Pattern.parse("111:1+001:4")) == {
+        "phases": 2, "g0": True, "g1": True, "g2": True, "steps": 1, "p2_g0": False, "p2_g1": False,
+        "p2_g2": True, "p2_steps": 4}
+    for text in ("111:1+001:4+011:1", "111:1+001:4@2", "111:11"):
+        with pytest.raises(UsageError, match="lies outside"):
+            space.params(Pattern.parse(text))
+    with pytest.raises(UsageError, match="lies outside"):
+        SearchSpace(3, 10, "flags", 1, True).params(Pattern.parse("111:1@3"))  # 3 is not a searched scale
 
 
 def _hand_built_study(devices: tuple[str, str] = ("cpu", "cpu")) -> optuna.Study:

@@ -7,9 +7,9 @@ that work is shared between patterns:
   on the meta-trained weights, so they are computed once per task set (support
   and query, batch statistics per task) and reused by every pattern whose
   frozen prefix ends at that boundary;
-* **trajectories**: patterns with the same flags follow the same SGD
-  trajectory, so ``F:7`` continues from the stored state of ``F:4`` instead
-  of starting over.
+* **trajectories**: a pattern whose first steps are another pattern follows
+  its SGD trajectory, so ``F:7`` continues from the stored state of ``F:4``,
+  and ``11111:1+00011:4`` from that of ``11111:1``, instead of starting over.
 
 Each pattern then runs only the missing inner steps on its suffix and one
 query forward from the cached query features. On the CPU the tasks are scored
@@ -28,7 +28,7 @@ import contextlib
 import copy
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -38,10 +38,12 @@ from torch.func import functional_call
 
 from ..adaptation import (
     AdaptationPlan,
+    StagePart,
     adaptation_plan,
     copied_buffers,
     model_stages,
-    run_suffix_steps,
+    part_tensors,
+    run_phases,
     stage_part,
     suffix_tensors,
 )
@@ -67,7 +69,7 @@ def memory_budgets(device: torch.device) -> tuple[int, int]:
             free = 4 * _MAX_FEATURE_BYTES
     return min(_MAX_FEATURE_BYTES, free // 4), min(_MAX_TRAJECTORY_BYTES, free // 8)
 
-_State = dict[int, dict[str, Tensor]]  # task index -> adapted suffix tensors (flagged ones only)
+_State = dict[str, Tensor]  # one task's adapted parameters by model name (those the pattern flags)
 
 
 def _batchable(plan: AdaptationPlan) -> bool:
@@ -132,8 +134,8 @@ class _ShardScorer:
         }
         self._cached_bytes = 0  # prefix features beyond the inputs
         self.features_computed = 0  # task-boundary feature computations, for tests and benchmarks
-        self._trajectories: OrderedDict[tuple[tuple[bool, ...], int], _State] = OrderedDict()
-        self._trajectory_sizes: dict[tuple[tuple[bool, ...], int], int] = {}
+        self._trajectories: OrderedDict[Pattern, dict[int, _State]] = OrderedDict()  # by canonical pattern
+        self._trajectory_sizes: dict[Pattern, int] = {}
         self._params = {name: layout(p.detach()) for name, p in model.named_parameters()}
         self.steps_run = 0  # inner steps actually computed, summed over tasks
 
@@ -185,21 +187,27 @@ class _ShardScorer:
                     result[i] = (part(tensors, support), part(tensors, query))
         return [result[i] for i in tasks]
 
-    def _resume_point(self, pattern: Pattern, task: int) -> tuple[int, dict[str, Tensor] | None]:
-        """The stored state of ``task`` with the most steps not beyond ``pattern.steps``, for the same flags."""
-        best = max((steps for (flags, steps), state in self._trajectories.items()
-                    if flags == pattern.flags and steps <= pattern.steps and task in state), default=0)
-        if not best:
-            return 0, None
-        key = (pattern.flags, best)
-        self._trajectories.move_to_end(key)
-        return best, self._trajectories[key][task]
+    def _resume_points(self, pattern: Pattern, indices: Sequence[int]) -> dict[int, tuple[int, _State | None]]:
+        """Per task: the stored state with the most steps that ``pattern`` continues (its own first steps).
 
-    def _store(self, pattern: Pattern, plan: AdaptationPlan, adapted: dict[int, dict[str, Tensor]]) -> None:
-        flagged = {local for local, name in plan.suffix.param_names if name in set(plan.flagged)}
-        key = (pattern.flags, pattern.steps)
+        A stored pattern is a start for ``pattern`` when it equals ``pattern``
+        truncated to its step count: same phases, flags and scales so far.
+        """
+        usable = sorted((key for key in self._trajectories
+                         if key.steps <= pattern.steps and pattern.truncated(key.steps) == key),
+                        key=lambda key: key.steps, reverse=True)
+        starts: dict[int, tuple[int, _State | None]] = {}
+        for i in indices:
+            key = next((key for key in usable if i in self._trajectories[key]), None)
+            starts[i] = (0, None) if key is None else (key.steps, self._trajectories[key][i])
+        for key in usable:
+            self._trajectories.move_to_end(key)
+        return starts
+
+    def _store(self, pattern: Pattern, adapted: dict[int, _State]) -> None:
+        key = pattern.canonical()
         state = self._trajectories.setdefault(key, {})
-        state.update({task: {k: v for k, v in tensors.items() if k in flagged} for task, tensors in adapted.items()})
+        state.update(adapted)
         self._trajectories.move_to_end(key)
         self._trajectory_sizes[key] = _bytes([t for tensors in state.values() for t in tensors.values()])
         while sum(self._trajectory_sizes.values()) > self.trajectory_bytes:
@@ -218,13 +226,10 @@ class _ShardScorer:
             outputs = self.features(self._num_stages, indices)
             return np.array([score_fn(out[1], self.tasks[i].y_query) for i, out in zip(indices, outputs, strict=True)])
         plan = adaptation_plan(self.model, pattern)
-        suffix = suffix_tensors(plan, self._params, copied_buffers(self.model))
-        starts = {i: self._resume_point(pattern, i) for i in indices}
+        starts = self._resume_points(pattern, indices)
         features = dict(zip(indices, self.features(plan.cut, indices), strict=True))
-        if self.batch_tasks and _batchable(plan):
-            outputs, adapted_all = self._adapt_batched(plan, suffix, pattern, starts, features)
-        else:
-            outputs, adapted_all = self._adapt_each(plan, suffix, pattern, starts, features)
+        adapt_tasks = self._adapt_batched if self.batch_tasks and _batchable(plan) else self._adapt_each
+        outputs, adapted_all = adapt_tasks(plan, pattern, starts, features, copied_buffers(self.model))
         scores = []
         for i in indices:
             if not torch.isfinite(outputs[i]).all():
@@ -233,63 +238,76 @@ class _ShardScorer:
             scores.append(score_fn(outputs[i], self.tasks[i].y_query))
             self.steps_run += pattern.steps - starts[i][0]
         if adapted_all:
-            self._store(pattern, plan, adapted_all)
+            self._store(pattern, adapted_all)
         return np.array(scores)
 
-    def _adapt_each(self, plan: AdaptationPlan, suffix: dict[str, Tensor], pattern: Pattern,
-                    starts: dict[int, tuple[int, dict[str, Tensor] | None]],
-                    features: dict[int, tuple[Tensor, Tensor]]) -> tuple[dict[int, Tensor], _State]:
-        """One task at a time: query outputs, and the adapted suffix of every task that took steps."""
+    def _adapt_each(self, plan: AdaptationPlan, pattern: Pattern, starts: dict[int, tuple[int, _State | None]],
+                    features: dict[int, tuple[Tensor, Tensor]],
+                    buffers: dict[str, Tensor]) -> tuple[dict[int, Tensor], dict[int, _State]]:
+        """One task at a time: query outputs, and the adapted parameters of every task that took steps."""
         outputs, adapted_all = {}, {}
         for i, (done, state) in starts.items():
             support, query = features[i]
-            start = {**suffix, **state} if state is not None else suffix
-            adapted = run_suffix_steps(plan, start, support, self.tasks[i].y_support, pattern.steps - done,
-                                       self.inner_lr, self.benchmark.loss_fn, check_finite=False)
+            adapted = run_phases(self.model, pattern.remaining(done), {**self._params, **(state or {})}, buffers,
+                                 support, plan.cut, self.tasks[i].y_support, self.inner_lr, self.benchmark.loss_fn,
+                                 check_finite=False)
             with torch.no_grad():
-                outputs[i] = plan.suffix(adapted, query)
+                outputs[i] = plan.suffix(suffix_tensors(plan, adapted, buffers), query)
             if pattern.steps > done:
-                adapted_all[i] = adapted
+                adapted_all[i] = {name: adapted[name] for name in plan.flagged}
         return outputs, adapted_all
 
-    def _adapt_batched(self, plan: AdaptationPlan, suffix: dict[str, Tensor], pattern: Pattern,
-                       starts: dict[int, tuple[int, dict[str, Tensor] | None]],
-                       features: dict[int, tuple[Tensor, Tensor]]) -> tuple[dict[int, Tensor], _State]:
+    def _adapt_batched(self, plan: AdaptationPlan, pattern: Pattern, starts: dict[int, tuple[int, _State | None]],
+                       features: dict[int, tuple[Tensor, Tensor]],
+                       buffers: dict[str, Tensor]) -> tuple[dict[int, Tensor], dict[int, _State]]:
         """All tasks that resume from the same step at once (``torch.func.vmap`` over tasks): the GPU path.
 
-        The same operations as :meth:`_adapt_each` on stacked tensors, so the
-        results agree within float rounding.
+        The same operations as :meth:`_adapt_each` on stacked tensors (per
+        phase: the stages it freezes once, then its steps), so the results
+        agree within float rounding.
         """
-        local_of = {name: local for local, name in plan.suffix.param_names}
-        flagged = [local_of[name] for name in plan.flagged]
-        shared = {k: v for k, v in suffix.items() if k not in flagged}
-        module, loss_fn, lr = plan.suffix.module, self.benchmark.loss_fn, self.inner_lr
+        loss_fn, shared = self.benchmark.loss_fn, self._params
 
-        def forward(fast: dict[str, Tensor], x: Tensor) -> Tensor:
-            return functional_call(module, {**shared, **fast}, (x,))
+        def function(part: StagePart) -> Callable[[dict[str, Tensor], Tensor], Tensor]:
+            def forward(batched: dict[str, Tensor], x: Tensor) -> Tensor:
+                return functional_call(part.module, part_tensors(part, {**shared, **batched}, buffers), (x,))
+            return forward
 
-        def loss(fast: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-            return loss_fn(forward(fast, x), y)
-
-        step = torch.func.vmap(torch.func.grad(loss), randomness="different")
-        query = torch.func.vmap(forward, randomness="different")
         outputs, adapted_all = {}, {}
         for done in sorted({done for done, _ in starts.values()}):
             group = [i for i, (d, _) in starts.items() if d == done]
-            states = [starts[i][1] or suffix for i in group]
-            fast = {k: torch.stack([state[k] for state in states]) for k in flagged}
+            states = [starts[i][1] or {} for i in group]
+            batched = {name: torch.stack([state.get(name, shared[name]) for state in states]) for name in plan.flagged}
             support = torch.stack([features[i][0] for i in group])
             targets = torch.stack([self.tasks[i].y_support for i in group])
-            with torch.enable_grad():
-                for _ in range(pattern.steps - done):
-                    grads = step(fast, support, targets)
-                    fast = {k: (fast[k] - lr * grads[k]).detach() for k in flagged}
+            for phase in pattern.remaining(done):
+                phase_plan = adaptation_plan(self.model, phase.flags)
+                phase_support = support
+                if phase_plan.cut > plan.cut:
+                    middle = function(stage_part(self.model, plan.cut, phase_plan.cut))
+                    with torch.no_grad():
+                        phase_support = torch.func.vmap(middle, randomness="different")(batched, support)
+                forward = function(phase_plan.suffix)
+
+                def loss(fast: dict[str, Tensor], rest: dict[str, Tensor], x: Tensor, y: Tensor,
+                         forward: Callable[[dict[str, Tensor], Tensor], Tensor] = forward) -> Tensor:
+                    return loss_fn(forward({**rest, **fast}, x), y)
+
+                step = torch.func.vmap(torch.func.grad(loss), randomness="different")
+                lr = self.inner_lr * phase.scale
+                with torch.enable_grad():
+                    for _ in range(phase.steps):
+                        fast = {name: batched[name] for name in phase_plan.flagged}
+                        rest = {name: t for name, t in batched.items() if name not in fast}
+                        grads = step(fast, rest, phase_support, targets)
+                        batched.update({name: (fast[name] - lr * grads[name]).detach() for name in fast})
             with torch.no_grad():
-                batch = query(fast, torch.stack([features[i][1] for i in group]))
+                batch = torch.func.vmap(function(plan.suffix), randomness="different")(
+                    batched, torch.stack([features[i][1] for i in group]))
             for position, i in enumerate(group):
                 outputs[i] = batch[position]
                 if pattern.steps > done:
-                    adapted_all[i] = {**suffix, **{k: fast[k][position] for k in flagged}}
+                    adapted_all[i] = {name: batched[name][position] for name in plan.flagged}
         return outputs, adapted_all
 
 

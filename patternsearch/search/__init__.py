@@ -14,24 +14,27 @@ from ._pareto import (
 )
 from ._samplers import SAMPLERS, make_sampler
 from ._selection import CandidateTest, Decision, Selection, decide, resolve_study, select, study_experiment
-from ._space import STEPS_PARAM, flag_param, pattern_params, suggest_pattern
+from ._space import DEFAULT_MAX_PHASES, LR_SCALES, SPACES, SearchSpace, flag_param, lr_param, steps_param
 from ._storage import DEFAULT_STORAGE, StorageError, open_storage, safe_url
 from ._study import default_study_name, optimize
 from ._summary import StudySummary, list_studies
 
 __all__ = [
     "CONFIG_ATTR",
+    "DEFAULT_MAX_PHASES",
     "DEFAULT_STORAGE",
     "ENVIRONMENT_ATTR",
+    "LR_SCALES",
     "SAMPLERS",
     "SELECTION_ATTR",
-    "STEPS_PARAM",
+    "SPACES",
     "TARGET_ATTR",
     "TIME_METRICS",
     "CandidateTest",
     "Choice",
     "Decision",
     "Selection",
+    "SearchSpace",
     "SelectionError",
     "StorageError",
     "StudyConfig",
@@ -44,16 +47,16 @@ __all__ = [
     "default_study_name",
     "flag_param",
     "list_studies",
+    "lr_param",
     "make_sampler",
     "open_storage",
     "optimize",
     "pareto_trials",
-    "pattern_params",
     "resolve_study",
     "safe_url",
     "select",
+    "steps_param",
     "stopped_early",
     "stopped_early_trials",
     "study_experiment",
-    "suggest_pattern",
 ]

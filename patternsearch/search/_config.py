@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
+from ._space import SearchSpace
+
 CONFIG_ATTR = "patternsearch_config"
 TARGET_ATTR = "patternsearch_target_trials"
 SELECTION_ATTR = "patternsearch_selection"
@@ -42,6 +44,10 @@ class StudyConfig:
         benchmark_options: Benchmark-specific options.
         mode: Module mode adaptation runs in (``train`` or ``eval``, from the
             checkpoint).
+        space: Search space kind, ``flags`` or ``phases`` (see
+            :class:`~patternsearch.search.SearchSpace`).
+        max_phases: Largest number of phases (1 for ``flags``).
+        search_lr: Whether each phase draws an inner learning-rate scale.
     """
 
     benchmark: str
@@ -64,6 +70,13 @@ class StudyConfig:
     device: str
     benchmark_options: dict[str, Any]
     mode: str = "train"
+    space: str = "flags"
+    max_phases: int = 1
+    search_lr: bool = False
+
+    def search_space(self) -> SearchSpace:
+        """The space the study's trials are drawn from."""
+        return SearchSpace(len(self.groups), self.max_steps, self.space, self.max_phases, self.search_lr)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (tuples become lists)."""

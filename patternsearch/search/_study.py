@@ -23,7 +23,7 @@ from ..pattern import Pattern
 from ._config import CONFIG_ATTR, ENVIRONMENT_ATTR, TARGET_ATTR, TIME_METRICS, StudyConfig
 from ._pareto import SelectionError, choose, counts_toward_target, stopped_early
 from ._samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
-from ._space import pattern_params, suggest_pattern
+from ._space import DEFAULT_MAX_PHASES, SearchSpace
 from ._storage import DEFAULT_HEARTBEAT_S, DEFAULT_STORAGE, creation_lock, open_storage
 
 MAX_CONSECUTIVE_FAILURES = 20
@@ -35,14 +35,11 @@ def default_study_name(benchmark: str, model: str, ways: int, shots: int) -> str
     return f"{benchmark}-{model}-{ways}w{shots}s"
 
 
-def _validate(trials: int, tasks: int, max_steps: int, time_metric: str, sampler: str, latency_tasks: int,
-              repeats: int) -> None:
+def _validate(trials: int, tasks: int, time_metric: str, sampler: str, latency_tasks: int, repeats: int) -> None:
     if trials < 1:
         raise UsageError(f"--trials must be at least 1, got {trials}")
     if tasks < 1:
         raise UsageError(f"--tasks must be at least 1, got {tasks}")
-    if max_steps < 1:
-        raise UsageError(f"--max-steps must be at least 1, got {max_steps}")
     if time_metric not in TIME_METRICS:
         raise UsageError(f"unknown --time-metric {time_metric!r}; choose from {', '.join(TIME_METRICS)}")
     if sampler not in SAMPLERS:
@@ -74,7 +71,7 @@ def _prepare_study(storage: optuna.storages.BaseStorage, name: str, config: Stud
             study.set_metric_names([f"time_{config.time_metric}", "accuracy"])
         study.set_user_attr(CONFIG_ATTR, config.as_dict())
         study.set_user_attr(ENVIRONMENT_ATTR, environment())  # every trial records its own too
-        study.enqueue_trial(pattern_params(baseline), skip_if_exists=True)
+        study.enqueue_trial(config.search_space().params(baseline), skip_if_exists=True)
     if study.user_attrs.get(TARGET_ATTR) != target:
         study.set_user_attr(TARGET_ATTR, target)
     return study
@@ -137,10 +134,9 @@ class _Objective:
     """Evaluates one trial; repeats of an evaluated pattern reuse its values (or its early stop)."""
 
     def __init__(self, trials: _DatabaseTrials, evaluator: PatternEvaluator, config: StudyConfig, target: int,
-                 num_groups: int, early_stopping: bool) -> None:
-        self.trials, self.evaluator, self.config, self.target, self.num_groups = (
-            trials, evaluator, config, target, num_groups)
-        self.early_stopping = early_stopping
+                 early_stopping: bool) -> None:
+        self.trials, self.evaluator, self.config, self.target = trials, evaluator, config, target
+        self.space, self.early_stopping = config.search_space(), early_stopping
 
     def _previous(self, trial: optuna.Trial, pattern: Pattern) -> FrozenTrial | None:
         """An evaluated trial of the same pattern; waits while another worker is evaluating it."""
@@ -160,7 +156,7 @@ class _Objective:
         if self.trials.is_surplus(trial, self.target):
             trial.set_user_attr("surplus", True)
             raise optuna.TrialPruned("the target number of trials is already complete or running")
-        pattern = suggest_pattern(trial, self.num_groups, self.config.max_steps).canonical()
+        pattern = self.space.suggest(trial)
         trial.set_user_attr("pattern", str(pattern))
         trial.set_user_attr("worker", f"{platform.node()}:{os.getpid()}")
         previous = self._previous(trial, pattern)
@@ -204,6 +200,9 @@ def optimize(
     tasks: int = 200,
     task_seed: int = 0,
     max_steps: int = 10,
+    space: str = "flags",
+    max_phases: int | None = None,
+    search_lr: bool = False,
     sampler: str = DEFAULT_SAMPLER,
     seed: int = 0,
     baseline: str = "full",
@@ -237,7 +236,11 @@ def optimize(
         study_name: Default ``<benchmark>-<model>-<ways>w<shots>s``.
         tasks: Fixed validation tasks every trial is scored on.
         task_seed: Seed of those tasks.
-        max_steps: Largest inner-step count searched.
+        max_steps: Largest inner-step count searched (all phases together).
+        space: ``flags`` (one set of flags for every step, the default) or
+            ``phases`` (flags that change between phases).
+        max_phases: Largest number of phases (``phases`` only; default 2).
+        search_lr: Also search a scale of the inner learning rate per phase.
         sampler: One of :data:`SAMPLERS`.
         seed: Sampler seed.
         baseline: Baseline pattern (default ``full``).
@@ -256,7 +259,10 @@ def optimize(
         The Optuna study.
     """
     say = log or (lambda message: print(message, file=sys.stderr))
-    _validate(trials, tasks, max_steps, time_metric, sampler, latency_tasks, repeats)
+    _validate(trials, tasks, time_metric, sampler, latency_tasks, repeats)
+    if max_phases is None:
+        max_phases = DEFAULT_MAX_PHASES if space == "phases" else 1
+    SearchSpace(1, max_steps, space, max_phases, search_lr)  # validates before the model loads
     experiment = open_experiment(
         benchmark, model, ways=ways, shots=shots, queries=queries, data_root=data_root,
         benchmark_options=benchmark_options, checkpoint=checkpoint, device=device, train_if_missing=True,
@@ -268,7 +274,7 @@ def optimize(
                          f"--max-steps must be at least that")
     config = study_config(experiment, baseline_pattern, tasks=tasks, task_seed=task_seed, max_steps=max_steps,
                           sampler=sampler, seed=seed, time_metric=time_metric, latency_tasks=latency_tasks,
-                          repeats=repeats)
+                          repeats=repeats, space=space, max_phases=max_phases, search_lr=search_lr)
     name = study_name or default_study_name(experiment.benchmark.name, experiment.checkpoint.model, ways, shots)
     with creation_lock(storage):
         rdb = open_storage(storage, heartbeat_interval=max(1, heartbeat_interval))
@@ -278,17 +284,18 @@ def optimize(
     if done >= trials:
         say(f"study {name!r} already has {done} evaluated trials (target {trials}); nothing to do")
         return study
-    say(f"study {name!r}: {done}/{trials} evaluated; scoring on {tasks} validation tasks "
-        f"({experiment.device.type})")
+    say(f"study {name!r}: {done}/{trials} evaluated; space {config.search_space().describe()}; scoring on {tasks} "
+        f"validation tasks ({experiment.device.type})")
     evaluator = PatternEvaluator(experiment, baseline_pattern, experiment.tasks("val", tasks, task_seed),
                                  latency_tasks=latency_tasks, repeats=repeats)
-    _run(study, _Objective(database_trials, evaluator, config, trials, len(experiment.groups), early_stopping), trials,
+    _run(study, _Objective(database_trials, evaluator, config, trials, early_stopping), trials,
          heartbeat_interval, progress, say)
     return optuna.load_study(study_name=name, storage=rdb, sampler=study.sampler)
 
 
 def study_config(experiment: Experiment, baseline: Pattern, *, tasks: int, task_seed: int, max_steps: int,
-                 sampler: str, seed: int, time_metric: str, latency_tasks: int, repeats: int) -> StudyConfig:
+                 sampler: str, seed: int, time_metric: str, latency_tasks: int, repeats: int, space: str = "flags",
+                 max_phases: int = 1, search_lr: bool = False) -> StudyConfig:
     """The configuration a study of ``experiment`` records."""
     return StudyConfig(
         benchmark=experiment.benchmark.name, model=experiment.checkpoint.model,
@@ -298,6 +305,7 @@ def study_config(experiment: Experiment, baseline: Pattern, *, tasks: int, task_
         max_steps=max_steps, sampler=sampler, sampler_seed=seed, time_metric=time_metric,
         latency_tasks=latency_tasks, repeats=repeats, device=experiment.device.type,
         benchmark_options=dict(experiment.benchmark_options), mode=experiment.checkpoint.mode,
+        space=space, max_phases=max_phases, search_lr=search_lr,
     )
 
 
