@@ -190,7 +190,10 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
         description="Adapt with one pattern on fixed tasks; report accuracy (95%% CI), latency and FLOPs.",
     )
     _add_experiment_options(parser)
-    parser.add_argument("--pattern", default="full", help="FLAGS:STEPS, 'full' or 'none' (default full)")
+    parser.add_argument("--pattern", default="full",
+                        help="FLAGS:STEPS[@SCALE] phases joined by +, 'full' or 'none' (default full)")
+    parser.add_argument("--baseline", default="full",
+                        help="pattern timed next to it and compared with it on the same tasks (default full)")
     parser.add_argument("--split", choices=["val", "test"], default="test")
     parser.add_argument("--tasks", type=_positive_int, default=600, help="number of tasks (default 600)")
     parser.add_argument("--seed", type=int, default=0, help="task seed (default 0)")
@@ -201,22 +204,31 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .measurement import PatternEvaluator, environment
-    from .uncertainty import support
+    from .uncertainty import estimate, support
 
     experiment = _open(args)
-    pattern = experiment.pattern(args.pattern)
+    pattern, baseline = experiment.pattern(args.pattern), experiment.pattern(args.baseline)
     tasks = experiment.tasks(args.split, args.tasks, args.seed)
-    result = PatternEvaluator(experiment, experiment.full, tasks, latency_tasks=5, repeats=args.repeats).measure(
-        pattern)
+    evaluator = PatternEvaluator(experiment, baseline, tasks, latency_tasks=5, repeats=args.repeats)
+    result = evaluator.measure(pattern)
+    with evaluator.scorer.threads():  # the pattern's steps are stored: scoring it again costs query forwards only
+        pattern_scores = evaluator.scorer.scores(pattern)
+        baseline_scores = evaluator.scorer.scores(baseline)
+    base = estimate(baseline_scores, evaluator.design)
+    difference = estimate(pattern_scores - baseline_scores, evaluator.design)
     if args.json:
         _print_json({**result.user_attrs(), "tasks": result.tasks_scored, "split": args.split,
-                     "metric": experiment.benchmark.metric, "environment": environment()})
+                     "metric": experiment.benchmark.metric, "baseline": str(baseline),
+                     "baseline_accuracy": base.mean, "baseline_ci95": base.ci95, "difference": difference.mean,
+                     "difference_ci95": difference.ci95, "environment": environment()})
     else:
         print(f"pattern {result.pattern} on {result.tasks_scored} {args.split} tasks ({result.device})")
         print(f"  {experiment.benchmark.metric}: {result.accuracy:.4f} +/- {result.ci95:.4f} "
               f"(95% CI; {support(result.tasks_scored, result.classes, result.units)})")
+        print(f"  baseline {baseline}: {base.describe()}")
+        print(f"  paired difference: {difference.mean:+.4f} +/- {difference.ci95:.4f} (95% CI, same tasks)")
         print(f"  adaptation latency: {result.latency_ms:.2f} ms median (IQR {result.latency_iqr_ms:.2f} ms), "
-              f"{result.speedup:.1f}x full MAML's {result.baseline_latency_ms:.2f} ms (interleaved)")
+              f"{result.speedup:.1f}x the baseline's {result.baseline_latency_ms:.2f} ms (interleaved)")
         print(f"  adaptation FLOPs: {result.flops:,}")
     return 0
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from patternsearch.search import counts_toward_target
@@ -41,6 +42,18 @@ def test_evaluate_json(sinusoid_checkpoint: Path) -> None:
     full = json.loads(run("evaluate", "--benchmark", "sinusoid", "--shots", "5", "--checkpoint",
                           str(sinusoid_checkpoint), "--pattern", "full", "--tasks", "3", "--json").stdout)
     assert full["pattern"] == "111:10" and full["split"] == "test"
+    assert full["difference"] == 0.0 and full["baseline_accuracy"] == full["accuracy"]
+
+
+def test_evaluate_compares_a_phased_pattern_with_a_baseline_on_the_same_tasks(sinusoid_checkpoint: Path) -> None:
+    common = ("--benchmark", "sinusoid", "--shots", "5", "--checkpoint", str(sinusoid_checkpoint), "--split", "val",
+              "--tasks", "8", "--json", "--device", "cpu")
+    phased = json.loads(run("evaluate", *common, "--pattern", "111:1+001:3@2", "--baseline", "111:1").stdout)
+    alone = json.loads(run("evaluate", *common, "--pattern", "111:1").stdout)
+    assert phased["pattern"] == "111:1+001:3@2" and phased["baseline"] == "111:1"
+    assert phased["baseline_accuracy"] == pytest.approx(alone["accuracy"])
+    assert phased["difference"] == pytest.approx(phased["accuracy"] - alone["accuracy"])
+    assert phased["difference_ci95"] > 0
 
 
 def test_optimize_studies_select_json(sinusoid_checkpoint: Path, tmp_path: Path) -> None:

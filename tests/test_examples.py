@@ -53,3 +53,26 @@ def test_bring_your_own_example_trains_imports_searches_and_selects(omniglot_roo
     assert ":" in result["pattern"] and result["test_accuracy"] is not None and result["speedup"] > 0
     assert 0.0 <= result["imported_full_accuracy"] <= 1.0
     assert (tmp_path / "byo" / "my_maml.pt").is_file() and (tmp_path / "byo" / "imported.pt").is_file()
+
+
+def test_compare_spaces_example_draws_both_fronts(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/s.db"
+    common = dict(benchmark="sinusoid", shots=5, queries=10, tasks=8, latency_tasks=1, repeats=1, device="cpu",
+                  checkpoint=sinusoid_checkpoint, storage=storage, progress=False)
+    optimize(6, study_name="flags", **common)
+    optimize(6, study_name="phases", space="phases", search_lr=True, **common)
+    optimize(3, study_name="other-tasks", **{**common, "tasks": 9})
+    out = subprocess.run([sys.executable, str(EXAMPLES / "compare_spaces.py"), "--storage", storage,
+                          "--out", str(tmp_path / "cmp")], check=True, capture_output=True, text=True, timeout=300,
+                         env=os.environ)
+    assert "| 1 pt |" in out.stdout
+    result = json.loads((tmp_path / "cmp" / "compare_spaces.json").read_text())
+    assert result["phases"]["space"]["space"] == "phases" and result["flags"]["space"]["space"] == "flags"
+    for data in result.values():
+        assert data["baseline"]["pattern"] == "111:10" and data["front"]
+        assert data["fastest_within"]["0.01"]["speedup"] >= 1.0
+    assert (tmp_path / "cmp" / "compare_spaces.png").stat().st_size > 0
+    mismatch = subprocess.run([sys.executable, str(EXAMPLES / "compare_spaces.py"), "--storage", storage,
+                               "--phases-study", "other-tasks", "--out", str(tmp_path / "cmp2")],
+                              capture_output=True, text=True, timeout=300, env=os.environ)
+    assert mismatch.returncode != 0 and "differ in tasks" in mismatch.stderr
