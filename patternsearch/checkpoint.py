@@ -50,6 +50,12 @@ class Checkpoint:
         mode: The module mode adaptation runs in: ``train`` (batch statistics
             in batch norm, MAML's transductive setting; dropout on) or
             ``eval`` (running statistics; dropout off).
+        pattern: The inner-loop pattern it was meta-trained with (``train
+            --pattern``, ``specialize``); None for full MAML at
+            ``train_steps``. The ``full`` baseline stays every group at
+            ``eval_steps``.
+        parent: For a specialized checkpoint, the one it continued from:
+            ``{"sha256", "path", "pattern"}``; empty otherwise.
     """
 
     model: str
@@ -64,6 +70,8 @@ class Checkpoint:
     history: list[dict[str, Any]] = field(default_factory=list)
     training: dict[str, Any] = field(default_factory=dict)
     mode: str = "train"
+    pattern: str | None = None
+    parent: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_model(

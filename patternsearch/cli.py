@@ -85,11 +85,71 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--train-steps", type=_positive_int, default=None, help="inner steps in training")
     parser.add_argument("--eval-steps", type=_positive_int, default=None, help="inner steps at evaluation ('full')")
     parser.add_argument("--first-order", action="store_true", help="first-order MAML (default: second order)")
+    parser.add_argument("--pattern", default=None,
+                        help="inner-loop pattern, e.g. 00011:5 (default: full MAML at --train-steps); the outer "
+                             "loop still updates every parameter")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-every", type=_positive_int, default=100)
     parser.add_argument("--val-tasks", type=_positive_int, default=100)
     parser.add_argument("--checkpoint-every", type=_positive_int, default=25, help="iterations between checkpoints")
     parser.set_defaults(handler=_train)
+
+
+def _specialize_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "specialize", help="continue meta-training a checkpoint with a pattern as its inner loop",
+        description="Continue meta-training an existing checkpoint with pattern P as the inner loop (the outer "
+                    "loop updates every parameter), so that P loses less against full MAML. The new checkpoint "
+                    "records P and its parent's checksum; rerunning resumes.",
+    )
+    parser.add_argument("--data-root", default=None, help="folder holding the benchmark's archives")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="checkpoint to specialize (default: the shipped or cached one of --benchmark, "
+                             "--model, --ways, --shots)")
+    parser.add_argument("--benchmark", default="omniglot-small", help="benchmark of the default checkpoint")
+    parser.add_argument("--model", default=None, help="model of the default checkpoint")
+    parser.add_argument("--ways", type=_positive_int, default=5)
+    parser.add_argument("--shots", type=_positive_int, default=1)
+    parser.add_argument("--pattern", required=True, help="inner-loop pattern, e.g. the one select chose")
+    parser.add_argument("--iterations", type=_positive_int, required=True, help="meta-updates in total")
+    parser.add_argument("--out", type=Path, required=True, help="specialized checkpoint (resumed if it exists)")
+    parser.add_argument("--meta-batch", type=_positive_int, default=None, help="tasks per meta-update (default: "
+                        "the source's)")
+    parser.add_argument("--meta-lr", type=_positive_float, default=None, help="Adam learning rate (default: the "
+                        "source's)")
+    parser.add_argument("--first-order", action="store_true", default=None,
+                        help="first-order MAML (default: as the source was trained)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the training episodes (default 1)")
+    parser.add_argument("--val-every", type=_positive_int, default=100)
+    parser.add_argument("--val-tasks", type=_positive_int, default=100)
+    parser.add_argument("--checkpoint-every", type=_positive_int, default=25, help="iterations between checkpoints")
+    parser.set_defaults(handler=_specialize)
+
+
+def _specialize(args: argparse.Namespace) -> int:
+    from .benchmarks import create_benchmark
+    from .checkpoint import default_checkpoint_path, load_checkpoint
+    from .training import specialize
+
+    source = args.checkpoint
+    if source is None:
+        named = create_benchmark(args.benchmark, args.ways, args.shots, data_root=args.data_root)
+        source = default_checkpoint_path(named.name, args.model or named.default_model, args.ways, args.shots)
+    parent = load_checkpoint(source)
+    benchmark = create_benchmark(parent.benchmark, parent.ways, parent.shots,
+                                 int(parent.config.get("queries", 15)), args.data_root,
+                                 **dict(parent.config.get("benchmark_options", {})))
+    checkpoint = specialize(
+        source, args.pattern, args.iterations, args.out, meta_batch=args.meta_batch, meta_lr=args.meta_lr,
+        first_order=args.first_order, seed=args.seed, val_every=args.val_every, val_tasks=args.val_tasks,
+        checkpoint_every=args.checkpoint_every, data_root=args.data_root, device=args.device, benchmark=benchmark,
+    )
+    last = checkpoint.history[-1] if checkpoint.history else {}
+    print(f"specialized checkpoint: {args.out} (pattern {checkpoint.pattern}, parent {source}, iteration "
+          f"{checkpoint.training.get('iteration')}, validation score with the pattern "
+          f"{last.get('val_score', float('nan')):.4f})")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -103,7 +163,7 @@ def _train(args: argparse.Namespace) -> int:
         meta_batch=args.meta_batch, meta_lr=args.meta_lr, iterations=args.iterations,
         first_order=args.first_order, seed=args.seed, val_every=args.val_every, val_tasks=args.val_tasks,
         checkpoint_every=args.checkpoint_every, data_root=args.data_root, device=args.device,
-        benchmark_options=dict(args.benchmark_options),
+        benchmark_options=dict(args.benchmark_options), pattern=args.pattern,
     )
     benchmark = create_benchmark(args.benchmark, args.ways, args.shots, args.queries, args.data_root,
                                  **dict(args.benchmark_options))
@@ -294,7 +354,8 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
                     "interleaved in one process after warm-up; medians, spreads and speedups.",
     )
     _add_experiment_options(parser)
-    parser.add_argument("--patterns", nargs="+", required=True, help="patterns to time (FLAGS:STEPS, full, none)")
+    parser.add_argument("--patterns", nargs="+", required=True,
+                        help="patterns to time (FLAGS:STEPS[@SCALE] phases joined by +, full, none)")
     parser.add_argument("--tasks", type=_positive_int, default=5, help="tasks per round (default 5)")
     parser.add_argument("--repeats", type=_positive_int, default=10, help="timed rounds (default 10)")
     parser.add_argument("--warmup", type=_non_negative_int, default=2, help="untimed rounds first (default 2)")
@@ -556,7 +617,8 @@ def _report(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- main
 
 _PARSERS = [
-    _train_parser, _import_parser, _evaluate_parser, _groups_parser, _bench_parser, _optimize_parser, _select_parser,
+    _train_parser, _specialize_parser, _import_parser, _evaluate_parser, _groups_parser, _bench_parser,
+    _optimize_parser, _select_parser,
     _studies_parser, _report_parser,
 ]
 

@@ -14,7 +14,7 @@
 
 from ._bench import BenchRow, bench
 from ._flops import adaptation_flops
-from ._meter import Measurement, PatternEvaluator, time_objective
+from ._meter import Measurement, PatternEvaluator, Timing, time_objective
 from ._precision import environment, exact_precision
 from ._racing import MIN_TASKS, RaceOutcome, Rival, race, surely_worse, task_chunks
 from ._scoring import CachedScorer, default_threads, score_pattern
@@ -29,6 +29,7 @@ __all__ = [
     "PatternEvaluator",
     "RaceOutcome",
     "Rival",
+    "Timing",
     "adaptation_call",
     "adaptation_flops",
     "bench",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from .. import __version__
 from ..adaptation import Params
 from ..benchmarks import Task
@@ -38,8 +40,9 @@ class Measurement:
         latency_iqr_ms: Inter-quartile range of the latency samples.
         baseline_latency_ms: The baseline's median, measured interleaved
             with this pattern on the same worker.
-        latency_ratio: ``latency_ms / baseline_latency_ms``.
-        speedup: ``baseline_latency_ms / latency_ms``.
+        latency_ratio: Median of the paired latency ratios to the baseline
+            (see :class:`Timing`).
+        speedup: ``1 / latency_ratio``.
         flops: FLOPs of one adaptation.
         device: Where it was measured.
         version: patternsearch version.
@@ -67,16 +70,36 @@ class Measurement:
 
     def time_objective(self, metric: str) -> float:
         """The value the study minimises for ``metric`` (ratio, latency or flops)."""
-        return time_objective(metric, self.latency_ms, self.baseline_latency_ms, self.flops)
+        return time_objective(metric, self.latency_ms, self.latency_ratio, self.flops)
 
     def user_attrs(self) -> dict[str, object]:
         """JSON-ready attributes."""
         return asdict(self)
 
 
-def time_objective(metric: str, latency_ms: float, baseline_latency_ms: float, flops: int) -> float:
+def time_objective(metric: str, latency_ms: float, latency_ratio: float, flops: int) -> float:
     """The value a study minimises for ``metric`` (ratio, latency or flops)."""
-    return {"ratio": latency_ms / baseline_latency_ms, "latency": latency_ms, "flops": float(flops)}[metric]
+    return {"ratio": latency_ratio, "latency": latency_ms, "flops": float(flops)}[metric]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """A pattern's latency measured interleaved with the baseline's.
+
+    Attributes:
+        latency_ms: The pattern's median (ms).
+        spread_ms: Inter-quartile range of its samples.
+        baseline_ms: The baseline's median.
+        ratio: Median over paired samples (same task, same round, run back
+            to back) of pattern / baseline. A burst of load on a shared
+            machine slows both samples of a pair, so it cancels in the ratio
+            when it would skew a ratio of medians.
+    """
+
+    latency_ms: float
+    spread_ms: float
+    baseline_ms: float
+    ratio: float
 
 
 class PatternEvaluator:
@@ -111,14 +134,15 @@ class PatternEvaluator:
         experiment = self.experiment
         return adaptation_call(experiment.model, pattern, experiment.inner_lr, experiment.benchmark.loss_fn)
 
-    def latencies(self, pattern: Pattern) -> tuple[float, float, float]:
-        """Median and IQR of ``pattern`` and the baseline's median (ms), interleaved."""
+    def latencies(self, pattern: Pattern) -> Timing:
+        """``pattern``'s latency next to the baseline's, interleaved (see :class:`Timing`)."""
         variants = {"baseline": self._adapter(self.baseline)}
         if pattern != self.baseline:
             variants["pattern"] = self._adapter(pattern)
         stats = interleaved_latencies(variants, self.timed_tasks, self.experiment.device, repeats=self.repeats)
-        mine = stats.get("pattern", stats["baseline"])
-        return mine.median_ms, mine.spread_ms, stats["baseline"].median_ms
+        mine, base = stats.get("pattern", stats["baseline"]), stats["baseline"]
+        ratios = np.asarray(mine.samples_ms) / np.asarray(base.samples_ms)
+        return Timing(mine.median_ms, mine.spread_ms, base.median_ms, float(np.median(ratios)))
 
     def measure(self, pattern: Pattern, rivals: Sequence[Rival] | None = None,
                 time_metric: str = "ratio") -> Measurement:
@@ -134,11 +158,11 @@ class PatternEvaluator:
         Raises:
             FloatingPointError: If adaptation diverges.
         """
-        latency, spread, baseline_latency = self.latencies(pattern)
+        timing = self.latencies(pattern)
         experiment = self.experiment
         flops = adaptation_flops(experiment.model, self.timed_tasks[0], pattern, experiment.inner_lr,
                                  experiment.benchmark.loss_fn)
-        mine = time_objective(time_metric, latency, baseline_latency, flops)
+        mine = time_objective(time_metric, timing.latency_ms, timing.ratio, flops)
         faster = [rival for rival in rivals or () if rival.time <= mine]
         with self.scorer.threads():  # one set of scoring threads for the whole trial
             outcome = race(lambda tasks: self.scorer.scores(pattern, tasks), len(self.scorer), faster)
@@ -154,11 +178,11 @@ class PatternEvaluator:
             tasks_scored=int(outcome.tasks.size),
             scored_tasks=[int(i) for i in outcome.tasks] if stopped else None,
             dominated_by=outcome.dominated_by,
-            latency_ms=latency,
-            latency_iqr_ms=spread,
-            baseline_latency_ms=baseline_latency,
-            latency_ratio=latency / baseline_latency,
-            speedup=baseline_latency / max(latency, 1e-9),
+            latency_ms=timing.latency_ms,
+            latency_iqr_ms=timing.spread_ms,
+            baseline_latency_ms=timing.baseline_ms,
+            latency_ratio=timing.ratio,
+            speedup=1.0 / max(timing.ratio, 1e-12),
             flops=flops,
             device=self.device_name,
             version=__version__,

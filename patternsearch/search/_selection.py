@@ -382,7 +382,7 @@ def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], *,
     difference = estimate(scores - baseline_scores, report.design)
     timer = PatternEvaluator(experiment, baseline, fresh[: config.latency_tasks], latency_tasks=config.latency_tasks,
                              repeats=max(config.repeats, 5))
-    latency, _, baseline_latency = timer.latencies(pattern)
+    timing = timer.latencies(pattern)
     return Selection(**{
         **validation, **_trial_fields(selected),
         "confirmed": decision.selected is not None, "reason": decision.reason,
@@ -390,8 +390,8 @@ def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], *,
         "lower_bound": decision.selected.lower_bound if decision.selected else None,
         "confirmation_tasks": test_tasks, "confirmation_classes": confirmation.design.distinct_classes(),
         **_report_fields(accuracy, baseline_accuracy, difference), "classes_disjoint": disjoint,
-        "latency_ms": latency, "baseline_latency_ms": baseline_latency,
-        "speedup": baseline_latency / max(latency, 1e-9), "test_seed": test_seed, "device": timer.device_name,
+        "latency_ms": timing.latency_ms, "baseline_latency_ms": timing.baseline_ms,
+        "speedup": 1.0 / max(timing.ratio, 1e-12), "test_seed": test_seed, "device": timer.device_name,
         "environment": environment(),
     })
 
