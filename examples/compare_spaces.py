@@ -80,16 +80,15 @@ def plot(result: dict[str, Any], path: Path) -> None:
     """Both fronts (speedup on a log axis, validation accuracy) and each baseline's 1-point line."""
     figure = Figure(figsize=(8, 5.5), dpi=110)
     axes = figure.add_subplot()
-    lowest = []
+    low = min(data["baseline"]["accuracy"] for data in result.values()) - 0.03
     for (name, data), color in zip(result.items(), ("tab:blue", "tab:orange"), strict=False):
-        front = sorted(data["front"], key=lambda p: p["speedup"])
+        front = sorted((p for p in data["front"] if p["accuracy"] >= low), key=lambda p: p["speedup"])
+        hidden = len(data["front"]) - len(front)
         axes.plot([p["speedup"] for p in front], [p["accuracy"] for p in front], "-o", markersize=4, color=color,
-                  label=f"{name}: {data['trials']} trials")
-        baseline = data["baseline"]["accuracy"]
-        axes.axhline(baseline - 0.01, linestyle="--", linewidth=1, color=color, alpha=0.7,
+                  label=f"{name}: {data['trials']} trials" + (f" ({hidden} front points below)" if hidden else ""))
+        axes.axhline(data["baseline"]["accuracy"] - 0.01, linestyle="--", linewidth=1, color=color, alpha=0.7,
                      label=f"{name} baseline - 0.01")
-        lowest.append(baseline - 0.05)
-    axes.set_ylim(min(lowest), None)
+    axes.set_ylim(low, None)
     axes.set_xscale("log")
     axes.set_xlabel("adaptation speedup over full MAML (x, log scale)")
     axes.set_ylabel("accuracy (validation)")
@@ -116,7 +115,9 @@ def _table(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--storage", default="sqlite:///studies/patternsearch.db")
+    parser.add_argument("--storage", default="sqlite:///studies/patternsearch.db", help="storage of both studies")
+    parser.add_argument("--flags-storage", default=None, help="storage of the flags study (default --storage)")
+    parser.add_argument("--phases-storage", default=None, help="storage of the phases study (default --storage)")
     parser.add_argument("--flags-study", default="flags", help="name of the flags-space study")
     parser.add_argument("--phases-study", default="phases", help="name of the phases --search-lr study")
     parser.add_argument("--trials", type=int, default=None, help="run or extend both studies to this many trials")
@@ -127,11 +128,12 @@ def main() -> None:
     parser.add_argument("--out", default="compare_spaces", help="output folder")
     args = parser.parse_args()
     names = {"flags": args.flags_study, "phases": args.phases_study}
+    storages = {"flags": args.flags_storage or args.storage, "phases": args.phases_storage or args.storage}
     if args.trials is not None:
         for kind, options in SPACES.items():
             optimize(args.trials, benchmark=args.benchmark, data_root=args.data_root, checkpoint=args.checkpoint,
-                     device=args.device, storage=args.storage, study_name=names[kind], **options)
-    result = compare({kind: resolve_study(args.storage, name) for kind, name in names.items()})
+                     device=args.device, storage=storages[kind], study_name=names[kind], **options)
+    result = compare({kind: resolve_study(storages[kind], name) for kind, name in names.items()})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plot(result, out / "compare_spaces.png")

@@ -12,16 +12,17 @@ from .benchmarks import Benchmark, Task, create_benchmark, list_benchmarks, regi
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .groups import LayerGroup, layer_groups
 from .models import create_model, list_models, register_model
-from .pattern import Pattern
+from .pattern import Pattern, Phase
 from .reference import reference_adapt
 from .search import optimize, select
-from .training import TrainConfig, train
+from .training import TrainConfig, specialize, train
 
 __all__ = [
     "Benchmark",
     "Checkpoint",
     "LayerGroup",
     "Pattern",
+    "Phase",
     "Task",
     "TrainConfig",
     "__version__",
@@ -40,5 +41,6 @@ __all__ = [
     "register_model",
     "save_checkpoint",
     "select",
+    "specialize",
     "train",
 ]

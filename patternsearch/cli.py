@@ -79,8 +79,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     _add_data_options(parser)
     parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint path (resumed if it exists)")
     parser.add_argument("--iterations", type=_positive_int, default=None, help="meta-updates in total")
-    parser.add_argument("--meta-batch", type=_positive_int, default=None, help="tasks per meta-update")
-    parser.add_argument("--meta-lr", type=_positive_float, default=None, help="Adam learning rate")
+    _add_meta_update_options(parser, "")
     parser.add_argument("--inner-lr", type=_positive_float, default=None, help="inner-loop learning rate")
     parser.add_argument("--train-steps", type=_positive_int, default=None, help="inner steps in training")
     parser.add_argument("--eval-steps", type=_positive_int, default=None, help="inner steps at evaluation ('full')")
@@ -89,10 +88,19 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                         help="inner-loop pattern, e.g. 00011:5 (default: full MAML at --train-steps); the outer "
                              "loop still updates every parameter")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--val-every", type=_positive_int, default=100)
-    parser.add_argument("--val-tasks", type=_positive_int, default=100)
-    parser.add_argument("--checkpoint-every", type=_positive_int, default=25, help="iterations between checkpoints")
+    _add_progress_options(parser)
     parser.set_defaults(handler=_train)
+
+
+def _add_meta_update_options(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--meta-batch", type=_positive_int, default=None, help=f"tasks per meta-update{default}")
+    parser.add_argument("--meta-lr", type=_positive_float, default=None, help=f"Adam learning rate{default}")
+
+
+def _add_progress_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--val-every", type=_positive_int, default=100, help="validate every this many iterations")
+    parser.add_argument("--val-tasks", type=_positive_int, default=100, help="validation episodes")
+    parser.add_argument("--checkpoint-every", type=_positive_int, default=25, help="iterations between checkpoints")
 
 
 def _specialize_parser(sub: argparse._SubParsersAction) -> None:
@@ -114,16 +122,11 @@ def _specialize_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--pattern", required=True, help="inner-loop pattern, e.g. the one select chose")
     parser.add_argument("--iterations", type=_positive_int, required=True, help="meta-updates in total")
     parser.add_argument("--out", type=Path, required=True, help="specialized checkpoint (resumed if it exists)")
-    parser.add_argument("--meta-batch", type=_positive_int, default=None, help="tasks per meta-update (default: "
-                        "the source's)")
-    parser.add_argument("--meta-lr", type=_positive_float, default=None, help="Adam learning rate (default: the "
-                        "source's)")
+    _add_meta_update_options(parser, " (default: the source's)")
     parser.add_argument("--first-order", action="store_true", default=None,
                         help="first-order MAML (default: as the source was trained)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the training episodes (default 1)")
-    parser.add_argument("--val-every", type=_positive_int, default=100)
-    parser.add_argument("--val-tasks", type=_positive_int, default=100)
-    parser.add_argument("--checkpoint-every", type=_positive_int, default=25, help="iterations between checkpoints")
+    _add_progress_options(parser)
     parser.set_defaults(handler=_specialize)
 
 
@@ -254,6 +257,9 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
                         help="FLAGS:STEPS[@SCALE] phases joined by +, 'full' or 'none' (default full)")
     parser.add_argument("--baseline", default="full",
                         help="pattern timed next to it and compared with it on the same tasks (default full)")
+    parser.add_argument("--baseline-checkpoint", type=Path, default=None,
+                        help="adapt the baseline on this checkpoint instead (e.g. the parent of a specialized "
+                             "--checkpoint); the comparison stays paired on the same tasks")
     parser.add_argument("--split", choices=["val", "test"], default="test")
     parser.add_argument("--tasks", type=_positive_int, default=600, help="number of tasks (default 600)")
     parser.add_argument("--seed", type=int, default=0, help="task seed (default 0)")
@@ -263,29 +269,37 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .measurement import PatternEvaluator, environment
+    from .measurement import CachedScorer, PatternEvaluator, environment
     from .uncertainty import estimate, support
 
     experiment = _open(args)
-    pattern, baseline = experiment.pattern(args.pattern), experiment.pattern(args.baseline)
+    reference = experiment if args.baseline_checkpoint is None else experiment.with_checkpoint(
+        args.baseline_checkpoint)
+    pattern, baseline = experiment.pattern(args.pattern), reference.pattern(args.baseline)
     tasks = experiment.tasks(args.split, args.tasks, args.seed)
+    # Latency does not depend on the weights: the baseline is timed on the same model, interleaved.
     evaluator = PatternEvaluator(experiment, baseline, tasks, latency_tasks=5, repeats=args.repeats)
     result = evaluator.measure(pattern)
+    baseline_scorer = evaluator.scorer if reference is experiment else CachedScorer(
+        reference.model, reference.benchmark, tasks, reference.inner_lr)
     with evaluator.scorer.threads():  # the pattern's steps are stored: scoring it again costs query forwards only
         pattern_scores = evaluator.scorer.scores(pattern)
-        baseline_scores = evaluator.scorer.scores(baseline)
+    with baseline_scorer.threads():
+        baseline_scores = baseline_scorer.scores(baseline)
     base = estimate(baseline_scores, evaluator.design)
     difference = estimate(pattern_scores - baseline_scores, evaluator.design)
+    baseline_name = f"{baseline}" + ("" if reference is experiment else f" on {reference.checkpoint_path}")
     if args.json:
         _print_json({**result.user_attrs(), "tasks": result.tasks_scored, "split": args.split,
-                     "metric": experiment.benchmark.metric, "baseline": str(baseline),
+                     "metric": experiment.benchmark.metric, "checkpoint": str(experiment.checkpoint_path),
+                     "baseline": str(baseline), "baseline_checkpoint": str(reference.checkpoint_path),
                      "baseline_accuracy": base.mean, "baseline_ci95": base.ci95, "difference": difference.mean,
                      "difference_ci95": difference.ci95, "environment": environment()})
     else:
         print(f"pattern {result.pattern} on {result.tasks_scored} {args.split} tasks ({result.device})")
         print(f"  {experiment.benchmark.metric}: {result.accuracy:.4f} +/- {result.ci95:.4f} "
               f"(95% CI; {support(result.tasks_scored, result.classes, result.units)})")
-        print(f"  baseline {baseline}: {base.describe()}")
+        print(f"  baseline {baseline_name}: {base.describe()}")
         print(f"  paired difference: {difference.mean:+.4f} +/- {difference.ci95:.4f} (95% CI, same tasks)")
         print(f"  adaptation latency: {result.latency_ms:.2f} ms median (IQR {result.latency_iqr_ms:.2f} ms), "
               f"{result.speedup:.1f}x the baseline's {result.baseline_latency_ms:.2f} ms (interleaved)")
@@ -494,29 +508,49 @@ def _select_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the test tasks (default 0)")
     parser.add_argument("--no-confirm", action="store_true", help="skip the test split (validation only)")
     parser.add_argument("--data-root", default=None, help="folder holding the benchmark's archives")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint the study was made with")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="checkpoint the study was made with (with --pattern: the one the pattern adapts; "
+                             "default: the shipped one)")
+    parser.add_argument("--baseline-checkpoint", type=Path, default=None,
+                        help="adapt the baseline on this checkpoint on the test tasks, e.g. the parent of a "
+                             "specialized --checkpoint")
+    parser.add_argument("--pattern", default=None,
+                        help="confirm this pattern alone against --baseline, without a study (e.g. after "
+                             "'patternsearch specialize')")
+    parser.add_argument("--baseline", default="full", help="baseline with --pattern (default full)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=_select)
 
 
 def _select(args: argparse.Namespace) -> int:
-    from .search import select
+    from .search import confirm_pattern, select
     from .uncertainty import support
 
-    result = select(
-        args.max_degradation, storage=args.storage, study_name=args.study, confirm=not args.no_confirm,
-        confidence=args.confidence, max_candidates=args.candidates, test_tasks=args.tasks,
-        report_tasks=args.report_tasks, test_seed=args.seed, data_root=args.data_root,
-        checkpoint=args.checkpoint, device=args.device,
-    )
+    if args.pattern is not None:
+        result = confirm_pattern(
+            _checkpoint_experiment(args.checkpoint, args.data_root, args.device), args.pattern, args.max_degradation,
+            baseline=args.baseline, baseline_checkpoint=args.baseline_checkpoint, confidence=args.confidence,
+            test_tasks=args.tasks, report_tasks=args.report_tasks, test_seed=args.seed,
+        )
+    else:
+        result = select(
+            args.max_degradation, storage=args.storage, study_name=args.study, confirm=not args.no_confirm,
+            confidence=args.confidence, max_candidates=args.candidates, test_tasks=args.tasks,
+            report_tasks=args.report_tasks, test_seed=args.seed, data_root=args.data_root,
+            checkpoint=args.checkpoint, baseline_checkpoint=args.baseline_checkpoint, device=args.device,
+        )
     if args.json:
         _print_json(result.as_dict())
         return 0
     verdict = "confirmed" if result.confirmed else "not confirmed"
-    print(f"selected {result.pattern} (trial {result.trial}, {verdict}): {result.reason}")
-    print(f"  validation: {result.val_accuracy:.4f} vs baseline {result.baseline} {result.baseline_val_accuracy:.4f}, "
-          f"speedup {result.val_speedup:.1f}x")
+    print(f"selected {result.pattern} ({'' if result.trial is None else f'trial {result.trial}, '}{verdict}): "
+          f"{result.reason}")
+    if result.val_accuracy is not None:
+        print(f"  validation: {result.val_accuracy:.4f} vs baseline {result.baseline} "
+              f"{result.baseline_val_accuracy:.4f}, speedup {result.val_speedup:.1f}x")
+    if result.baseline_checkpoint and result.baseline_checkpoint != result.checkpoint:
+        print(f"  checkpoints: {result.checkpoint} vs the baseline's {result.baseline_checkpoint}")
     if result.candidates:
         print(f"  candidates (tested slowest first) on {result.confirmation_tasks} confirmation tasks "
               f"({result.confirmation_classes or '-'} classes), one-sided {result.confidence:g} lower bounds:")
@@ -524,7 +558,8 @@ def _select(args: argparse.Namespace) -> int:
             tested = "not tested (a slower one was not confirmed)" if c["lower_bound"] is None else (
                 f"test {c['test_difference']:+.4f}, lower bound {c['lower_bound']:+.4f}, "
                 + ("confirmed" if c["confirmed"] else "rejected"))
-            print(f"    {c['pattern']}: validation {c['val_difference']:+.4f}, {tested}")
+            validation = "" if c["val_difference"] is None else f"validation {c['val_difference']:+.4f}, "
+            print(f"    {c['pattern']}: {validation}{tested}")
     if result.test_accuracy is not None:
         rests_on = support(result.test_tasks or 0, result.test_classes, result.test_units)
         fresh = "classes disjoint from the confirmation's" if result.classes_disjoint else \
@@ -536,6 +571,19 @@ def _select(args: argparse.Namespace) -> int:
         print(f"  latency: {result.latency_ms:.2f} ms vs {result.baseline_latency_ms:.2f} ms, "
               f"speedup {result.speedup:.1f}x ({result.device})")
     return 0
+
+
+def _checkpoint_experiment(path: Path | None, data_root: str | None, device: str) -> Any:
+    """The experiment of a checkpoint's own benchmark, ways and shots (default: the shipped checkpoint)."""
+    from .checkpoint import load_checkpoint, shipped_checkpoint
+    from .experiment import open_experiment
+
+    path = path or shipped_checkpoint("omniglot-small", "conv4", 5, 1)
+    checkpoint = load_checkpoint(path)  # type: ignore[arg-type]
+    return open_experiment(checkpoint.benchmark, checkpoint.model, ways=checkpoint.ways, shots=checkpoint.shots,
+                           queries=int(checkpoint.config.get("queries", 15)), data_root=data_root,
+                           benchmark_options=dict(checkpoint.config.get("benchmark_options", {})),
+                           checkpoint=path, device=device)
 
 
 def _studies_parser(sub: argparse._SubParsersAction) -> None:

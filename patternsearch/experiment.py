@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -64,6 +64,25 @@ class Experiment:
     def tasks(self, split: str, count: int, seed: int) -> list[Task]:
         """The first ``count`` episodes of ``split``, on the device."""
         return [task.to(self.device) for task in self.benchmark.tasks(split, count, seed)]
+
+    def with_checkpoint(self, path: str | os.PathLike[str]) -> Experiment:
+        """The same benchmark, tasks and device with another checkpoint's model (e.g. a specialization's parent).
+
+        Raises:
+            CheckpointError: If that checkpoint was made for another benchmark,
+                ways or shots, or its model has other layer groups.
+        """
+        other = load_checkpoint(path)
+        mine = (self.checkpoint.benchmark, self.checkpoint.ways, self.checkpoint.shots)
+        if (other.benchmark, other.ways, other.shots) != mine:
+            raise CheckpointError(f"{path} was made for {other.benchmark} {other.ways}-way {other.shots}-shot, not "
+                                  f"{mine[0]} {mine[1]}-way {mine[2]}-shot; its accuracies would not be paired")
+        net = other.build_model(self.benchmark).to(self.device)
+        groups = layer_groups(net)
+        if [g.name for g in groups] != [g.name for g in self.groups]:
+            raise CheckpointError(f"{path}'s model has layer groups {[g.name for g in groups]}, not "
+                                  f"{[g.name for g in self.groups]}")
+        return replace(self, checkpoint=other, checkpoint_path=Path(path), model=net, groups=groups)
 
 
 def open_experiment(

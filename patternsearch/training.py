@@ -233,6 +233,9 @@ def train(
     pattern = inner_pattern(config, len(layer_groups(model)))
     if config.pattern is not None:  # stored in canonical form, so equal patterns resume each other
         config = replace(config, pattern=str(pattern))
+    # Validation scores what the checkpoint is for: its pattern, else full MAML at the evaluation step count.
+    validation_pattern = pattern if config.pattern is not None else Pattern.full(pattern.num_groups,
+                                                                                  int(config.eval_steps or 1))
     if initial_state is not None:
         load_weights(model, initial_state, str(config.model))
     model = model.to(device).train(mode == "train")
@@ -280,7 +283,7 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{meta_loss:.3f}")
             if iteration % config.val_every == 0 or iteration == total:
-                score = _validate(model, benchmark, config, pattern, device)
+                score = _validate(model, benchmark, config, validation_pattern, device)
                 history.append({"iteration": iteration, "val_score": score, "train_loss": meta_loss,
                                 "seconds": time.perf_counter() - began})
                 bar.write(f"iteration {iteration}: validation {benchmark.metric} {score:.4f}")

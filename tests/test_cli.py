@@ -117,3 +117,31 @@ def test_study_killed_with_sigkill_resumes_to_exact_target(sinusoid_checkpoint: 
     assert not any(t.state == TrialState.RUNNING for t in trials)
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed_trial]
     assert retried and counts_toward_target(retried[0])
+
+
+def test_specialize_then_compare_with_the_parent_in_evaluate_and_select(sinusoid_checkpoint: Path,
+                                                                         tmp_path: Path) -> None:
+    special = tmp_path / "special.pt"
+    out = run("specialize", "--checkpoint", str(sinusoid_checkpoint), "--pattern", "001:3", "--iterations", "2",
+              "--out", str(special), "--meta-batch", "2", "--val-every", "2", "--val-tasks", "2", "--device", "cpu")
+    assert "pattern 001:3" in out.stdout and special.is_file()
+    common = ("--benchmark", "sinusoid", "--shots", "5", "--split", "val", "--tasks", "8", "--json", "--device", "cpu")
+    paired = json.loads(run("evaluate", *common, "--checkpoint", str(special), "--pattern", "001:3",
+                            "--baseline-checkpoint", str(sinusoid_checkpoint)).stdout)
+    parent_full = json.loads(run("evaluate", *common, "--checkpoint", str(sinusoid_checkpoint)).stdout)
+    assert paired["baseline_checkpoint"] == str(sinusoid_checkpoint) and paired["checkpoint"] == str(special)
+    assert paired["baseline_accuracy"] == pytest.approx(parent_full["accuracy"])
+    assert paired["difference"] == pytest.approx(paired["accuracy"] - parent_full["accuracy"])
+    selection = json.loads(run("select", "--pattern", "001:3", "--checkpoint", str(special), "--baseline-checkpoint",
+                               str(sinusoid_checkpoint), "--max-degradation", "0.5", "--tasks", "10",
+                               "--report-tasks", "10", "--device", "cpu", "--json").stdout)
+    assert selection["study"] is None and selection["baseline"] == "111:10"
+    assert [c["pattern"] for c in selection["candidates"]] == ["001:3"]
+    assert selection["candidates"][0]["lower_bound"] is not None
+    assert selection["pattern"] == ("001:3" if selection["confirmed"] else "111:10")
+    assert selection["checkpoint"] == str(special) and selection["baseline_checkpoint"] == str(sinusoid_checkpoint)
+    other = tmp_path / "other.pt"
+    run("train", "--benchmark", "sinusoid", "--model", "mlp", "--shots", "3", "--iterations", "1", "--val-tasks",
+        "2", "--device", "cpu", "--checkpoint", str(other))
+    refused = run("evaluate", *common, "--checkpoint", str(special), "--baseline-checkpoint", str(other), check=False)
+    assert refused.returncode == 2 and "5-way 3-shot" in refused.stderr and refused.stderr.count("\n") == 1

@@ -64,3 +64,19 @@ def test_report_files_match_the_study(sinusoid_checkpoint: Path, tmp_path: Path)
     assert low < threshold < high and low <= data["choice"]["selected"]["accuracy"] <= high
     below = sum(t.user_attrs["accuracy"] < low for t in complete)
     assert data["plot"]["trials_below_window"] >= below
+
+
+def test_report_of_a_phases_study_reads_phased_patterns(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
+    from patternsearch.report import build_report
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study = optimize(12, benchmark="sinusoid", shots=5, queries=10, tasks=8, latency_tasks=1, repeats=1, max_steps=4,
+                     baseline="111:4", space="phases", search_lr=True, device="cpu", checkpoint=sinusoid_checkpoint,
+                     storage=storage, progress=False)
+    _, data = build_report(study, tmp_path / "report", max_degradation=0.5, checkpoint=sinusoid_checkpoint,
+                           device="cpu")
+    assert data["config"]["space"] == "phases" and data["config"]["search_lr"] is True
+    assert [row["steps"] for row in data["per_step"]] == [1, 2, 3, 4]  # total steps over the phases
+    assert data["per_step"][3]["full_accuracy"] is not None
+    labels = {"fc1", "fc2", "head", "steps", "lr scale", "phases"}
+    assert set(data["importance"]["accuracy"]) <= labels | {f"{name} (phase {k})" for name in labels for k in (1, 2)}

@@ -142,8 +142,8 @@ def test_bad_space_options_are_refused_before_loading(space: str, phases: int | 
 def test_space_rejects_patterns_it_cannot_draw() -> None:
     space = SearchSpace(3, 10, "phases", 2, False)
     assert space.params(Pattern.parse("111:1+001:4")) == {
-        "phases": 2, "g0": True, "g1": True, "g2": True, "steps": 1, "p2_g0": False, "p2_g1": False,
-        "p2_g2": True, "p2_steps": 4}
+        "g0": True, "g1": True, "g2": True, "steps": 1, "p2_g0": False, "p2_g1": False, "p2_g2": True, "p2_steps": 4}
+    assert space.params(Pattern.parse("011:3"))["p2_steps"] == 0  # an absent phase takes no step
     for text in ("111:1+001:4+011:1", "111:1+001:4@2", "111:11"):
         with pytest.raises(UsageError, match="lies outside"):
             space.params(Pattern.parse(text))

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.func import functional_call
 
-from patternsearch import TrainConfig, load_checkpoint, train
-from patternsearch.checkpoint import CheckpointError
+from patternsearch import Pattern, TrainConfig, create_benchmark, create_model, layer_groups, load_checkpoint, train
+from patternsearch.checkpoint import CheckpointError, file_checksum
+from patternsearch.training import accumulate_meta_gradient, specialize
 
 
 def _command(path: Path, iterations: int) -> list[str]:
@@ -102,3 +105,80 @@ def test_truncated_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="truncated or corrupted") as error:
         load_checkpoint(tmp_path / "c.pt")
     assert "\n" not in str(error.value)
+
+
+def _naive_outer_gradient(model: torch.nn.Module, tasks: list, pattern: Pattern, inner_lr: float) -> dict:
+    """MAML's second-order outer gradient, written out: every step differentiates the whole model and updates
+    the groups its phase flags; the mean query loss is differentiated with respect to every parameter."""
+    groups = layer_groups(model)
+    total = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
+    for task in tasks:
+        params = dict(model.named_parameters())
+        for phase in pattern.phases:
+            flagged = {n for g, f in zip(groups, phase.flags, strict=True) if f for n in g.params}
+            for _ in range(phase.steps):
+                loss = F.mse_loss(functional_call(model, params, (task.x_support,)), task.y_support)
+                grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+                params = {n: p - inner_lr * phase.scale * g if n in flagged else p
+                          for (n, p), g in zip(params.items(), grads, strict=True)}
+        outer = F.mse_loss(functional_call(model, params, (task.x_query,)), task.y_query) / len(tasks)
+        for name, grad in zip(total, torch.autograd.grad(outer, list(model.parameters())), strict=True):
+            total[name] += grad
+    return total
+
+
+@pytest.mark.parametrize("text", ["001:3", "111:1+001:2@2", "010:2@0.5"])
+def test_pattern_meta_gradient_equals_a_naive_outer_step(text: str) -> None:
+    torch.manual_seed(0)
+    bench = create_benchmark("sinusoid", shots=5, queries=5)
+    model = create_model("mlp", 1).double()
+    tasks = [bench.split("train").task(i, 0) for i in range(3)]
+    tasks = [type(t)(t.x_support.double(), t.y_support.double(), t.x_query.double(), t.y_query.double())
+             for t in tasks]
+    pattern = Pattern.parse(text)
+    model.zero_grad(set_to_none=True)
+    accumulate_meta_gradient(model, tasks, pattern, 0.01, F.mse_loss)
+    naive = _naive_outer_gradient(model, tasks, pattern, 0.01)
+    for name, param in model.named_parameters():
+        error = float((param.grad - naive[name]).norm() / naive[name].norm().clamp_min(1e-30))
+        assert error < 1e-5, (name, error)
+
+
+def test_specialization_moves_weights_as_the_outer_loop_says_and_records_lineage(
+        sinusoid_checkpoint: Path, tmp_path: Path) -> None:
+    source_bytes = sinusoid_checkpoint.read_bytes()
+    out = tmp_path / "special.pt"
+    ckpt = specialize(sinusoid_checkpoint, "001:3", 1, out, meta_batch=2, meta_lr=1e-3, val_every=50, val_tasks=2,
+                      device="cpu", progress=False)
+    assert sinusoid_checkpoint.read_bytes() == source_bytes  # the parent is never touched
+    assert ckpt.pattern == "001:3" and ckpt.train_steps == 3 and ckpt.eval_steps == 10
+    assert ckpt.parent == {"sha256": file_checksum(sinusoid_checkpoint), "path": str(sinusoid_checkpoint),
+                           "pattern": None}
+    # Adam's first step is -lr * g / (|g| + eps), g the naive outer gradient of the same two episodes.
+    parent = load_checkpoint(sinusoid_checkpoint)
+    bench = create_benchmark("sinusoid", shots=5, queries=10)
+    model = create_model("mlp", 1)
+    model.load_state_dict(parent.state_dict)
+    tasks = [bench.split("train").task(j, 1) for j in range(2)]
+    naive = _naive_outer_gradient(model, tasks, Pattern.parse("001:3"), parent.inner_lr)
+    for name, before in parent.state_dict.items():
+        g = naive[name]
+        expected = before - 1e-3 * g / (g.abs() + 1e-8)
+        torch.testing.assert_close(ckpt.state_dict[name], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_specialization_resumes_and_refuses_another_pattern_or_its_source(sinusoid_checkpoint: Path,
+                                                                          tmp_path: Path) -> None:
+    options = dict(meta_batch=2, val_every=2, val_tasks=2, checkpoint_every=1, device="cpu", progress=False)
+    straight = specialize(sinusoid_checkpoint, "011:2", 4, tmp_path / "straight.pt", **options)
+    specialize(sinusoid_checkpoint, "011:2", 2, tmp_path / "resumed.pt", **options)
+    resumed = specialize(sinusoid_checkpoint, "011:2@1", 4, tmp_path / "resumed.pt", **options)  # same pattern
+    assert resumed.training["iteration"] == 4 and [h["iteration"] for h in resumed.history] == [2, 4]
+    for key, value in straight.state_dict.items():
+        torch.testing.assert_close(resumed.state_dict[key], value, rtol=1e-6, atol=1e-7)
+    before = (tmp_path / "resumed.pt").read_bytes()
+    with pytest.raises(CheckpointError, match="pattern: '011:2' -> '001:2'"):
+        specialize(sinusoid_checkpoint, "001:2", 6, tmp_path / "resumed.pt", **options)
+    assert (tmp_path / "resumed.pt").read_bytes() == before
+    with pytest.raises(CheckpointError, match="is the source checkpoint"):
+        specialize(sinusoid_checkpoint, "001:2", 6, sinusoid_checkpoint, **options)

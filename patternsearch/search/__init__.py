@@ -13,7 +13,17 @@ from ._pareto import (
     stopped_early_trials,
 )
 from ._samplers import SAMPLERS, make_sampler
-from ._selection import CandidateTest, Decision, Selection, decide, resolve_study, select, study_experiment
+from ._selection import (
+    CandidateTest,
+    Decision,
+    Selection,
+    confirm_in_sequence,
+    confirm_pattern,
+    decide,
+    resolve_study,
+    select,
+    study_experiment,
+)
 from ._space import DEFAULT_MAX_PHASES, LR_SCALES, SPACES, SearchSpace, flag_param, lr_param, steps_param
 from ._storage import DEFAULT_STORAGE, StorageError, open_storage, safe_url
 from ._study import default_study_name, optimize
@@ -42,6 +52,8 @@ __all__ = [
     "baseline_trial",
     "choose",
     "completed_trials",
+    "confirm_in_sequence",
+    "confirm_pattern",
     "counts_toward_target",
     "decide",
     "default_study_name",

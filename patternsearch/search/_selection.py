@@ -67,8 +67,9 @@ class CandidateTest:
     """One candidate of the selection and what the confirmation tasks said of it.
 
     Attributes:
-        pattern: ``FLAGS:STEPS``.
-        trial: Its trial in the study.
+        pattern: The pattern's text.
+        trial: Its trial in the study (None for a pattern given to
+            :func:`confirm_pattern`, as are the validation fields).
         val_difference: Validation accuracy minus the baseline's.
         val_speedup: Speedup over the baseline measured in the study.
         test_difference: Mean paired difference on the confirmation tasks
@@ -78,9 +79,9 @@ class CandidateTest:
     """
 
     pattern: str
-    trial: int
-    val_difference: float
-    val_speedup: float
+    trial: int | None
+    val_difference: float | None
+    val_speedup: float | None
     test_difference: float | None = None
     lower_bound: float | None = None
     confirmed: bool = False
@@ -150,7 +151,24 @@ def decide(
     if not tests:
         return Decision((), None, f"no Pareto pattern faster than the baseline has a validation lower bound "
                                   f"within {max_degradation:g}; the baseline is the answer")
-    baseline_scores = confirmation.scores(Pattern.parse(str(choice.baseline.user_attrs["pattern"])))
+    return confirm_in_sequence(tests, Pattern.parse(str(choice.baseline.user_attrs["pattern"])), confirmation,
+                               max_degradation=max_degradation, confidence=confidence)
+
+
+def confirm_in_sequence(tests: Sequence[CandidateTest], baseline: Pattern, confirmation: TaskScores, *,
+                        max_degradation: float, confidence: float) -> Decision:
+    """Fixed-sequence testing of candidates (fastest first) against the baseline (step 2 above).
+
+    Args:
+        tests: The candidates, fastest first; tested slowest first.
+        baseline: The baseline pattern.
+        confirmation: Scores on the confirmation tasks (the baseline's may
+            come from another checkpoint).
+        max_degradation: D, in accuracy units.
+        confidence: Family-wise confidence.
+    """
+    tests = list(tests)
+    baseline_scores = confirmation.scores(baseline)
     tests.reverse()  # slowest (most accurate on validation) first
     selected = None
     for i, test in enumerate(tests):
@@ -191,19 +209,25 @@ class Selection:
             tasks, which took no part in the decision, with 95% half-widths.
         test_tasks, test_classes: What those rest on.
         classes_disjoint: Whether report and confirmation tasks share no class.
+        checkpoint, baseline_checkpoint: The checkpoints the pattern and the
+            baseline adapted (they differ when a specialized checkpoint is
+            compared with its parent).
+
+    Without a study (:func:`confirm_pattern`) the study, trial and
+    validation fields are None.
     """
 
-    study: str
+    study: str | None
     pattern: str
     baseline: str
     max_degradation: float
     confidence: float
     confirmed: bool
     reason: str
-    trial: int
-    val_accuracy: float
-    baseline_val_accuracy: float
-    val_speedup: float
+    trial: int | None
+    val_accuracy: float | None
+    baseline_val_accuracy: float | None
+    val_speedup: float | None
     mixed_devices: bool
     candidates: tuple[dict[str, Any], ...] = ()
     lower_bound: float | None = None
@@ -225,6 +249,8 @@ class Selection:
     test_seed: int | None = None
     device: str | None = None
     environment: dict[str, Any] | None = None
+    checkpoint: str | None = None
+    baseline_checkpoint: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -275,13 +301,23 @@ def study_experiment(config: StudyConfig, *, data_root: str | os.PathLike[str] |
 
 
 class _ScoredTasks:
-    """A task list scored with the one scorer, with the list's design."""
+    """A task list scored with the one scorer, with the list's design.
 
-    def __init__(self, experiment: Experiment, tasks: Sequence[Task]) -> None:
+    With a ``reference`` experiment, the ``baseline`` pattern adapts that
+    experiment's model (on the same tasks, so differences stay paired).
+    """
+
+    def __init__(self, experiment: Experiment, tasks: Sequence[Task], reference: Experiment | None = None,
+                 baseline: Pattern | None = None) -> None:
         self.scorer = CachedScorer(experiment.model, experiment.benchmark, tasks, experiment.inner_lr)
+        self.reference = None if reference is None or reference is experiment else CachedScorer(
+            reference.model, reference.benchmark, tasks, reference.inner_lr)
+        self.baseline = baseline
         self.design = TaskDesign.of(tasks)
 
     def scores(self, pattern: Pattern) -> np.ndarray:
+        if self.reference is not None and pattern == self.baseline:
+            return self.reference.scores(pattern)
         return self.scorer.scores(pattern)
 
 
@@ -298,6 +334,7 @@ def select(
     test_seed: int = 0,
     data_root: str | os.PathLike[str] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
+    baseline_checkpoint: str | os.PathLike[str] | None = None,
     device: str = "auto",
 ) -> Selection:
     """Selects the fastest pattern confirmed within ``max_degradation`` of the baseline (see the module doc).
@@ -317,20 +354,14 @@ def select(
         data_root: Data folder.
         checkpoint: Checkpoint (default: the study configuration's default
             path); its checksum must match the study's.
+        baseline_checkpoint: Adapt the baseline on this checkpoint on the
+            test tasks (e.g. the parent of a specialized checkpoint).
         device: ``auto``, ``cpu`` or ``cuda``.
 
     Raises:
         UsageError: Missing study or trials, bad arguments, or another checkpoint.
     """
-    if not 0.0 <= max_degradation <= 1.0:
-        raise UsageError(f"--max-degradation must be between 0 and 1, got {max_degradation}")
-    if not 0.5 <= confidence < 1.0:
-        raise UsageError(f"--confidence must be in [0.5, 1), got {confidence}")
-    if max_candidates < 1:
-        raise UsageError(f"--candidates must be at least 1, got {max_candidates}")
-    report_tasks = test_tasks if report_tasks is None else report_tasks
-    if test_tasks < 2 or report_tasks < 2:
-        raise UsageError(f"--tasks and --report-tasks must be at least 2, got {test_tasks} and {report_tasks}")
+    report_tasks = _check_arguments(max_degradation, confidence, max_candidates, test_tasks, report_tasks)
     study = resolve_study(storage, study_name)
     choice = choose(study, max_degradation)
     validation = _validation_fields(study.study_name, choice, max_degradation, confidence)
@@ -342,9 +373,83 @@ def select(
     else:
         result = _confirm(study, choice, validation, max_degradation=max_degradation, confidence=confidence,
                           max_candidates=max_candidates, test_tasks=test_tasks, report_tasks=report_tasks,
-                          test_seed=test_seed, data_root=data_root, checkpoint=checkpoint, device=device)
+                          test_seed=test_seed, data_root=data_root, checkpoint=checkpoint,
+                          baseline_checkpoint=baseline_checkpoint, device=device)
     study.set_user_attr(SELECTION_ATTR, result.as_dict())
     return result
+
+
+def _check_arguments(max_degradation: float, confidence: float, max_candidates: int, test_tasks: int,
+                     report_tasks: int | None) -> int:
+    """Validates select's numbers; returns the report task count."""
+    if not 0.0 <= max_degradation <= 1.0:
+        raise UsageError(f"--max-degradation must be between 0 and 1, got {max_degradation}")
+    if not 0.5 <= confidence < 1.0:
+        raise UsageError(f"--confidence must be in [0.5, 1), got {confidence}")
+    if max_candidates < 1:
+        raise UsageError(f"--candidates must be at least 1, got {max_candidates}")
+    report_tasks = test_tasks if report_tasks is None else report_tasks
+    if test_tasks < 2 or report_tasks < 2:
+        raise UsageError(f"--tasks and --report-tasks must be at least 2, got {test_tasks} and {report_tasks}")
+    return report_tasks
+
+
+def confirm_pattern(
+    experiment: Experiment,
+    pattern: str,
+    max_degradation: float = 0.01,
+    *,
+    baseline: str = "full",
+    baseline_checkpoint: str | os.PathLike[str] | None = None,
+    confidence: float = 0.95,
+    test_tasks: int = 600,
+    report_tasks: int | None = None,
+    test_seed: int = 0,
+    latency_tasks: int = 2,
+    repeats: int = 5,
+) -> Selection:
+    """Confirms one given pattern against the baseline with the selection's rule, without a study.
+
+    For a pattern chosen elsewhere, typically a specialized checkpoint's
+    pattern against full MAML on its parent (``baseline_checkpoint``): the
+    pattern is confirmed when the one-sided ``confidence`` lower bound of its
+    paired difference on the confirmation tasks is at least ``-D``, and its
+    accuracies are then measured on fresh report tasks (see the module doc).
+
+    Args:
+        experiment: Benchmark, checkpoint and model the pattern adapts.
+        pattern: The pattern's text.
+        max_degradation: D, in accuracy units.
+        baseline: The baseline's text (default ``full``, of the baseline's checkpoint).
+        baseline_checkpoint: Checkpoint the baseline adapts (default: the same).
+        confidence: Probability that a confirmed pattern is truly within D.
+        test_tasks: Confirmation tasks.
+        report_tasks: Report tasks (default: as many as ``test_tasks``).
+        test_seed: Seed of the test tasks and of the class halves.
+        latency_tasks: Tasks timed.
+        repeats: Timed rounds.
+
+    Raises:
+        UsageError: Bad arguments.
+        CheckpointError: A baseline checkpoint of another benchmark or model.
+    """
+    report_tasks = _check_arguments(max_degradation, confidence, 1, test_tasks, report_tasks)
+    reference = experiment if baseline_checkpoint is None else experiment.with_checkpoint(baseline_checkpoint)
+    base, candidate = reference.pattern(baseline), experiment.pattern(pattern)
+    decision_tasks, fresh_tasks, disjoint = disjoint_task_sets(experiment.benchmark, "test", test_tasks,
+                                                               report_tasks, test_seed)
+    confirmation = _ScoredTasks(experiment, [t.to(experiment.device) for t in decision_tasks], reference, base)
+    decision = confirm_in_sequence([CandidateTest(str(candidate), None, None, None)], base, confirmation,
+                                   max_degradation=max_degradation, confidence=confidence)
+    selected = candidate if decision.selected is not None else base
+    return Selection(**{
+        "study": None, "baseline": str(base), "max_degradation": max_degradation, "confidence": confidence,
+        "mixed_devices": False, "pattern": str(selected), "trial": None, "val_accuracy": None,
+        "baseline_val_accuracy": None, "val_speedup": None,
+        **_decision_fields(decision, test_tasks, confirmation),
+        **_measured_fields(experiment, reference, base, selected, fresh_tasks, disjoint, test_seed,
+                           latency_tasks, repeats),
+    })
 
 
 def _validation_fields(study: str, choice: Choice, max_degradation: float, confidence: float) -> dict[str, Any]:
@@ -362,38 +467,51 @@ def _trial_fields(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
 def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], *, max_degradation: float,
              confidence: float, max_candidates: int, test_tasks: int, report_tasks: int, test_seed: int,
              data_root: str | os.PathLike[str] | None, checkpoint: str | os.PathLike[str] | None,
-             device: str) -> Selection:
+             baseline_checkpoint: str | os.PathLike[str] | None, device: str) -> Selection:
     config = StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR])
     experiment = study_experiment(config, data_root=data_root, checkpoint=checkpoint, device=device)
+    reference = experiment if baseline_checkpoint is None else experiment.with_checkpoint(baseline_checkpoint)
+    baseline = reference.pattern(str(choice.baseline.user_attrs["pattern"]))
     decision_tasks, fresh_tasks, disjoint = disjoint_task_sets(experiment.benchmark, "test", test_tasks,
                                                                report_tasks, test_seed)
     validation_design = TaskDesign.of(experiment.benchmark.tasks("val", config.tasks, config.task_seed))
-    confirmation = _ScoredTasks(experiment, [t.to(experiment.device) for t in decision_tasks])
+    confirmation = _ScoredTasks(experiment, [t.to(experiment.device) for t in decision_tasks], reference, baseline)
     decision = decide(choice, validation_design, confirmation, max_degradation=max_degradation, confidence=confidence,
                       max_candidates=max_candidates)
     selected = next((t for t in choice.candidates if decision.selected is not None
                      and t.number == decision.selected.trial), choice.baseline)
-    baseline = experiment.pattern(str(choice.baseline.user_attrs["pattern"]))
     pattern = experiment.pattern(str(selected.user_attrs["pattern"]))
+    return Selection(**{
+        **validation, **_trial_fields(selected), **_decision_fields(decision, test_tasks, confirmation),
+        **_measured_fields(experiment, reference, baseline, pattern, fresh_tasks, disjoint, test_seed,
+                           config.latency_tasks, max(config.repeats, 5)),
+    })
+
+
+def _decision_fields(decision: Decision, test_tasks: int, confirmation: _ScoredTasks) -> dict[str, Any]:
+    return {"confirmed": decision.selected is not None, "reason": decision.reason,
+            "candidates": tuple(asdict(c) for c in decision.candidates),
+            "lower_bound": decision.selected.lower_bound if decision.selected else None,
+            "confirmation_tasks": test_tasks, "confirmation_classes": confirmation.design.distinct_classes()}
+
+
+def _measured_fields(experiment: Experiment, reference: Experiment, baseline: Pattern, pattern: Pattern,
+                     fresh_tasks: Sequence[Task], disjoint: bool, test_seed: int, latency_tasks: int,
+                     repeats: int) -> dict[str, Any]:
+    """Accuracies on the fresh report tasks and the latency next to the baseline (same model: same cost)."""
     fresh = [t.to(experiment.device) for t in fresh_tasks]
-    report = _ScoredTasks(experiment, fresh)
+    report = _ScoredTasks(experiment, fresh, reference, baseline)
     baseline_scores, scores = report.scores(baseline), report.scores(pattern)
     accuracy, baseline_accuracy = estimate(scores, report.design), estimate(baseline_scores, report.design)
     difference = estimate(scores - baseline_scores, report.design)
-    timer = PatternEvaluator(experiment, baseline, fresh[: config.latency_tasks], latency_tasks=config.latency_tasks,
-                             repeats=max(config.repeats, 5))
+    timer = PatternEvaluator(experiment, baseline, fresh[:latency_tasks], latency_tasks=latency_tasks,
+                             repeats=repeats)
     timing = timer.latencies(pattern)
-    return Selection(**{
-        **validation, **_trial_fields(selected),
-        "confirmed": decision.selected is not None, "reason": decision.reason,
-        "candidates": tuple(asdict(c) for c in decision.candidates),
-        "lower_bound": decision.selected.lower_bound if decision.selected else None,
-        "confirmation_tasks": test_tasks, "confirmation_classes": confirmation.design.distinct_classes(),
-        **_report_fields(accuracy, baseline_accuracy, difference), "classes_disjoint": disjoint,
-        "latency_ms": timing.latency_ms, "baseline_latency_ms": timing.baseline_ms,
-        "speedup": 1.0 / max(timing.ratio, 1e-12), "test_seed": test_seed, "device": timer.device_name,
-        "environment": environment(),
-    })
+    return {**_report_fields(accuracy, baseline_accuracy, difference), "classes_disjoint": disjoint,
+            "latency_ms": timing.latency_ms, "baseline_latency_ms": timing.baseline_ms,
+            "speedup": 1.0 / max(timing.ratio, 1e-12), "test_seed": test_seed, "device": timer.device_name,
+            "environment": environment(), "checkpoint": str(experiment.checkpoint_path),
+            "baseline_checkpoint": str(reference.checkpoint_path)}
 
 
 def _report_fields(accuracy: Estimate, baseline: Estimate, difference: Estimate) -> dict[str, Any]:
