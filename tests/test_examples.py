@@ -76,3 +76,24 @@ def test_compare_spaces_example_draws_both_fronts(sinusoid_checkpoint: Path, tmp
                                "--phases-study", "other-tasks", "--out", str(tmp_path / "cmp2")],
                               capture_output=True, text=True, timeout=300, env=os.environ)
     assert mismatch.returncode != 0 and "differ in tasks" in mismatch.stderr
+
+
+def test_meta_update_cost_example_times_each_inner_loop(omniglot_root: Path) -> None:
+    out = subprocess.run([sys.executable, str(EXAMPLES / "meta_update_cost.py"), "--data-root", str(omniglot_root),
+                          "--patterns", "11111:2", "00001:2", "--meta-batch", "1", "--batches", "1", "--rounds", "1",
+                          "--json"], check=True, capture_output=True, text=True, timeout=300, env=os.environ)
+    result = json.loads(out.stdout)
+    rows = {row["pattern"]: row for row in result["rows"]}
+    assert set(rows) == {"11111:1", "11111:2", "00001:2"} and result["second_order"]
+    assert rows["11111:2"]["vs_full_same_steps"] == 1.0 and rows["00001:2"]["vs_full_same_steps"] > 0
+    assert all(row["seconds_per_meta_update"] > 0 for row in rows.values())
+
+
+def test_scoring_paths_example_compares_threads_and_batching(omniglot_root: Path) -> None:
+    out = subprocess.run([sys.executable, str(EXAMPLES / "scoring_paths.py"), "--data-root", str(omniglot_root),
+                          "--tasks", "4", "--rounds", "1", "--patterns", "00011:1+00001:1@2", "--device", "cpu",
+                          "--json"], check=True, capture_output=True, text=True, timeout=300, env=os.environ)
+    result = json.loads(out.stdout)
+    assert [row["pattern"] for row in result["rows"]] == ["00011:1+00001:1@2"]
+    assert result["rows"][0]["threads_s"] > 0 and result["rows"][0]["batched_s"] > 0
+    assert result["largest_score_difference"] <= 2.01 / 75  # at most two flipped queries of 75
