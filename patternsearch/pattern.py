@@ -65,8 +65,9 @@ class Phase:
 def _parse_phase(part: str, text: str) -> Phase:
     match = _PHASE_RE.match(part.strip())
     if match is None:
-        raise PatternError(f"malformed phase {part.strip()!r} in pattern {text!r}: expected FLAGS:STEPS or "
-                           "FLAGS:STEPS@SCALE such as 11111:5, 00011:4@2 or 11111:1+00011:4, 'full' or 'none'")
+        where = f"pattern {text!r}" if part.strip() == text else f"phase {part.strip()!r} in pattern {text!r}"
+        raise PatternError(f"malformed {where}: expected FLAGS:STEPS or FLAGS:STEPS@SCALE such as 11111:5, "
+                           "00011:4@2 or 11111:1+00011:4, 'full' or 'none'")
     try:
         scale = 1.0 if match.group(3) is None else float(match.group(3))
     except ValueError:
