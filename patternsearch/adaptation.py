@@ -288,7 +288,7 @@ def suffix_tensors(plan: AdaptationPlan, params: Mapping[str, Tensor], buffers: 
     return part_tensors(plan.suffix, params, buffers)
 
 
-def run_suffix_steps(
+def _run_suffix_steps(
     plan: AdaptationPlan,
     suffix: Mapping[str, Tensor],
     features: Tensor,
@@ -397,7 +397,7 @@ def run_phases(
             middle = stage_part(model, cut, plan.cut)
             with torch.set_grad_enabled(torch.is_grad_enabled() and differentiable):
                 phase_features = middle(part_tensors(middle, current, buffers), features)
-        suffix = run_suffix_steps(
+        suffix = _run_suffix_steps(
             plan, suffix_tensors(plan, current, buffers), phase_features, y, phase.steps, inner_lr * phase.scale,
             loss_fn, create_graph=create_graph, first_order=first_order, check_finite=check_finite,
         )
