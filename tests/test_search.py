@@ -8,7 +8,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from patternsearch import Pattern
+from patternsearch import Pattern, load_checkpoint, save_checkpoint
 from patternsearch.errors import UsageError
 from patternsearch.measurement import PatternEvaluator
 from patternsearch.search import (
@@ -329,3 +329,21 @@ def test_dominated_patterns_stop_early_count_toward_target_and_repeat_as_stopped
     last = optuna.load_study(study_name="s", storage=storage).trials[-1]
     assert last.user_attrs["pattern"] == "100:4"  # the enqueued one left waiting above
     assert last.state == TrialState.COMPLETE and last.user_attrs["tasks_scored"] == 48 and scored == [48]
+
+
+def test_diverging_learning_rate_scales_fail_their_trials_and_the_search_goes_on(sinusoid_checkpoint: Path,
+                                                                                 tmp_path: Path) -> None:
+    """No mock: at 5x the inner learning rate of the tiny checkpoint, scales of 4 and 8 diverge for real."""
+    checkpoint = load_checkpoint(sinusoid_checkpoint)
+    checkpoint.inner_lr = 0.05
+    hot = tmp_path / "hot.pt"
+    save_checkpoint(checkpoint, hot)
+    study = optimize(12, checkpoint=hot, storage=f"sqlite:///{tmp_path}/s.db", space="phases", search_lr=True,
+                     **TINY)
+    trials = study.get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 12
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed, "no drawn scale diverged"
+    for trial in failed:
+        assert trial.user_attrs["fail_reason"].startswith("FloatingPointError")
+        assert any(phase.scale >= 2 for phase in Pattern.parse(trial.user_attrs["pattern"]).phases)

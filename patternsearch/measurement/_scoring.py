@@ -232,10 +232,11 @@ class _ShardScorer:
         outputs, adapted_all = adapt_tasks(plan, pattern, starts, features, copied_buffers(self.model))
         scores = []
         for i in indices:
-            if not torch.isfinite(outputs[i]).all():
-                raise FloatingPointError(f"pattern {pattern} gave non-finite outputs; is the inner learning rate "
-                                         "too high?")
-            scores.append(score_fn(outputs[i], self.tasks[i].y_query))
+            score = score_fn(outputs[i], self.tasks[i].y_query) if torch.isfinite(outputs[i]).all() else np.nan
+            if not np.isfinite(score):  # outputs so large that a regression error overflows count too
+                raise FloatingPointError(f"pattern {pattern} gave non-finite outputs or scores; is the inner "
+                                         "learning rate (times the phase's scale) too high?")
+            scores.append(score)
             self.steps_run += pattern.steps - starts[i][0]
         if adapted_all:
             self._store(pattern, adapted_all)
