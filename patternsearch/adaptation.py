@@ -283,11 +283,6 @@ def check_finite_params(params: Mapping[str, Tensor]) -> None:
             raise FloatingPointError(f"adaptation diverged: {name} is not finite; is the inner learning rate too high?")
 
 
-def suffix_tensors(plan: AdaptationPlan, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor]) -> Params:
-    """The suffix's tensors by local name, taken from model-named ``params`` and ``buffers``."""
-    return part_tensors(plan.suffix, params, buffers)
-
-
 def _run_suffix_steps(
     plan: AdaptationPlan,
     suffix: Mapping[str, Tensor],
@@ -398,7 +393,7 @@ def run_phases(
             with torch.set_grad_enabled(torch.is_grad_enabled() and differentiable):
                 phase_features = middle(part_tensors(middle, current, buffers), features)
         suffix = _run_suffix_steps(
-            plan, suffix_tensors(plan, current, buffers), phase_features, y, phase.steps, inner_lr * phase.scale,
+            plan, part_tensors(plan.suffix, current, buffers), phase_features, y, phase.steps, inner_lr * phase.scale,
             loss_fn, create_graph=create_graph, first_order=first_order, check_finite=check_finite,
         )
         current.update({name: suffix[local] for local, name in plan.suffix.param_names})

@@ -132,21 +132,17 @@ def _specialize_parser(sub: argparse._SubParsersAction) -> None:
 
 def _specialize(args: argparse.Namespace) -> int:
     from .benchmarks import create_benchmark
-    from .checkpoint import default_checkpoint_path, load_checkpoint
+    from .checkpoint import default_checkpoint_path
     from .training import specialize
 
     source = args.checkpoint
     if source is None:
         named = create_benchmark(args.benchmark, args.ways, args.shots, data_root=args.data_root)
         source = default_checkpoint_path(named.name, args.model or named.default_model, args.ways, args.shots)
-    parent = load_checkpoint(source)
-    benchmark = create_benchmark(parent.benchmark, parent.ways, parent.shots,
-                                 int(parent.config.get("queries", 15)), args.data_root,
-                                 **dict(parent.config.get("benchmark_options", {})))
-    checkpoint = specialize(
+    checkpoint = specialize(  # the parent's own benchmark settings come from its checkpoint
         source, args.pattern, args.iterations, args.out, meta_batch=args.meta_batch, meta_lr=args.meta_lr,
         first_order=args.first_order, seed=args.seed, val_every=args.val_every, val_tasks=args.val_tasks,
-        checkpoint_every=args.checkpoint_every, data_root=args.data_root, device=args.device, benchmark=benchmark,
+        checkpoint_every=args.checkpoint_every, data_root=args.data_root, device=args.device,
     )
     last = checkpoint.history[-1] if checkpoint.history else {}
     print(f"specialized checkpoint: {args.out} (pattern {checkpoint.pattern}, parent {source}, iteration "

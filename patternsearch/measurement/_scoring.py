@@ -45,7 +45,6 @@ from ..adaptation import (
     part_tensors,
     run_phases,
     stage_part,
-    suffix_tensors,
 )
 from ..benchmarks import Benchmark, Task
 from ..pattern import Pattern
@@ -253,7 +252,7 @@ class _ShardScorer:
                                  support, plan.cut, self.tasks[i].y_support, self.inner_lr, self.benchmark.loss_fn,
                                  check_finite=False)
             with torch.no_grad():
-                outputs[i] = plan.suffix(suffix_tensors(plan, adapted, buffers), query)
+                outputs[i] = plan.suffix(part_tensors(plan.suffix, adapted, buffers), query)
             if pattern.steps > done:
                 adapted_all[i] = {name: adapted[name] for name in plan.flagged}
         return outputs, adapted_all
