@@ -347,3 +347,35 @@ def test_diverging_learning_rate_scales_fail_their_trials_and_the_search_goes_on
     for trial in failed:
         assert trial.user_attrs["fail_reason"].startswith("FloatingPointError")
         assert any(phase.scale >= 2 for phase in Pattern.parse(trial.user_attrs["pattern"]).phases)
+
+
+def test_confirm_pattern_adapts_the_candidate_on_its_own_checkpoint_even_as_the_baseline_pattern(
+        sinusoid_checkpoint: Path, tmp_path: Path) -> None:
+    # `select --pattern full --checkpoint SPECIAL --baseline-checkpoint PARENT` once scored both sides on the parent.
+    from patternsearch import specialize
+    from patternsearch.benchmarks import disjoint_task_sets
+    from patternsearch.experiment import open_experiment
+    from patternsearch.measurement import score_pattern
+    from patternsearch.search import confirm_pattern
+
+    special = tmp_path / "special.pt"
+    specialize(sinusoid_checkpoint, "001:3", 3, special, meta_batch=2, val_every=3, val_tasks=2, device="cpu",
+               progress=False)
+    candidate = open_experiment("sinusoid", shots=5, queries=10, checkpoint=special, device="cpu")
+    parent = candidate.with_checkpoint(sinusoid_checkpoint)
+    result = confirm_pattern(candidate, "full", 10.0 / 100, baseline_checkpoint=sinusoid_checkpoint, test_tasks=10,
+                             report_tasks=10, latency_tasks=1, repeats=1)
+    decision_tasks, fresh_tasks, _ = disjoint_task_sets(candidate.benchmark, "test", 10, 10, 0)
+
+    def paired(tasks: list) -> float:
+        mine = score_pattern(candidate.model, candidate.benchmark, tasks, candidate.full, candidate.inner_lr)
+        base = score_pattern(parent.model, parent.benchmark, tasks, parent.full, parent.inner_lr)
+        return float((mine - base).mean())
+
+    truth = paired(decision_tasks)
+    assert abs(truth) > 1e-4  # the two checkpoints really differ
+    assert result.candidates[0]["test_difference"] == pytest.approx(truth, rel=1e-5)
+    if result.confirmed:  # the report tasks then compare the two checkpoints too
+        assert result.difference == pytest.approx(paired(fresh_tasks), rel=1e-5)
+    else:
+        assert result.difference == 0.0 and result.pattern == result.baseline

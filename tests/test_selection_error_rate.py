@@ -16,7 +16,6 @@ import pytest
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import create_trial
 
-from patternsearch.pattern import Pattern
 from patternsearch.search import CONFIG_ATTR, choose, decide
 from patternsearch.uncertainty import TaskDesign
 
@@ -53,9 +52,9 @@ class FabricatedScores:
             self._scores[pattern] = _accuracies(rng, self.design, base, loss, interaction)
         self.scored: list[str] = []
 
-    def scores(self, pattern: Pattern) -> np.ndarray:
-        self.scored.append(str(pattern))
-        return self._scores[str(pattern)]
+    def differences(self, pattern: str) -> np.ndarray:
+        self.scored.append(pattern)
+        return self._scores[pattern] - self._scores[BASELINE]
 
 
 def _study(validation: dict[str, tuple[float, float]], rng: np.random.Generator) -> optuna.Study:
@@ -86,7 +85,8 @@ def _selection_rate(true_losses: dict[str, float], seed: int) -> tuple[float, di
     chosen: dict[str, int] = {}
     for _ in range(RUNS):
         study = _study(VALIDATION, rng)
-        decision = decide(choose(study, D), TaskDesign.none(), FabricatedScores(rng, true_losses),
+        scores = FabricatedScores(rng, true_losses)
+        decision = decide(choose(study, D), TaskDesign.none(), scores.differences, scores.design,
                           max_degradation=D, confidence=0.95)
         if decision.selected is not None:
             chosen[decision.selected.pattern] = chosen.get(decision.selected.pattern, 0) + 1
@@ -110,8 +110,9 @@ def test_a_pattern_without_loss_is_confirmed_in_most_runs() -> None:
 def test_testing_stops_at_the_first_candidate_not_confirmed() -> None:
     rng = np.random.default_rng(3)
     scores = FabricatedScores(rng, {"00010:1": 0.0, "00010:2": 0.2, "00110:4": 0.0})
-    decision = decide(choose(_study(VALIDATION, rng), D), TaskDesign.none(), scores, max_degradation=D)
-    assert scores.scored == [BASELINE, "00110:4", "00010:2"]  # slowest first; 00010:1 never scored
+    decision = decide(choose(_study(VALIDATION, rng), D), TaskDesign.none(), scores.differences, scores.design,
+                      max_degradation=D)
+    assert scores.scored == ["00110:4", "00010:2"]  # slowest first; 00010:1 never scored
     assert decision.selected is not None and decision.selected.pattern == "00110:4"
     tested = {c.pattern: c for c in decision.candidates}
     assert tested["00010:2"].confirmed is False and tested["00010:1"].lower_bound is None

@@ -1,30 +1,11 @@
-"""``select``: choose candidates on validation, confirm one on test tasks, report it on fresh ones.
+"""``select``: a study's candidates confirmed on test tasks, and reported on fresh ones.
 
-The promise: the selected pattern's accuracy is within ``max_degradation``
-(D) of the baseline's, with probability at least ``confidence``. The
-procedure:
-
-1. **Validation** (the study's tasks) proposes candidates: the Pareto
-   patterns faster than the baseline whose paired validation difference has
-   a lower ``confidence`` bound of at least ``-D`` (a pattern that barely
-   passes on validation would rarely be confirmed); of those, the
-   ``max_candidates`` fastest. The list is fixed before any test task is
-   scored.
-2. **Confirmation tasks** decide, by fixed-sequence testing. The candidates
-   are tested in order of validation speed, slowest (on a Pareto front: most
-   accurate) first, each paired with the baseline on the same tasks, and
-   confirmed when the one-sided ``confidence`` lower bound of its accuracy
-   difference is at least ``-D``. Testing stops at the first candidate that
-   is not confirmed; the fastest confirmed one is selected, and when none is,
-   the baseline is the answer. Because a candidate is tested only after
-   every earlier one was confirmed, the probability of confirming any
-   pattern whose true loss exceeds D is at most ``1 - confidence`` (strong
-   family-wise control of the fixed-sequence procedure), however many
-   candidates there are and whatever their true losses.
-3. **Report tasks**, drawn from the other half of the test split's classes
-   when the benchmark exposes them, took no part in the decision: the
-   selected pattern's and the baseline's accuracies printed by ``select``
-   come from them and are unbiased.
+The statistical rule (proposal on validation, fixed-sequence confirmation)
+is :mod:`patternsearch.confirmation`; this module feeds it a study's Pareto
+trials and real adaptations, then measures the selected pattern on **report
+tasks**: tasks from the test split's other units (a third of its characters
+for Omniglot) when the benchmark exposes them, which took no part in the
+decision, so the accuracies ``select`` prints are unbiased.
 
 Intervals account for tasks that share classes (:mod:`patternsearch.uncertainty`).
 """
@@ -32,15 +13,16 @@ Intervals account for tasks that share classes (:mod:`patternsearch.uncertainty`
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import optuna
 
 from ..benchmarks import Task, disjoint_task_sets
 from ..checkpoint import file_checksum
+from ..confirmation import CandidateTest, Decision, Proposal, confirm_in_sequence, propose
 from ..errors import UsageError
 from ..experiment import Experiment, open_experiment
 from ..measurement import CachedScorer, PatternEvaluator, environment
@@ -52,141 +34,74 @@ from ._storage import DEFAULT_STORAGE, load_existing_study, open_storage
 from ._study import default_study_name
 
 
-class TaskScores(Protocol):
-    """Per-task scores of patterns on one fixed task list, and that list's design."""
+class PairedScores:
+    """Candidates and the baseline scored on one fixed task list, each on its own checkpoint.
 
-    design: TaskDesign
-
-    def scores(self, pattern: Pattern) -> np.ndarray:
-        """Scores of ``pattern`` on every task, in task order."""
-        ...
-
-
-@dataclass(frozen=True)
-class CandidateTest:
-    """One candidate of the selection and what the confirmation tasks said of it.
-
-    Attributes:
-        pattern: The pattern's text.
-        trial: Its trial in the study (None for a pattern given to
-            :func:`confirm_pattern`, as are the validation fields).
-        val_difference: Validation accuracy minus the baseline's.
-        val_speedup: Speedup over the baseline measured in the study.
-        test_difference: Mean paired difference on the confirmation tasks
-            (None when testing stopped before this candidate).
-        lower_bound: One-sided lower confidence bound of that difference.
-        confirmed: Whether ``lower_bound >= -max_degradation``.
+    The candidate side always adapts ``experiment``'s model and the baseline
+    side ``reference``'s (the same experiment unless a specialized
+    checkpoint is compared with its parent), whatever the patterns: a
+    candidate equal to the baseline pattern is still scored on the
+    candidate's checkpoint.
     """
 
-    pattern: str
-    trial: int | None
-    val_difference: float | None
-    val_speedup: float | None
-    test_difference: float | None = None
-    lower_bound: float | None = None
-    confirmed: bool = False
+    def __init__(self, experiment: Experiment, reference: Experiment, baseline: Pattern,
+                 tasks: Sequence[Task]) -> None:
+        self.design = TaskDesign.of(tasks)
+        self.baseline = baseline
+        self._candidate = CachedScorer(experiment.model, experiment.benchmark, tasks, experiment.inner_lr)
+        self._reference = self._candidate if reference is experiment else CachedScorer(
+            reference.model, reference.benchmark, tasks, reference.inner_lr)
+        self._experiment = experiment
+
+    def candidate_scores(self, pattern: str | Pattern) -> np.ndarray:
+        """Per-task scores of ``pattern`` adapted on the candidate's checkpoint."""
+        return self._candidate.scores(self._experiment.pattern(pattern))
+
+    def baseline_scores(self) -> np.ndarray:
+        """Per-task scores of the baseline adapted on the baseline's checkpoint."""
+        return self._reference.scores(self.baseline)
+
+    def differences(self, pattern: str | Pattern) -> np.ndarray:
+        """Paired per-task differences, candidate minus baseline."""
+        return self.candidate_scores(pattern) - self.baseline_scores()
 
 
-@dataclass(frozen=True)
-class Decision:
-    """The outcome of the confirmation: every candidate's test and the selected one (None: the baseline)."""
-
-    candidates: tuple[CandidateTest, ...]
-    selected: CandidateTest | None
-    reason: str
-
-
-def validation_candidates(choice: Choice, design: TaskDesign, *, max_degradation: float, confidence: float,
-                          max_candidates: int) -> list[CandidateTest]:
-    """The fastest Pareto patterns whose validation lower bound is at least ``-max_degradation`` (step 1 above).
-
-    Args:
-        choice: Pareto patterns within the degradation on validation (point
-            estimates), fastest first, and the baseline.
-        design: The study's validation tasks.
-        max_degradation: D, in accuracy units.
-        confidence: Level of the validation lower bound.
-        max_candidates: At most this many are returned.
-    """
+def proposals(choice: Choice) -> list[Proposal]:
+    """A study's qualifying Pareto trials (fastest first, the baseline left out) as proposals."""
     baseline = choice.baseline
     base_scores = np.asarray(baseline.user_attrs.get("scores", ()), dtype=np.float64)
-    candidates = []
+    result = []
     for trial in choice.candidates:
-        if trial.user_attrs["pattern"] == baseline.user_attrs["pattern"] or len(candidates) == max_candidates:
+        if trial.user_attrs["pattern"] == baseline.user_attrs["pattern"]:
             continue
         scores = np.asarray(trial.user_attrs.get("scores", ()), dtype=np.float64)
-        if scores.size and scores.size == base_scores.size:
-            paired = estimate(scores - base_scores, design if design.units is None or
-                              len(design.units) == scores.size else TaskDesign.none())
-            if paired.lower_bound(confidence) < -max_degradation:
-                continue
-        candidates.append(CandidateTest(
-            pattern=str(trial.user_attrs["pattern"]), trial=trial.number,
+        result.append(Proposal(
+            pattern=str(trial.user_attrs["pattern"]), speedup=float(trial.user_attrs["speedup"]),
             val_difference=float(trial.user_attrs["accuracy"]) - float(baseline.user_attrs["accuracy"]),
-            val_speedup=float(trial.user_attrs["speedup"])))
-    return candidates
+            val_differences=scores - base_scores if scores.size == base_scores.size else np.empty(0),
+            trial=trial.number))
+    return result
 
 
-def decide(
-    choice: Choice,
-    validation: TaskDesign,
-    confirmation: TaskScores,
-    *,
-    max_degradation: float,
-    confidence: float = 0.95,
-    max_candidates: int = 5,
-) -> Decision:
-    """Proposes candidates on validation and tests them on the confirmation tasks (steps 1 and 2 above).
+def decide(choice: Choice, validation: TaskDesign, differences: Callable[[str], np.ndarray],
+           design: TaskDesign, *, max_degradation: float, confidence: float = 0.95,
+           max_candidates: int = 5) -> Decision:
+    """Proposes a study's candidates on validation and confirms them on the confirmation tasks.
 
     Args:
         choice: Pareto patterns within D on validation (fastest first) and the baseline.
         validation: The design of the study's validation tasks.
-        confirmation: Scores on the confirmation tasks.
+        differences: A pattern's paired per-task differences to the baseline
+            on the confirmation tasks (e.g. :meth:`PairedScores.differences`).
+        design: The confirmation tasks' design.
         max_degradation: D, in accuracy units.
         confidence: Family-wise confidence of the whole procedure.
         max_candidates: The most candidates tested.
     """
-    tests = validation_candidates(choice, validation, max_degradation=max_degradation, confidence=confidence,
-                                  max_candidates=max_candidates)
-    if not tests:
-        return Decision((), None, f"no Pareto pattern faster than the baseline has a validation lower bound "
-                                  f"within {max_degradation:g}; the baseline is the answer")
-    return confirm_in_sequence(tests, Pattern.parse(str(choice.baseline.user_attrs["pattern"])), confirmation,
-                               max_degradation=max_degradation, confidence=confidence)
-
-
-def confirm_in_sequence(tests: Sequence[CandidateTest], baseline: Pattern, confirmation: TaskScores, *,
-                        max_degradation: float, confidence: float) -> Decision:
-    """Fixed-sequence testing of candidates (fastest first) against the baseline (step 2 above).
-
-    Args:
-        tests: The candidates, fastest first; tested slowest first.
-        baseline: The baseline pattern.
-        confirmation: Scores on the confirmation tasks (the baseline's may
-            come from another checkpoint).
-        max_degradation: D, in accuracy units.
-        confidence: Family-wise confidence.
-    """
-    tests = list(tests)
-    baseline_scores = confirmation.scores(baseline)
-    tests.reverse()  # slowest (most accurate on validation) first
-    selected = None
-    for i, test in enumerate(tests):
-        difference = estimate(confirmation.scores(Pattern.parse(test.pattern)) - baseline_scores,
-                              confirmation.design)
-        bound = difference.lower_bound(confidence)
-        tests[i] = CandidateTest(**{**asdict(test), "test_difference": difference.mean, "lower_bound": bound,
-                                    "confirmed": bound >= -max_degradation})
-        if not tests[i].confirmed:
-            break
-        selected = tests[i]
-    tests.reverse()  # fastest first again
-    if selected is None:
-        return Decision(tuple(tests), None, f"the first candidate tested, {tests[-1].pattern}, has lower bound "
-                                            f"{tests[-1].lower_bound:+.4f} < -{max_degradation:g}; the baseline is "
-                                            "the answer")
-    return Decision(tuple(tests), selected, f"the fastest confirmed candidate: lower bound "
-                                            f"{selected.lower_bound:+.4f} >= -{max_degradation:g}")
+    candidates = propose(proposals(choice), validation, max_degradation=max_degradation, confidence=confidence,
+                         max_candidates=max_candidates)
+    return confirm_in_sequence(candidates, differences, design, max_degradation=max_degradation,
+                               confidence=confidence)
 
 
 @dataclass(frozen=True)
@@ -298,27 +213,6 @@ def study_experiment(config: StudyConfig, *, data_root: str | os.PathLike[str] |
         raise UsageError(f"checkpoint {experiment.checkpoint_path} (sha256 {checksum[:12]}...) is not the one the "
                          f"study was made with (sha256 {config.checkpoint_sha256[:12]}...); pass --checkpoint")
     return experiment
-
-
-class _ScoredTasks:
-    """A task list scored with the one scorer, with the list's design.
-
-    With a ``reference`` experiment, the ``baseline`` pattern adapts that
-    experiment's model (on the same tasks, so differences stay paired).
-    """
-
-    def __init__(self, experiment: Experiment, tasks: Sequence[Task], reference: Experiment | None = None,
-                 baseline: Pattern | None = None) -> None:
-        self.scorer = CachedScorer(experiment.model, experiment.benchmark, tasks, experiment.inner_lr)
-        self.reference = None if reference is None or reference is experiment else CachedScorer(
-            reference.model, reference.benchmark, tasks, reference.inner_lr)
-        self.baseline = baseline
-        self.design = TaskDesign.of(tasks)
-
-    def scores(self, pattern: Pattern) -> np.ndarray:
-        if self.reference is not None and pattern == self.baseline:
-            return self.reference.scores(pattern)
-        return self.scorer.scores(pattern)
 
 
 def select(
@@ -438,13 +332,13 @@ def confirm_pattern(
     base, candidate = reference.pattern(baseline), experiment.pattern(pattern)
     decision_tasks, fresh_tasks, disjoint = disjoint_task_sets(experiment.benchmark, "test", test_tasks,
                                                                report_tasks, test_seed)
-    confirmation = _ScoredTasks(experiment, [t.to(experiment.device) for t in decision_tasks], reference, base)
-    decision = confirm_in_sequence([CandidateTest(str(candidate), None, None, None)], base, confirmation,
-                                   max_degradation=max_degradation, confidence=confidence)
-    selected = candidate if decision.selected is not None else base
+    confirmation = PairedScores(experiment, reference, base, [t.to(experiment.device) for t in decision_tasks])
+    decision = confirm_in_sequence([CandidateTest(str(candidate), None, None, None)], confirmation.differences,
+                                   confirmation.design, max_degradation=max_degradation, confidence=confidence)
+    selected = candidate if decision.selected is not None else None
     return Selection(**{
         "study": None, "baseline": str(base), "max_degradation": max_degradation, "confidence": confidence,
-        "mixed_devices": False, "pattern": str(selected), "trial": None, "val_accuracy": None,
+        "mixed_devices": False, "pattern": str(selected or base), "trial": None, "val_accuracy": None,
         "baseline_val_accuracy": None, "val_speedup": None,
         **_decision_fields(decision, test_tasks, confirmation),
         **_measured_fields(experiment, reference, base, selected, fresh_tasks, disjoint, test_seed,
@@ -475,12 +369,12 @@ def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], *,
     decision_tasks, fresh_tasks, disjoint = disjoint_task_sets(experiment.benchmark, "test", test_tasks,
                                                                report_tasks, test_seed)
     validation_design = TaskDesign.of(experiment.benchmark.tasks("val", config.tasks, config.task_seed))
-    confirmation = _ScoredTasks(experiment, [t.to(experiment.device) for t in decision_tasks], reference, baseline)
-    decision = decide(choice, validation_design, confirmation, max_degradation=max_degradation, confidence=confidence,
-                      max_candidates=max_candidates)
+    confirmation = PairedScores(experiment, reference, baseline, [t.to(experiment.device) for t in decision_tasks])
+    decision = decide(choice, validation_design, confirmation.differences, confirmation.design,
+                      max_degradation=max_degradation, confidence=confidence, max_candidates=max_candidates)
     selected = next((t for t in choice.candidates if decision.selected is not None
                      and t.number == decision.selected.trial), choice.baseline)
-    pattern = experiment.pattern(str(selected.user_attrs["pattern"]))
+    pattern = None if decision.selected is None else experiment.pattern(str(selected.user_attrs["pattern"]))
     return Selection(**{
         **validation, **_trial_fields(selected), **_decision_fields(decision, test_tasks, confirmation),
         **_measured_fields(experiment, reference, baseline, pattern, fresh_tasks, disjoint, test_seed,
@@ -488,20 +382,26 @@ def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], *,
     })
 
 
-def _decision_fields(decision: Decision, test_tasks: int, confirmation: _ScoredTasks) -> dict[str, Any]:
+def _decision_fields(decision: Decision, test_tasks: int, confirmation: PairedScores) -> dict[str, Any]:
     return {"confirmed": decision.selected is not None, "reason": decision.reason,
             "candidates": tuple(asdict(c) for c in decision.candidates),
             "lower_bound": decision.selected.lower_bound if decision.selected else None,
             "confirmation_tasks": test_tasks, "confirmation_classes": confirmation.design.distinct_classes()}
 
 
-def _measured_fields(experiment: Experiment, reference: Experiment, baseline: Pattern, pattern: Pattern,
+def _measured_fields(experiment: Experiment, reference: Experiment, baseline: Pattern, pattern: Pattern | None,
                      fresh_tasks: Sequence[Task], disjoint: bool, test_seed: int, latency_tasks: int,
                      repeats: int) -> dict[str, Any]:
-    """Accuracies on the fresh report tasks and the latency next to the baseline (same model: same cost)."""
+    """Accuracies on the fresh report tasks and the latency next to the baseline (same model: same cost).
+
+    ``pattern`` is the confirmed candidate (adapted on ``experiment``'s
+    checkpoint), or None when the baseline is the answer.
+    """
     fresh = [t.to(experiment.device) for t in fresh_tasks]
-    report = _ScoredTasks(experiment, fresh, reference, baseline)
-    baseline_scores, scores = report.scores(baseline), report.scores(pattern)
+    report = PairedScores(experiment, reference, baseline, fresh)
+    baseline_scores = report.baseline_scores()
+    scores = baseline_scores if pattern is None else report.candidate_scores(pattern)
+    pattern = baseline if pattern is None else pattern
     accuracy, baseline_accuracy = estimate(scores, report.design), estimate(baseline_scores, report.design)
     difference = estimate(scores - baseline_scores, report.design)
     timer = PatternEvaluator(experiment, baseline, fresh[:latency_tasks], latency_tasks=latency_tasks,
