@@ -27,9 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from patternsearch import create_benchmark
-from patternsearch.importing import import_checkpoint
-from patternsearch.search import optimize, select
+from patternsearch import ExperimentSpec, create_benchmark, import_checkpoint, optimize, select
 
 INNER_LR, INNER_STEPS = 0.4, 3
 
@@ -98,17 +96,16 @@ def main() -> None:
 
     plugin = f"{Path(__file__).resolve()}:build"
     checkpoint = args.out / "imported.pt"
-    imported = import_checkpoint(weights, checkpoint, benchmark="omniglot-small", model=plugin, ways=5, shots=1,
-                                 inner_lr=INNER_LR, eval_steps=INNER_STEPS, train_steps=INNER_STEPS,
-                                 data_root=args.data_root, device="cpu", check_tasks=20)
+    spec = ExperimentSpec(benchmark="omniglot-small", model=plugin, data_root=args.data_root, device="cpu")
+    imported = import_checkpoint(weights, checkpoint, spec, inner_lr=INNER_LR, eval_steps=INNER_STEPS,
+                                 train_steps=INNER_STEPS, check_tasks=20)
     print(f"imported: full MAML on validation tasks {imported.full.describe()}")
     if imported.warning:
         print(f"warning: {imported.warning}")
 
     storage = f"sqlite:///{args.out.resolve()}/study.db"
-    optimize(args.trials, benchmark="omniglot-small", model=plugin, data_root=args.data_root,
-             checkpoint=checkpoint, storage=storage, tasks=args.tasks, max_steps=INNER_STEPS * 2, device="cpu",
-             progress=False)
+    optimize(args.trials, spec.but(checkpoint=str(checkpoint)), storage=storage, tasks=args.tasks,
+             max_steps=INNER_STEPS * 2, progress=False)
     choice = select(0.02, storage=storage, data_root=args.data_root, checkpoint=checkpoint, device="cpu",
                     test_tasks=args.test_tasks)
     summary = {"pattern": choice.pattern, "confirmed": choice.confirmed, "reason": choice.reason,

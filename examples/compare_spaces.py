@@ -21,12 +21,14 @@ from typing import Any
 import optuna
 from matplotlib.figure import Figure
 
+from patternsearch import ExperimentSpec
 from patternsearch.search import (
     CONFIG_ATTR,
     SelectionError,
     baseline_trial,
     choose,
     completed_trials,
+    measured,
     optimize,
     pareto_trials,
     resolve_study,
@@ -39,9 +41,9 @@ SAME = ("benchmark", "model", "ways", "shots", "queries", "checkpoint_sha256", "
 
 
 def _point(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    return {"pattern": trial.user_attrs["pattern"], "accuracy": trial.user_attrs["accuracy"],
-            "ci95": trial.user_attrs["ci95"], "speedup": trial.user_attrs["speedup"],
-            "latency_ms": trial.user_attrs["latency_ms"]}
+    record = measured(trial)
+    return {"pattern": record.pattern, "accuracy": record.accuracy, "ci95": record.ci95, "speedup": record.speedup,
+            "latency_ms": record.latency_ms}
 
 
 def _fastest_within(study: optuna.Study, budget: float) -> dict[str, Any] | None:
@@ -131,8 +133,9 @@ def main() -> None:
     storages = {"flags": args.flags_storage or args.storage, "phases": args.phases_storage or args.storage}
     if args.trials is not None:
         for kind, options in SPACES.items():
-            optimize(args.trials, benchmark=args.benchmark, data_root=args.data_root, checkpoint=args.checkpoint,
-                     device=args.device, storage=storages[kind], study_name=names[kind], **options)
+            spec = ExperimentSpec(benchmark=args.benchmark, data_root=args.data_root, checkpoint=args.checkpoint,
+                                  device=args.device)
+            optimize(args.trials, spec, storage=storages[kind], study_name=names[kind], **options)
     result = compare({kind: resolve_study(storages[kind], name) for kind, name in names.items()})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -27,11 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from patternsearch import Pattern, adapt, reference_adapt
+from patternsearch import ExperimentSpec, Pattern, adapt, open_experiment, optimize, reference_adapt, select
 from patternsearch.devices import device_name
-from patternsearch.experiment import open_experiment
 from patternsearch.measurement import CachedScorer, bench, environment, exact_precision
-from patternsearch.search import optimize, select
 
 BENCH_PATTERNS = ("00010:2", "00011:1", "00001:10", "00011:10")
 
@@ -74,7 +72,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
 
-    experiment = open_experiment("omniglot-small", data_root=args.data_root, device=args.device)
+    spec = ExperimentSpec(data_root=args.data_root, device=args.device)
+    experiment = open_experiment(spec)
     tasks = experiment.tasks("val", 24, 0)
     summary: dict[str, object] = {"device": device_name(experiment.device), "environment": environment()}
     summary["equivalence"] = equivalence(experiment, tasks, args.random_patterns, seed=0)
@@ -85,8 +84,7 @@ def main() -> None:
 
     storage = f"sqlite:///{args.out.resolve()}/study.db"
     started = time.perf_counter()
-    study = optimize(args.trials, data_root=args.data_root, device=args.device, storage=storage, tasks=args.tasks,
-                     progress=False)
+    study = optimize(args.trials, spec, storage=storage, tasks=args.tasks, progress=False)
     summary["study"] = {"trials": args.trials, "seconds": time.perf_counter() - started,
                         "complete": sum(t.state.name == "COMPLETE" for t in study.trials)}
     started = time.perf_counter()

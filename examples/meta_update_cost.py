@@ -20,7 +20,7 @@ import platform
 
 import torch
 
-from patternsearch.experiment import open_experiment
+from patternsearch import ExperimentSpec, open_experiment
 from patternsearch.measurement import environment, interleaved_latencies
 from patternsearch.training import accumulate_meta_gradient
 
@@ -49,8 +49,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    experiment = open_experiment(args.benchmark, None, data_root=args.data_root, checkpoint=args.checkpoint,
-                                 device=args.device)
+    experiment = open_experiment(ExperimentSpec(benchmark=args.benchmark, data_root=args.data_root,
+                                                checkpoint=args.checkpoint, device=args.device))
     model, benchmark, checkpoint = experiment.model, experiment.benchmark, experiment.checkpoint
     meta_batch = args.meta_batch or int(checkpoint.config.get("meta_batch", 4))
     train = benchmark.split("train")

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from patternsearch.experiment import open_experiment
+from patternsearch import ExperimentSpec, open_experiment
 from patternsearch.measurement import CachedScorer, environment
 
 PATTERNS = ("11111:10", "00010:5", "00011:1", "11111:1+00001:4@2")
@@ -36,8 +36,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    experiment = open_experiment("omniglot-small", None, data_root=args.data_root, checkpoint=args.checkpoint,
-                                 device=args.device)
+    experiment = open_experiment(ExperimentSpec(data_root=args.data_root, checkpoint=args.checkpoint,
+                                                device=args.device))
     tasks = experiment.tasks("val", args.tasks, 0)
     seconds: dict[str, dict[str, list[float]]] = {text: {"threads": [], "batched": []} for text in args.patterns}
     largest_difference = 0.0

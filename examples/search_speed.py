@@ -32,8 +32,16 @@ import torch
 
 from patternsearch import adapt, functional_forward
 from patternsearch.devices import device_name
-from patternsearch.measurement import CachedScorer, Rival, race, time_objective
-from patternsearch.search import CONFIG_ATTR, StudyConfig, counts_toward_target, resolve_study, study_experiment
+from patternsearch.measurement import CachedScorer, Rival, race
+from patternsearch.search import (
+    CONFIG_ATTR,
+    StudyConfig,
+    counts_toward_target,
+    measured,
+    resolve_study,
+    study_experiment,
+)
+from patternsearch.uncertainty import TaskDesign
 
 
 def naive_scores(experiment, tasks, pattern) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -66,33 +74,40 @@ def main() -> None:
     scorer = CachedScorer(experiment.model, experiment.benchmark, tasks, experiment.inner_lr)
     fast: dict[str, tuple[np.ndarray, int | None]] = {}  # pattern -> (scores, dominated_by trial)
     naive: dict[str, np.ndarray] = {}
+    replayed: list[bool] = []  # whether each distinct pattern stopped where (and by whom) the study stopped it
+    objective_mismatches: list[int] = []  # trials whose replayed time objective is not the one the study stored
     rivals: list[Rival] = []
     fast_s = naive_s = 0.0
     for trial in trials:
-        attrs = trial.user_attrs
-        pattern = experiment.pattern(attrs["pattern"])
+        record = measured(trial)
+        pattern = experiment.pattern(record.pattern)
         began = time.perf_counter()
-        if attrs["pattern"] not in fast:
-            mine = time_objective(config.time_metric, attrs["latency_ms"], attrs["baseline_latency_ms"],
-                                  attrs["flops"])
-            is_baseline = attrs["pattern"] == config.baseline
+        if record.pattern not in fast:
+            mine = record.time_objective(config.time_metric)  # the value the study compared, as recorded
+            if trial.values is not None and not np.isclose(mine, trial.values[0]):
+                objective_mismatches.append(trial.number)
+            is_baseline = record.pattern == config.baseline
             faster = [] if is_baseline else [r for r in rivals if r.time <= mine]
-            outcome = race(lambda indices, p=pattern: scorer.scores(p, indices), len(tasks), faster)
-            fast[attrs["pattern"]] = (outcome.scores, outcome.dominated_by)
+            outcome = race(lambda indices, p=pattern: scorer.scores(p, indices), len(tasks), faster,
+                           design=TaskDesign.of(tasks))
+            fast[record.pattern] = (outcome.scores, outcome.dominated_by)
+            replayed.append(outcome.dominated_by == record.dominated_by)
             if outcome.dominated_by is None:
                 rivals.append(Rival(trial.number, mine, outcome.scores))
         fast_s += time.perf_counter() - began
         began = time.perf_counter()
-        naive[attrs["pattern"]] = naive_scores(experiment, tasks, pattern)
+        naive[record.pattern] = naive_scores(experiment, tasks, pattern)
         naive_s += time.perf_counter() - began
 
-    pattern_of = {t.number: t.user_attrs["pattern"] for t in trials}
+    pattern_of = {t.number: measured(t).pattern for t in trials}
     full = [p for p, (_, by) in fast.items() if by is None]
     stops = [(p, by) for p, (_, by) in fast.items() if by is not None]
     wrong = [p for p, by in stops if naive[p].mean() >= naive[pattern_of[by]].mean()]
     result = {
         "study": study.study_name, "trials": len(trials), "distinct_patterns": len(fast), "tasks": len(tasks),
         "stopped_early": len(stops), "stops_contradicted_by_full_scores": wrong,
+        "stops_as_in_the_study": sum(replayed), "stops_unlike_the_study": len(replayed) - sum(replayed),
+        "time_objective_mismatches": objective_mismatches,
         "fast_s": fast_s, "naive_s": naive_s, "speedup": naive_s / fast_s,
         "max_accuracy_difference": max(abs(fast[p][0].mean() - naive[p].mean()) for p in full),
         "device": device_name(torch.device("cpu")),
@@ -103,7 +118,8 @@ def main() -> None:
         print(f"{result['trials']} trials ({result['distinct_patterns']} distinct, {len(stops)} stopped early) x "
               f"{result['tasks']} tasks on {result['device']}: fast {fast_s:.1f} s, naive {naive_s:.1f} s, "
               f"{result['speedup']:.1f}x; largest accuracy difference {result['max_accuracy_difference']:.2e}; "
-              f"early stops contradicted by full scores: {len(wrong)}")
+              f"early stops contradicted by full scores: {len(wrong)}; races that ended as in the study: "
+              f"{result['stops_as_in_the_study']}/{len(replayed)}")
 
 
 if __name__ == "__main__":

@@ -1,40 +1,45 @@
 """patternsearch: find fast Lambda patterns for MAML few-shot adaptation."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("patternsearch")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
-
+from ._version import __version__
 from .adaptation import adapt, adaptation_plan, functional_forward
 from .benchmarks import Benchmark, Task, create_benchmark, list_benchmarks, register_benchmark
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .errors import PatternsearchError
+from .experiment import Experiment, open_experiment
 from .groups import LayerGroup, layer_groups
+from .importing import import_checkpoint
 from .models import create_model, list_models, register_model
 from .pattern import Pattern, Phase
 from .reference import reference_adapt
-from .search import optimize, select
-from .training import TrainConfig, specialize, train
+from .search import confirm_pattern, optimize, select
+from .spec import ExperimentSpec
+from .training import TrainConfig, ensure_checkpoint, specialize, train
 
 __all__ = [
     "Benchmark",
     "Checkpoint",
+    "Experiment",
+    "ExperimentSpec",
     "LayerGroup",
     "Pattern",
+    "PatternsearchError",
     "Phase",
     "Task",
     "TrainConfig",
     "__version__",
     "adapt",
     "adaptation_plan",
+    "confirm_pattern",
     "create_benchmark",
     "create_model",
+    "ensure_checkpoint",
     "functional_forward",
+    "import_checkpoint",
     "layer_groups",
     "list_benchmarks",
     "list_models",
     "load_checkpoint",
+    "open_experiment",
     "optimize",
     "reference_adapt",
     "register_benchmark",

@@ -19,14 +19,12 @@ from torch import nn
 
 from .benchmarks import Benchmark, cache_home
 from .benchmarks._archives import atomic_write_bytes
+from .errors import CheckpointError
 from .models import create_model
+from .spec import ExperimentSpec
 
 FORMAT = "patternsearch-checkpoint-v1"
 ADAPT_MODES = ("train", "eval")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, unreadable or does not fit the model."""
 
 
 @dataclass
@@ -119,6 +117,13 @@ class Checkpoint:
         return cls(model=model_name, benchmark=benchmark.name, ways=ways, shots=shots, inner_lr=inner_lr,
                    train_steps=train_steps or 0, eval_steps=eval_steps, state_dict=state, config=config, mode=mode)
 
+    def spec(self, path: str | Path, *, data_root: str | None = None, device: str = "auto") -> ExperimentSpec:
+        """The experiment this checkpoint was made for, read from ``path``."""
+        return ExperimentSpec(
+            benchmark=self.benchmark, model=self.model, ways=self.ways, shots=self.shots,
+            queries=int(self.config.get("queries", 15)), data_root=data_root,
+            benchmark_options=dict(self.config.get("benchmark_options", {})), checkpoint=str(path), device=device)
+
     def build_model(self, benchmark: Benchmark, model: str | None = None) -> nn.Module:
         """Creates the model for ``benchmark`` and loads the weights.
 
@@ -158,11 +163,57 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], name: st
     model.load_state_dict(state_dict)
 
 
+def shipped_folder() -> Path:
+    """The installed package's checkpoint folder: package data, read-only to patternsearch."""
+    return Path(str(resources.files("patternsearch") / "checkpoints"))
+
+
+def check_writable(path: str | Path) -> None:
+    """Refuses a path in the installed package's checkpoint folder: package data is never written.
+
+    Raises:
+        CheckpointError: If ``path`` is there (a changed shipped checkpoint
+            would orphan every study recorded against it).
+    """
+    if Path(path).resolve().parent == shipped_folder().resolve():
+        raise CheckpointError(f"{path} is a checkpoint shipped with the package, which is never written; "
+                              "pass --checkpoint (or --out) with a path of your own")
+
+
 def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> None:
-    """Writes the checkpoint atomically (readers see the old or the new file)."""
+    """Writes the checkpoint atomically (readers see the old or the new file).
+
+    Raises:
+        CheckpointError: If ``path`` is package data (:func:`check_writable`).
+    """
+    path = Path(path)
+    check_writable(path)
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, **asdict(checkpoint)}, buffer)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_torch_file(path: str | Path) -> Any:
+    """Loads a file written by ``torch.save`` with ``weights_only=True``: tensors and plain containers, no code.
+
+    Raises:
+        CheckpointError: One line, for a missing, truncated or corrupted
+            file, or one that holds pickled Python objects (a whole model),
+            which are never unpickled because that would run code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        text = str(error)
+        if "Unsupported global" in text:
+            raise CheckpointError(
+                f"{path} holds pickled Python objects (a whole model?), which are not loaded because unpickling "
+                "runs code; save the weights instead: torch.save(model.state_dict(), PATH)") from None
+        first = text.strip().splitlines()[0][:120] if text.strip() else type(error).__name__
+        raise CheckpointError(f"cannot read {path}: truncated or corrupted ({first})") from None
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -172,14 +223,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         CheckpointError: One line, for a missing, truncated, corrupted or
             foreign file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: truncated or corrupted ({reason[:120]})") from None
+    data = read_torch_file(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a patternsearch checkpoint")
     data.pop("format")
@@ -202,8 +246,7 @@ def checkpoint_filename(benchmark: str, model: str, ways: int, shots: int) -> st
 
 def shipped_checkpoint(benchmark: str, model: str, ways: int, shots: int) -> Path | None:
     """The checkpoint installed with the package for this configuration, if any."""
-    candidate = resources.files("patternsearch") / "checkpoints" / checkpoint_filename(benchmark, model, ways, shots)
-    path = Path(str(candidate))
+    path = shipped_folder() / checkpoint_filename(benchmark, model, ways, shots)
     return path if path.is_file() else None
 
 

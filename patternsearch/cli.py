@@ -1,4 +1,4 @@
-"""The ``patternsearch`` command line: a thin layer over the Python API."""
+"""The ``patternsearch`` command line: a thin layer over the Python API (every command has a Python equivalent)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any, NoReturn
 
 import optuna
 
-from . import __version__
-from .errors import USER_ERRORS, one_line
+from ._version import __version__
+from .errors import PatternsearchError, one_line
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -131,14 +131,13 @@ def _specialize_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _specialize(args: argparse.Namespace) -> int:
-    from .benchmarks import create_benchmark
-    from .checkpoint import default_checkpoint_path
+    from .experiment import build_benchmark, checkpoint_path
     from .training import specialize
 
     source = args.checkpoint
     if source is None:
-        named = create_benchmark(args.benchmark, args.ways, args.shots, data_root=args.data_root)
-        source = default_checkpoint_path(named.name, args.model or named.default_model, args.ways, args.shots)
+        spec = _spec(args)
+        source = checkpoint_path(spec, build_benchmark(spec))
     checkpoint = specialize(  # the parent's own benchmark settings come from its checkpoint
         source, args.pattern, args.iterations, args.out, meta_batch=args.meta_batch, meta_lr=args.meta_lr,
         first_order=args.first_order, seed=args.seed, val_every=args.val_every, val_tasks=args.val_tasks,
@@ -152,23 +151,18 @@ def _specialize(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .benchmarks import create_benchmark
-    from .checkpoint import default_checkpoint_path
+    from .experiment import build_benchmark, checkpoint_path
     from .training import TrainConfig, train
 
-    config = TrainConfig(
-        benchmark=args.benchmark, model=args.model, ways=args.ways, shots=args.shots, queries=args.queries,
-        inner_lr=args.inner_lr, train_steps=args.train_steps, eval_steps=args.eval_steps,
+    spec = _spec(args)
+    config = TrainConfig.for_spec(
+        spec, inner_lr=args.inner_lr, train_steps=args.train_steps, eval_steps=args.eval_steps,
         meta_batch=args.meta_batch, meta_lr=args.meta_lr, iterations=args.iterations,
         first_order=args.first_order, seed=args.seed, val_every=args.val_every, val_tasks=args.val_tasks,
-        checkpoint_every=args.checkpoint_every, data_root=args.data_root, device=args.device,
-        benchmark_options=dict(args.benchmark_options), pattern=args.pattern,
+        checkpoint_every=args.checkpoint_every, pattern=args.pattern,
     )
-    benchmark = create_benchmark(args.benchmark, args.ways, args.shots, args.queries, args.data_root,
-                                 **dict(args.benchmark_options))
-    path = args.checkpoint or default_checkpoint_path(
-        benchmark.name, args.model or benchmark.default_model, args.ways, args.shots
-    )
+    benchmark = build_benchmark(spec)
+    path = checkpoint_path(spec, benchmark)
     checkpoint = train(config, path, benchmark=benchmark)
     last = checkpoint.history[-1] if checkpoint.history else {}
     print(f"checkpoint: {path} (iteration {checkpoint.training.get('iteration')}, "
@@ -206,10 +200,8 @@ def _import(args: argparse.Namespace) -> int:
     from .importing import import_checkpoint
 
     result = import_checkpoint(
-        args.source, args.out, benchmark=args.benchmark, model=args.model, ways=args.ways,
-        shots=args.shots, queries=args.queries, inner_lr=args.inner_lr, eval_steps=args.eval_steps,
-        train_steps=args.train_steps, mode=args.mode, strip_prefix=args.strip_prefix, data_root=args.data_root,
-        benchmark_options=dict(args.benchmark_options), device=args.device, check_tasks=args.check_tasks,
+        args.source, args.out, _spec(args), inner_lr=args.inner_lr, eval_steps=args.eval_steps,
+        train_steps=args.train_steps, mode=args.mode, strip_prefix=args.strip_prefix, check_tasks=args.check_tasks,
     )
     if result.warning:
         print(f"patternsearch: warning: {result.warning}", file=sys.stderr)
@@ -233,14 +225,22 @@ def _add_experiment_options(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint path (default: the shipped or cached one for this configuration)")
 
 
-def _open(args: argparse.Namespace, **options: Any) -> Any:
+def _spec(args: argparse.Namespace) -> Any:
+    """The command's experiment spec, validated once (options a command lacks keep their defaults)."""
+    from .spec import ExperimentSpec
+
+    return ExperimentSpec(
+        benchmark=args.benchmark, model=args.model, ways=args.ways, shots=args.shots,
+        queries=getattr(args, "queries", 15), data_root=args.data_root,
+        benchmark_options=dict(getattr(args, "benchmark_options", [])),
+        checkpoint=None if getattr(args, "checkpoint", None) is None else str(args.checkpoint), device=args.device,
+    )
+
+
+def _open(args: argparse.Namespace) -> Any:
     from .experiment import open_experiment
 
-    return open_experiment(
-        args.benchmark, args.model, ways=args.ways, shots=args.shots, queries=args.queries,
-        data_root=args.data_root, benchmark_options=dict(args.benchmark_options), checkpoint=args.checkpoint,
-        device=args.device, **options,
-    )
+    return open_experiment(_spec(args))
 
 
 def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
@@ -459,24 +459,19 @@ def _optimize_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _optimize(args: argparse.Namespace) -> int:
-    from .search import optimize, pareto_trials
+    from .search import measured, optimize, pareto_trials
 
     study = optimize(
-        args.trials, benchmark=args.benchmark, model=args.model, ways=args.ways, shots=args.shots,
-        queries=args.queries, data_root=args.data_root, benchmark_options=dict(args.benchmark_options),
-        checkpoint=args.checkpoint, device=args.device, storage=args.storage, study_name=args.study,
-        tasks=args.tasks, task_seed=args.task_seed,
-        max_steps=args.max_steps, space=args.space, max_phases=args.max_phases, search_lr=args.search_lr,
-        sampler=args.sampler, seed=args.seed, baseline=args.baseline, time_metric=args.time_metric,
-        latency_tasks=args.latency_tasks, repeats=args.repeats,
+        args.trials, _spec(args), storage=args.storage, study_name=args.study, tasks=args.tasks,
+        task_seed=args.task_seed, max_steps=args.max_steps, space=args.space, max_phases=args.max_phases,
+        search_lr=args.search_lr, sampler=args.sampler, seed=args.seed, baseline=args.baseline,
+        time_metric=args.time_metric, latency_tasks=args.latency_tasks, repeats=args.repeats,
         train_iterations=args.train_iterations, early_stopping=args.early_stopping,
         heartbeat_interval=args.heartbeat_interval,
     )
-    rows = [
-        (t.user_attrs["pattern"], f"{t.user_attrs['accuracy']:.4f} +/- {t.user_attrs['ci95']:.4f}",
-         f"{t.user_attrs['latency_ms']:.2f}", f"{t.user_attrs['speedup']:.1f}x", f"{t.user_attrs['flops']:.3g}")
-        for t in pareto_trials(study)
-    ]
+    records = [measured(t) for t in pareto_trials(study)]
+    rows = [(r.pattern, f"{r.accuracy:.4f} +/- {r.ci95:.4f}", f"{r.latency_ms:.2f}", f"{r.speedup:.1f}x",
+             f"{r.flops:.3g}") for r in records]
     print(f"Pareto front of study {study.study_name!r} ({len(rows)} patterns):")
     print(_table(["pattern", "accuracy (95% CI)", "latency ms", "speedup", "FLOPs"], rows))
     return 0
@@ -575,11 +570,7 @@ def _checkpoint_experiment(path: Path | None, data_root: str | None, device: str
     from .experiment import open_experiment
 
     path = path or shipped_checkpoint("omniglot-small", "conv4", 5, 1)
-    checkpoint = load_checkpoint(path)  # type: ignore[arg-type]
-    return open_experiment(checkpoint.benchmark, checkpoint.model, ways=checkpoint.ways, shots=checkpoint.shots,
-                           queries=int(checkpoint.config.get("queries", 15)), data_root=data_root,
-                           benchmark_options=dict(checkpoint.config.get("benchmark_options", {})),
-                           checkpoint=path, device=device)
+    return open_experiment(load_checkpoint(path).spec(path, data_root=data_root, device=device))  # type: ignore[arg-type]
 
 
 def _studies_parser(sub: argparse._SubParsersAction) -> None:
@@ -676,7 +667,17 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
-    parser = _Parser(prog="patternsearch", description=__doc__)
+    parser = _Parser(
+        prog="patternsearch", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Find the fastest Lambda pattern for MAML few-shot adaptation: which layer groups to update,\n"
+                    "for how many inner steps, so that accuracy stays within a budget of full MAML.",
+        epilog="typical use:\n"
+               "  patternsearch optimize --trials 200 --data-root DATA     search patterns (resumable)\n"
+               "  patternsearch select --max-degradation 0.01 --data-root DATA\n"
+               "                                                          the fastest confirmed pattern\n"
+               "  patternsearch report --out report/                      plot and tables of the study\n"
+               "'patternsearch COMMAND --help' describes each command.",
+    )
     parser.add_argument("--version", action="version", version=f"patternsearch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in _PARSERS:
@@ -697,7 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except USER_ERRORS as error:
+    except PatternsearchError as error:
         print(f"patternsearch: error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,26 +1,48 @@
-"""Errors that come from user input, reported as one line without a traceback."""
+"""Every error patternsearch raises on purpose: one hierarchy, importing nothing of the domain.
+
+A :class:`PatternsearchError` comes from input a user can fix (a setting, a
+file, a pattern); the command line prints it as one line and exits with 2.
+Each child also derives from the built-in exception it refines, so code that
+caught ``ValueError`` or ``LookupError`` before keeps working.
+"""
 
 from __future__ import annotations
 
-from .benchmarks import DataError
-from .checkpoint import CheckpointError
-from .groups import GroupingError
-from .pattern import PatternError
-from .registry import PluginError
+
+class PatternsearchError(Exception):
+    """Base class: an error the user can fix, reported as one line without a traceback."""
 
 
-class UsageError(ValueError):
+class UsageError(PatternsearchError, ValueError):
     """A setting or combination of settings that cannot work."""
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    UsageError,
-    PatternError,
-    PluginError,
-    DataError,
-    CheckpointError,
-    GroupingError,
-)
+class PatternError(PatternsearchError, ValueError):
+    """A malformed pattern, or one that does not fit the model."""
+
+
+class GroupingError(PatternsearchError, ValueError):
+    """A model's layer groups are inconsistent."""
+
+
+class PluginError(PatternsearchError, LookupError):
+    """An unknown name or a plug-in reference that cannot be loaded."""
+
+
+class DataError(PatternsearchError, RuntimeError):
+    """Data that is missing, fails its checksum, or cannot be read."""
+
+
+class CheckpointError(PatternsearchError, RuntimeError):
+    """A checkpoint that is missing, unreadable, read-only or does not fit the model."""
+
+
+class StorageError(UsageError):
+    """A study storage that cannot be opened or does not hold what was asked for."""
+
+
+class SelectionError(UsageError):
+    """A study without the trials a selection needs."""
 
 
 def one_line(error: BaseException) -> str:

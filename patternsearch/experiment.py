@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from .checkpoint import Checkpoint, CheckpointError, default_checkpoint_path, lo
 from .devices import resolve_device
 from .groups import LayerGroup, layer_groups
 from .pattern import Pattern
+from .spec import ExperimentSpec
 
 
 @dataclass
@@ -73,10 +73,7 @@ class Experiment:
                 ways or shots, or its model has other layer groups.
         """
         other = load_checkpoint(path)
-        mine = (self.checkpoint.benchmark, self.checkpoint.ways, self.checkpoint.shots)
-        if (other.benchmark, other.ways, other.shots) != mine:
-            raise CheckpointError(f"{path} was made for {other.benchmark} {other.ways}-way {other.shots}-shot, not "
-                                  f"{mine[0]} {mine[1]}-way {mine[2]}-shot; its accuracies would not be paired")
+        check_pairable(other, self.checkpoint.benchmark, self.checkpoint.ways, self.checkpoint.shots, path)
         net = other.build_model(self.benchmark).to(self.device)
         groups = layer_groups(net)
         if [g.name for g in groups] != [g.name for g in self.groups]:
@@ -85,82 +82,51 @@ class Experiment:
         return replace(self, checkpoint=other, checkpoint_path=Path(path), model=net, groups=groups)
 
 
-def open_experiment(
-    benchmark: str | Benchmark = "omniglot-small",
-    model: str | None = None,
-    *,
-    ways: int = 5,
-    shots: int = 1,
-    queries: int = 15,
-    data_root: str | os.PathLike[str] | None = None,
-    benchmark_options: dict[str, object] | None = None,
-    checkpoint: str | os.PathLike[str] | None = None,
-    device: str | torch.device = "auto",
-    train_if_missing: bool = False,
-    train_iterations: int | None = None,
-    progress: bool = True,
-) -> Experiment:
-    """Builds the benchmark, finds (or trains) the checkpoint and loads the model.
-
-    Args:
-        benchmark: Benchmark name (or a ready Benchmark).
-        model: Model name; default: the checkpoint's, else the benchmark's.
-        ways: Classes per episode.
-        shots: Support examples per class.
-        queries: Query examples per class.
-        data_root: Data folder.
-        benchmark_options: Benchmark-specific options.
-        checkpoint: Checkpoint path; default: the shipped or cached one for
-            this benchmark, model, ways and shots.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        train_if_missing: Meta-train a checkpoint first if there is none.
-        train_iterations: Iterations for that training (benchmark default).
-        progress: Show progress bars.
+def check_pairable(other: Checkpoint, benchmark: str, ways: int, shots: int, path: str | os.PathLike[str]) -> None:
+    """Refuses a checkpoint made for another benchmark, ways or shots than the one it is compared with.
 
     Raises:
-        CheckpointError: No checkpoint (and no training asked for), or one
-            that does not fit the model.
+        CheckpointError: Its accuracies would not be paired on the same tasks.
     """
-    options = dict(benchmark_options or {})
-    bench = benchmark if isinstance(benchmark, Benchmark) else create_benchmark(
-        benchmark, ways, shots, queries, data_root, **options
-    )
-    resolved_device = resolve_device(device)
-    path = Path(checkpoint) if checkpoint else default_checkpoint_path(
-        bench.name, model or bench.default_model, ways, shots
-    )
+    if (other.benchmark, other.ways, other.shots) != (benchmark, ways, shots):
+        raise CheckpointError(f"{path} was made for {other.benchmark} {other.ways}-way {other.shots}-shot, not "
+                              f"{benchmark} {ways}-way {shots}-shot; its accuracies would not be paired")
+
+
+def checkpoint_path(spec: ExperimentSpec, benchmark: Benchmark) -> Path:
+    """The spec's checkpoint: as given, else the shipped or cached one of its benchmark, model, ways and shots."""
+    if spec.checkpoint:
+        return Path(spec.checkpoint)
+    return default_checkpoint_path(benchmark.name, spec.model or benchmark.default_model, spec.ways, spec.shots)
+
+
+def build_benchmark(spec: ExperimentSpec) -> Benchmark:
+    """The spec's benchmark (loads or downloads its data)."""
+    return create_benchmark(spec.benchmark, spec.ways, spec.shots, spec.queries, spec.data_root,
+                            **spec.benchmark_options)
+
+
+def open_experiment(spec: ExperimentSpec | None = None, *, benchmark: Benchmark | None = None) -> Experiment:
+    """Builds the benchmark, loads the checkpoint and its model; trains nothing.
+
+    Args:
+        spec: What to open (default: the shipped omniglot-small conv4 5-way 1-shot).
+        benchmark: A ready benchmark to use instead of building the spec's.
+
+    Raises:
+        CheckpointError: No checkpoint at the spec's path (the message says
+            how to train one), or one that does not fit the model.
+    """
+    spec = spec or ExperimentSpec()
+    bench = benchmark or build_benchmark(spec)
+    path = checkpoint_path(spec, bench)
     if not path.is_file():
-        if not train_if_missing:
-            raise CheckpointError(
-                f"no checkpoint at {path}; meta-train one with 'patternsearch train --benchmark {bench.name}"
-                f" --ways {ways} --shots {shots}' or pass --checkpoint"
-            )
-        _train_missing(bench, model, ways, shots, queries, data_root, options, str(resolved_device), path,
-                       train_iterations, progress)
+        raise CheckpointError(
+            f"no checkpoint at {path}; meta-train one with 'patternsearch train --benchmark {bench.name}"
+            f" --ways {spec.ways} --shots {spec.shots} --checkpoint {path}' or pass --checkpoint"
+        )
     ckpt = load_checkpoint(path)
-    net = ckpt.build_model(bench, model)
-    net.to(resolved_device)
-    return Experiment(bench, ckpt, path, net, layer_groups(net), resolved_device, ways, shots, queries, options)
-
-
-def _train_missing(
-    bench: Benchmark,
-    model: str | None,
-    ways: int,
-    shots: int,
-    queries: int,
-    data_root: str | os.PathLike[str] | None,
-    options: dict[str, object],
-    device: str,
-    path: Path,
-    iterations: int | None,
-    progress: bool,
-) -> None:
-    from .training import TrainConfig, train
-
-    print(f"no checkpoint at {path}: meta-training one first", file=sys.stderr)
-    config = TrainConfig(
-        benchmark=bench.name, model=model, ways=ways, shots=shots, queries=queries, iterations=iterations,
-        data_root=os.fspath(data_root) if data_root else None, device=device, benchmark_options=options,
-    )
-    train(config, path, benchmark=bench, progress=progress)
+    device = resolve_device(spec.device)
+    net = ckpt.build_model(bench, spec.model).to(device)
+    return Experiment(bench, ckpt, path, net, layer_groups(net), device, spec.ways, spec.shots, spec.queries,
+                      dict(spec.benchmark_options))

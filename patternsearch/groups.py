@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .errors import GroupingError
+
 _NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._NormBase,
     nn.GroupNorm,
@@ -22,10 +24,6 @@ _NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.LocalResponseNorm,
     nn.RMSNorm,
 )
-
-
-class GroupingError(ValueError):
-    """A model's layer grouping is invalid."""
 
 
 @dataclass(frozen=True)

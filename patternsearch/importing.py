@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from .benchmarks import create_benchmark
-from .checkpoint import Checkpoint, CheckpointError, file_checksum, load_weights, save_checkpoint
-from .experiment import open_experiment
+from .checkpoint import Checkpoint, CheckpointError, file_checksum, load_weights, read_torch_file, save_checkpoint
+from .experiment import build_benchmark, open_experiment
 from .measurement import score_pattern
 from .models import create_model
+from .spec import ExperimentSpec
 from .uncertainty import Estimate, TaskDesign, estimate
 
 NESTED_KEYS = ("state_dict", "model_state_dict", "model")
@@ -36,19 +36,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         CheckpointError: Missing or unreadable file, a pickled module (which
             is never unpickled: that would run code), or no state dict inside.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no such file: {path}")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        text = str(error)
-        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
-            raise CheckpointError(
-                f"{path} holds pickled Python objects (a whole model?), which are not loaded because unpickling "
-                "runs code; save the weights instead: torch.save(model.state_dict(), PATH)") from None
-        first = text.strip().splitlines()[0][:120] if text.strip() else type(error).__name__
-        raise CheckpointError(f"cannot read {path}: {first}") from None
+    data = read_torch_file(path)
     for candidate in (data, *(data.get(key) for key in NESTED_KEYS if isinstance(data, dict))):
         if _is_state_dict(candidate):
             return dict(candidate)
@@ -105,20 +93,13 @@ class ImportResult:
 def import_checkpoint(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str],
+    spec: ExperimentSpec,
     *,
-    benchmark: str,
-    model: str | None,
-    ways: int,
-    shots: int,
     inner_lr: float,
     eval_steps: int,
-    queries: int = 15,
     train_steps: int | None = None,
     mode: str = "train",
     strip_prefix: str | None = None,
-    data_root: str | os.PathLike[str] | None = None,
-    benchmark_options: dict[str, object] | None = None,
-    device: str = "auto",
     check_tasks: int = 50,
 ) -> ImportResult:
     """Turns a foreign state dict into a checkpoint at ``out`` and scores ``full`` on validation tasks.
@@ -126,44 +107,37 @@ def import_checkpoint(
     Args:
         source: The saved state dict (see :func:`read_state_dict`).
         out: Checkpoint to write (atomically).
-        benchmark: Benchmark the model was meta-trained for.
-        model: Model name or plug-in reference (default: the benchmark's).
-        ways: Classes per episode.
-        shots: Support examples per class.
+        spec: The benchmark the model was meta-trained for, its model (default:
+            the benchmark's), ways, shots, the check's queries, data and device
+            (its ``checkpoint`` is not used: ``out`` is written).
         inner_lr: The model's inner learning rate.
         eval_steps: Inner steps of its evaluation protocol (``full``).
-        queries: Query examples per class of the check.
         train_steps: Inner steps it was meta-trained with, if known.
         mode: ``train`` or ``eval``: the module mode to adapt in.
         strip_prefix: Prefix to remove from the keys (default: detected).
-        data_root: Data folder.
-        benchmark_options: Benchmark-specific options.
-        device: Where the check runs.
         check_tasks: Validation tasks of the check.
 
     Raises:
         CheckpointError: Unreadable source, or keys or shapes that do not fit
             the model (named).
     """
-    options = dict(benchmark_options or {})
-    bench = create_benchmark(benchmark, ways, shots, queries, data_root, **options)
-    model = model or bench.default_model
+    bench = build_benchmark(spec)
+    model = spec.model or bench.default_model
     net = create_model(model, num_classes=bench.num_outputs, input_shape=bench.input_shape)
     weights = match_keys(read_state_dict(source), set(net.state_dict()), strip_prefix)
     load_weights(net, weights, model)
     checkpoint = Checkpoint.from_model(
-        net, benchmark=bench, model_name=model, ways=ways, shots=shots, inner_lr=inner_lr, eval_steps=eval_steps,
-        train_steps=train_steps, mode=mode,
+        net, benchmark=bench, model_name=model, ways=spec.ways, shots=spec.shots, inner_lr=inner_lr,
+        eval_steps=eval_steps, train_steps=train_steps, mode=mode,
         source={"path": str(Path(source).resolve()), "sha256": file_checksum(source)},
     )
     out = Path(out)
     save_checkpoint(checkpoint, out)
-    experiment = open_experiment(bench, model, ways=ways, shots=shots, queries=queries, data_root=data_root,
-                                 benchmark_options=options, checkpoint=out, device=device)
+    experiment = open_experiment(spec.but(checkpoint=str(out)), benchmark=bench)
     tasks = experiment.tasks("val", check_tasks, 0)
     full = estimate(score_pattern(experiment.model, experiment.benchmark, tasks, experiment.full,
                                   experiment.inner_lr), TaskDesign.of(tasks))
-    chance = 1.0 / ways if bench.metric == "accuracy" else None
+    chance = 1.0 / spec.ways if bench.metric == "accuracy" else None
     warning = None
     if chance is not None and full.mean <= 1.5 * chance:
         warning = (f"full MAML scores {full.mean:.3f}, near chance ({chance:.3f}): check --inner-lr, --model, "

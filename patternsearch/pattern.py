@@ -7,14 +7,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .errors import PatternError
+
 _PHASE_RE = re.compile(r"^([01]+):(\d+)(?:@([^@]+))?$")
 FULL = "full"
 NONE = "none"
 PHASE_SEPARATOR = "+"
-
-
-class PatternError(ValueError):
-    """A pattern text that cannot be parsed, or does not fit the model."""
 
 
 def _format_scale(scale: float) -> str:

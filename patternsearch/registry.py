@@ -25,13 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from .errors import PluginError
+
 F = TypeVar("F", bound=Callable[..., object])
 
 NO_PLUGINS_ENV = "PATTERNSEARCH_NO_PLUGINS"
-
-
-class PluginError(LookupError):
-    """A name that resolves to nothing, or a plug-in that fails to load."""
 
 
 def _plugins_enabled() -> bool:

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial
 
 from .benchmarks._archives import atomic_write_bytes
-from .errors import USER_ERRORS
+from .errors import PatternsearchError
 from .measurement import CachedScorer
 from .pattern import Pattern
 from .search import (
@@ -27,6 +27,7 @@ from .search import (
     StudyConfig,
     choose,
     completed_trials,
+    measured,
     pareto_trials,
     stopped_early_trials,
     study_experiment,
@@ -44,10 +45,10 @@ class ReportFiles:
 
 
 def _row(trial: FrozenTrial) -> dict[str, Any]:
-    attrs = trial.user_attrs
+    record = measured(trial)
     return {
-        "trial": trial.number, "pattern": attrs["pattern"], "accuracy": attrs["accuracy"], "ci95": attrs["ci95"],
-        "latency_ms": attrs["latency_ms"], "speedup": attrs["speedup"], "flops": attrs["flops"],
+        "trial": trial.number, "pattern": record.pattern, "accuracy": record.accuracy, "ci95": record.ci95,
+        "latency_ms": record.latency_ms, "speedup": record.speedup, "flops": record.flops,
     }
 
 
@@ -65,9 +66,9 @@ def full_by_steps(study: optuna.Study, config: StudyConfig, *, data_root: str | 
     known: dict[int, dict[str, float]] = {}
     groups = len(config.groups)
     for trial in _unique(completed_trials(study)):
-        pattern = Pattern.parse(trial.user_attrs["pattern"])
+        pattern = Pattern.parse(measured(trial).pattern)
         if pattern == Pattern.full(groups, pattern.steps) and pattern.steps > 0:
-            known[pattern.steps] = {"accuracy": trial.user_attrs["accuracy"], "ci95": trial.user_attrs["ci95"]}
+            known[pattern.steps] = {"accuracy": measured(trial).accuracy, "ci95": measured(trial).ci95}
     missing = [s for s in range(1, config.max_steps + 1) if s not in known]
     if missing:
         experiment = study_experiment(config, data_root=data_root, checkpoint=checkpoint, device=device)
@@ -83,17 +84,17 @@ def per_step_table(study: optuna.Study, full: dict[int, dict[str, float]]) -> li
     """For each step count, the most accurate pattern next to full MAML at that step count."""
     best: dict[int, FrozenTrial] = {}
     for trial in _unique(completed_trials(study)):
-        steps = Pattern.parse(trial.user_attrs["pattern"]).steps
-        if steps and (steps not in best or trial.user_attrs["accuracy"] > best[steps].user_attrs["accuracy"]):
+        steps = Pattern.parse(measured(trial).pattern).steps
+        if steps and (steps not in best or measured(trial).accuracy > measured(best[steps]).accuracy):
             best[steps] = trial
     rows = []
     for steps in sorted(set(best) | set(full)):
         trial = best.get(steps)
         rows.append({
             "steps": steps,
-            "best_pattern": trial.user_attrs["pattern"] if trial else None,
-            "best_accuracy": trial.user_attrs["accuracy"] if trial else None,
-            "best_speedup": trial.user_attrs["speedup"] if trial else None,
+            "best_pattern": measured(trial).pattern if trial else None,
+            "best_accuracy": measured(trial).accuracy if trial else None,
+            "best_speedup": measured(trial).speedup if trial else None,
             "full_accuracy": full.get(steps, {}).get("accuracy"),
             "full_ci95": full.get(steps, {}).get("ci95"),
         })
@@ -103,8 +104,9 @@ def per_step_table(study: optuna.Study, full: dict[int, dict[str, float]]) -> li
 def importances(study: optuna.Study, config: StudyConfig) -> dict[str, dict[str, float]]:
     """The fANOVA importance of each trial parameter (flags, steps, ...) for accuracy and for time.
 
-    Parameters that only some trials have (a second phase's) are left out, as
-    Optuna's importance evaluators consider the parameters every trial shares.
+    Every trial of a study has the same parameters (a later phase that is
+    absent has ``pk_steps`` 0, see :class:`~patternsearch.search.SearchSpace`),
+    so each parameter is ranked; the names are the space's labels.
     """
     names = config.search_space().labels(list(config.groups))
     result: dict[str, dict[str, float]] = {}
@@ -127,7 +129,7 @@ def _confirmed_choice(study: optuna.Study, choice: Choice, max_degradation: floa
     stored = study.user_attrs.get(SELECTION_ATTR) or {}
     if stored.get("max_degradation") != max_degradation or stored.get("test_accuracy") is None:
         return choice
-    confirmed = [t for t in choice.candidates if t.user_attrs["pattern"] == stored.get("pattern")]
+    confirmed = [t for t in choice.candidates if measured(t).pattern == stored.get("pattern")]
     if not confirmed:
         return choice
     rest = tuple(t for t in choice.candidates if t is not confirmed[0])
@@ -143,16 +145,16 @@ def _speedup_axis(study: optuna.Study, baseline: FrozenTrial) -> tuple[Any, str]
     """
     metric = study.user_attrs.get(CONFIG_ATTR, {}).get("time_metric", "ratio")
     if metric == "flops":
-        base = max(float(baseline.user_attrs["flops"]), 1.0)
-        return (lambda t: base / max(float(t.user_attrs["flops"]), 1.0)), "FLOP reduction over the baseline (log)"
-    return (lambda t: float(t.user_attrs["speedup"])), "adaptation speedup over the baseline (x, log scale)"
+        base = max(float(measured(baseline).flops), 1.0)
+        return (lambda t: base / max(float(measured(t).flops), 1.0)), "FLOP reduction over the baseline (log)"
+    return (lambda t: float(measured(t).speedup)), "adaptation speedup over the baseline (x, log scale)"
 
 
 def _accuracy_window(choice: Choice, accuracies: list[float], max_degradation: float) -> tuple[float, float]:
     """The accuracy range where the decision happens: a margin below the threshold up to the best trial."""
     margin = max(max_degradation, 0.005)
-    top = max(accuracies + [float(choice.baseline.user_attrs["accuracy"])])
-    low = min(choice.threshold, float(choice.selected.user_attrs["accuracy"])) - 1.5 * margin
+    top = max(accuracies + [float(measured(choice.baseline).accuracy)])
+    low = min(choice.threshold, float(measured(choice.selected).accuracy)) - 1.5 * margin
     return low, top + 0.25 * margin
 
 
@@ -162,7 +164,7 @@ def _plot(study: optuna.Study, choice: Choice, max_degradation: float, window: t
     stopped = stopped_early_trials(study)
     x, label = _speedup_axis(study, choice.baseline)
     front = sorted(pareto_trials(study), key=x)
-    accuracy = lambda t: float(t.user_attrs["accuracy"])  # noqa: E731
+    accuracy = lambda t: float(measured(t).accuracy)  # noqa: E731
     low, high = window
     figure = Figure(figsize=(8, 5.5), dpi=110)
     axes = figure.add_subplot()
@@ -178,7 +180,7 @@ def _plot(study: optuna.Study, choice: Choice, max_degradation: float, window: t
     for name, trial, color, offset in (("baseline", choice.baseline, "black", 6),
                                        ("selected", choice.selected, "tab:green", -14)):
         axes.scatter([x(trial)], [accuracy(trial)], s=70, color=color, zorder=5)
-        axes.annotate(f"{name}: {trial.user_attrs['pattern']} ({x(trial):.1f}x)", (x(trial), accuracy(trial)),
+        axes.annotate(f"{name}: {measured(trial).pattern} ({x(trial):.1f}x)", (x(trial), accuracy(trial)),
                       xytext=(6, offset), textcoords="offset points", fontsize=9, color=color)
     below = [accuracy(t) for t in trials + stopped if accuracy(t) < low]
     if below:
@@ -302,7 +304,7 @@ def build_report(
     }
     try:
         full = full_by_steps(study, config, data_root=data_root, checkpoint=checkpoint, device=device)
-    except USER_ERRORS as error:
+    except PatternsearchError as error:
         warnings.warn(f"full MAML per step count not scored ({error})", stacklevel=2)
         full = {}
     data: dict[str, Any] = {
@@ -318,10 +320,10 @@ def build_report(
         "importance": importances(study, config),
         "trials": [_row(t) for t in completed_trials(study)],
     }
-    window = _accuracy_window(choice, [float(t.user_attrs["accuracy"]) for t in completed_trials(study)],
+    window = _accuracy_window(choice, [float(measured(t).accuracy) for t in completed_trials(study)],
                               max_degradation)
     shown = [t for t in completed_trials(study) + stopped_early_trials(study)
-             if float(t.user_attrs["accuracy"]) >= window[0]]
+             if float(measured(t).accuracy) >= window[0]]
     data["plot"] = {"x": "speedup", "accuracy_window": list(window),
                     "trials_below_window": data["complete"] + data["stopped_early"] - len(shown)}
     out = Path(out_dir)

@@ -11,7 +11,11 @@ import torch
 from PIL import Image
 from torch import nn
 
+from patternsearch import ExperimentSpec
+
 REPO = Path(__file__).resolve().parents[1]
+# The tiny regression experiment most search tests run on (a checkpoint path is added per test).
+SINUSOID = ExperimentSpec(benchmark="sinusoid", shots=5, queries=10, device="cpu")
 # The real archives live beside the repository (never inside it); PATTERNSEARCH_TEST_OMNIGLOT overrides.
 SHARED_OMNIGLOT = Path(os.environ.get("PATTERNSEARCH_TEST_OMNIGLOT", REPO.parent / "shared" / "data" / "omniglot"))
 

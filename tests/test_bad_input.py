@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -15,6 +16,7 @@ from patternsearch import load_checkpoint, optimize, save_checkpoint
 from patternsearch.models import create_model
 
 from .conftest import SHARED_OMNIGLOT
+from .conftest import SINUSOID as SINUSOID_SPEC
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +25,8 @@ def world(sinusoid_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -
     root = tmp_path_factory.mktemp("bad")
     db = root / "studies.db"
     storage = f"sqlite:///{db}"
-    optimize(2, benchmark="sinusoid", shots=5, queries=10, tasks=6, latency_tasks=1, repeats=1, device="cpu",
-             checkpoint=sinusoid_checkpoint, storage=storage, study_name="good", progress=False)
+    optimize(2, SINUSOID_SPEC.but(checkpoint=sinusoid_checkpoint), tasks=6, latency_tasks=1, repeats=1, storage=storage,
+             study_name="good", progress=False)
     optuna.create_study(study_name="empty", storage=storage, directions=["minimize", "maximize"])
     data = sinusoid_checkpoint.read_bytes()
     (root / "truncated.pt").write_bytes(data[: len(data) // 3])
@@ -102,3 +104,18 @@ def test_bad_input(case: str, world: dict[str, str]) -> None:
     assert "s3cret-pw" not in result.stderr + result.stdout
     assert Path(world["db"]).read_bytes() == before
     assert not (Path(world["root"]) / "absent.db").exists()
+
+
+def test_a_request_the_study_refuses_is_refused_in_seconds_before_any_training(world: dict[str, str]) -> None:
+    # `--ways 20` on a 5-way study once meta-trained a 20-way checkpoint first, then refused.
+    before = optuna.load_study(study_name="good", storage=world["storage"])
+    began = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "patternsearch", "optimize", *SEARCH, "--ways", "20", "--storage",
+                             world["storage"], "--study", "good", "--trials", "5"],
+                            capture_output=True, text=True, env=os.environ, timeout=60)
+    elapsed = time.monotonic() - began
+    assert result.returncode == 2 and "ways: 5 -> 20" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and elapsed < 10, elapsed
+    after = optuna.load_study(study_name="good", storage=world["storage"])
+    assert len(after.trials) == len(before.trials) and after.user_attrs == before.user_attrs
+    assert not list(Path(os.environ["PATTERNSEARCH_HOME"]).rglob("*.pt"))  # no checkpoint was trained

@@ -14,8 +14,9 @@ from patternsearch.measurement import PatternEvaluator, bench
 from patternsearch.report import full_by_steps
 from patternsearch.search import CONFIG_ATTR, StudyConfig, optimize, select
 
-TINY = dict(benchmark="sinusoid", shots=5, queries=10, tasks=12, latency_tasks=1, repeats=1, device="cpu",
-            progress=False, heartbeat_interval=2, max_steps=10)
+from .conftest import SINUSOID
+
+TINY = dict(tasks=12, latency_tasks=1, repeats=1, progress=False, heartbeat_interval=2, max_steps=10)
 
 
 def _evaluate(experiment, pattern: str, tasks) -> float:  # type: ignore[no-untyped-def]
@@ -26,9 +27,9 @@ def _evaluate(experiment, pattern: str, tasks) -> float:  # type: ignore[no-unty
 
 def test_evaluate_optimize_select_report_and_bench_agree(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path}/s.db"
-    study = optimize(5, checkpoint=sinusoid_checkpoint, storage=storage, **TINY)
+    study = optimize(5, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, **TINY)
     config = StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR])
-    experiment = open_experiment("sinusoid", shots=5, queries=10, checkpoint=sinusoid_checkpoint, device="cpu")
+    experiment = open_experiment(SINUSOID.but(checkpoint=sinusoid_checkpoint))
     val = experiment.tasks("val", config.tasks, config.task_seed)
 
     # optimize: every complete trial's validation accuracy

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from patternsearch import Pattern, adapt, create_benchmark, load_checkpoint, reference_adapt
+from patternsearch import ExperimentSpec, Pattern, adapt, create_benchmark, load_checkpoint, reference_adapt
 from patternsearch.adaptation import _cache
 from patternsearch.checkpoint import default_checkpoint_path
 from patternsearch.experiment import open_experiment
@@ -161,7 +161,7 @@ def test_a_learn2learn_state_dict_imports_and_evaluates_like_the_original(omnigl
     assert report["warning"] is None and report["full"]["mean"] > 0.8 and report["full"]["tasks"] == 10
     scores = {}
     for checkpoint in (path, out):
-        experiment = open_experiment("omniglot-small", data_root=omniglot_root, checkpoint=checkpoint, device="cpu")
+        experiment = open_experiment(ExperimentSpec(data_root=omniglot_root, checkpoint=checkpoint, device="cpu"))
         tasks = experiment.tasks("test", 12, 0)
         scores[checkpoint] = score_pattern(experiment.model, experiment.benchmark, tasks, experiment.full,
                                            experiment.inner_lr)
@@ -176,12 +176,12 @@ def test_nested_and_prefixed_state_dicts_import(omniglot_root: Path, tmp_path: P
     torch.save({"state_dict": {"model." + k: v for k, v in shipped.state_dict.items()}, "epoch": 3}, lightning)
     custom = tmp_path / "custom.pt"
     torch.save({"model_state_dict": {"learner.net." + k: v for k, v in shipped.state_dict.items()}}, custom)
-    common = dict(benchmark="omniglot-small", model="conv4", ways=5, shots=1, inner_lr=0.4, eval_steps=10,
-                  data_root=omniglot_root, device="cpu", check_tasks=4)
-    assert import_checkpoint(lightning, tmp_path / "a.pt", **common).warning is None
-    result = import_checkpoint(custom, tmp_path / "b.pt", strip_prefix="learner.net.", mode="eval", **common)
+    spec = ExperimentSpec(model="conv4", data_root=omniglot_root, device="cpu")
+    common = dict(inner_lr=0.4, eval_steps=10, check_tasks=4)
+    assert import_checkpoint(lightning, tmp_path / "a.pt", spec, **common).warning is None
+    result = import_checkpoint(custom, tmp_path / "b.pt", spec, strip_prefix="learner.net.", mode="eval", **common)
     assert load_checkpoint(tmp_path / "b.pt").mode == "eval"
-    experiment = open_experiment("omniglot-small", data_root=omniglot_root, checkpoint=tmp_path / "b.pt")
+    experiment = open_experiment(spec.but(checkpoint=tmp_path / "b.pt"))
     assert not experiment.model.training and result.full.tasks == 4
 
 
@@ -214,7 +214,6 @@ def test_an_untrained_model_imports_with_a_near_chance_warning(omniglot_root: Pa
     torch.manual_seed(0)
     source = tmp_path / "random.pt"
     torch.save(create_model("conv4", 5, input_shape=(1, 28, 28)).state_dict(), source)
-    result = import_checkpoint(source, tmp_path / "r.pt", benchmark="omniglot-small", model="conv4", ways=5,
-                               shots=1, inner_lr=1e-4, eval_steps=1, data_root=omniglot_root, device="cpu",
-                               check_tasks=10)
+    result = import_checkpoint(source, tmp_path / "r.pt", ExperimentSpec(data_root=omniglot_root, device="cpu"),
+                               inner_lr=1e-4, eval_steps=1, check_tasks=10)
     assert result.warning is not None and "near chance" in result.warning

@@ -13,11 +13,13 @@ from PIL import Image
 
 from patternsearch.search import optimize, pareto_trials, select
 
+from .conftest import SINUSOID
+
 
 def test_report_files_match_the_study(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path}/s.db"
-    optimize(10, benchmark="sinusoid", shots=5, queries=10, tasks=8, latency_tasks=1, repeats=1, max_steps=4,
-             baseline="111:4", device="cpu", checkpoint=sinusoid_checkpoint, storage=storage, progress=False)
+    optimize(10, SINUSOID.but(checkpoint=sinusoid_checkpoint), tasks=8, latency_tasks=1, repeats=1, max_steps=4,
+             baseline="111:4", storage=storage, progress=False)
     out = tmp_path / "report"
     selection = select(0.5, storage=storage, test_tasks=6, checkpoint=sinusoid_checkpoint, device="cpu")
     result = subprocess.run([sys.executable, "-m", "patternsearch", "report", "--storage", storage, "--out", str(out),
@@ -70,9 +72,8 @@ def test_report_of_a_phases_study_reads_phased_patterns(sinusoid_checkpoint: Pat
     from patternsearch.report import build_report
 
     storage = f"sqlite:///{tmp_path}/s.db"
-    study = optimize(12, benchmark="sinusoid", shots=5, queries=10, tasks=8, latency_tasks=1, repeats=1, max_steps=4,
-                     baseline="111:4", space="phases", search_lr=True, device="cpu", checkpoint=sinusoid_checkpoint,
-                     storage=storage, progress=False)
+    study = optimize(12, SINUSOID.but(checkpoint=sinusoid_checkpoint), tasks=8, latency_tasks=1, repeats=1,
+                     max_steps=4, baseline="111:4", space="phases", search_lr=True, storage=storage, progress=False)
     _, data = build_report(study, tmp_path / "report", max_degradation=0.5, checkpoint=sinusoid_checkpoint,
                            device="cpu")
     assert data["config"]["space"] == "phases" and data["config"]["search_lr"] is True

@@ -8,7 +8,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from patternsearch import Pattern, load_checkpoint, save_checkpoint
+from patternsearch import Pattern, load_checkpoint, open_experiment, save_checkpoint
 from patternsearch.errors import UsageError
 from patternsearch.measurement import PatternEvaluator
 from patternsearch.search import (
@@ -23,8 +23,9 @@ from patternsearch.search import (
     steps_param,
 )
 
-TINY = dict(benchmark="sinusoid", shots=5, queries=10, tasks=12, latency_tasks=1, repeats=1, device="cpu",
-            progress=False, heartbeat_interval=2)
+from .conftest import SINUSOID
+
+TINY = dict(tasks=12, latency_tasks=1, repeats=1, progress=False, heartbeat_interval=2)
 
 
 def _complete(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
@@ -34,7 +35,7 @@ def _complete(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
 
 def test_tiny_study_reaches_target_with_baseline_first(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path}/s.db"
-    study = optimize(8, checkpoint=sinusoid_checkpoint, storage=storage, **TINY)
+    study = optimize(8, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, **TINY)
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == 8
     assert trials[0].number == 0 and trials[0].user_attrs["pattern"] == "111:10"
@@ -51,19 +52,20 @@ def test_target_is_total_finished_study_is_noop_larger_target_extends(
     sinusoid_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     storage = f"sqlite:///{tmp_path}/s.db"
-    optimize(4, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s", **TINY)
+    optimize(4, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, study_name="s", **TINY)
     messages: list[str] = []
-    optimize(4, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s", log=messages.append, **TINY)
+    optimize(4, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, study_name="s", log=messages.append,
+             **TINY)
     assert any("nothing to do" in m for m in messages)
     assert len(_complete(storage, "s")) == 4
-    optimize(6, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s", **TINY)
+    optimize(6, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, study_name="s", **TINY)
     assert len(_complete(storage, "s")) == 6
 
 
 def test_equal_patterns_are_not_evaluated_twice(sinusoid_checkpoint: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     storage = f"sqlite:///{tmp_path}/s.db"
-    optimize(1, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s", **TINY)
+    optimize(1, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, study_name="s", **TINY)
     study = optuna.load_study(study_name="s", storage=storage)
     # Three spellings of "no adaptation" and the baseline again.
     for params in ({"g0": False, "g1": False, "g2": False, "steps": 4},
@@ -79,7 +81,7 @@ def test_equal_patterns_are_not_evaluated_twice(sinusoid_checkpoint: Path, tmp_p
         return original(self, pattern, *args)
 
     monkeypatch.setattr(PatternEvaluator, "measure", spy)
-    optimize(5, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s", **TINY)
+    optimize(5, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, study_name="s", **TINY)
     assert measured == ["000:0"]
     trials = _complete(storage, "s")
     assert [t.user_attrs["pattern"] for t in trials] == ["111:10", "000:0", "000:0", "000:0", "111:10"]
@@ -90,10 +92,10 @@ def test_equal_patterns_are_not_evaluated_twice(sinusoid_checkpoint: Path, tmp_p
 def test_configuration_mismatch_is_refused_and_database_unchanged(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     storage = f"sqlite:///{db}"
-    optimize(2, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s", **TINY)
+    optimize(2, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, study_name="s", **TINY)
     before = db.read_bytes()
     with pytest.raises(UsageError) as error:
-        optimize(3, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s",
+        optimize(3, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, study_name="s",
                  **{**TINY, "tasks": 13, "max_steps": 12})
     assert "tasks: 12 -> 13" in str(error.value) and "max_steps: 10 -> 12" in str(error.value)
     assert db.read_bytes() == before
@@ -103,7 +105,7 @@ def test_phases_space_with_lr_search_draws_valid_patterns_and_is_recorded(sinuso
                                                                          tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     storage = f"sqlite:///{db}"
-    study = optimize(10, checkpoint=sinusoid_checkpoint, storage=storage, study_name="p", space="phases",
+    study = optimize(10, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, study_name="p", space="phases",
                      max_phases=3, search_lr=True, max_steps=10, **TINY)
     config = study.user_attrs[CONFIG_ATTR]
     assert (config["space"], config["max_phases"], config["search_lr"]) == ("phases", 3, True)
@@ -119,9 +121,9 @@ def test_phases_space_with_lr_search_draws_valid_patterns_and_is_recorded(sinuso
         assert trial.params[lr_param(0)] == pattern.phases[0].scale or pattern.is_none
     before = db.read_bytes()
     with pytest.raises(UsageError, match="space: 'phases' -> 'flags'"):  # resuming with another space
-        optimize(12, checkpoint=sinusoid_checkpoint, storage=storage, study_name="p", **TINY)
+        optimize(12, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, study_name="p", **TINY)
     with pytest.raises(UsageError, match="search_lr: True -> False"):
-        optimize(12, checkpoint=sinusoid_checkpoint, storage=storage, study_name="p", space="phases",
+        optimize(12, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, study_name="p", space="phases",
                  max_phases=3, **TINY)
     assert db.read_bytes() == before
 
@@ -134,8 +136,8 @@ def test_phases_space_with_lr_search_draws_valid_patterns_and_is_recorded(sinuso
 def test_bad_space_options_are_refused_before_loading(space: str, phases: int | None, message: str,
                                                       tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=message):
-        optimize(2, storage=f"sqlite:///{tmp_path}/s.db", space=space, max_phases=phases, checkpoint=tmp_path / "x",
-                 **TINY)
+        optimize(2, SINUSOID.but(checkpoint=tmp_path / "x"), storage=f"sqlite:///{tmp_path}/s.db", space=space,
+                 max_phases=phases, **TINY)
     assert not (tmp_path / "s.db").exists()
 
 
@@ -199,7 +201,7 @@ def test_select_rejects_degradation_out_of_range(degradation: float) -> None:
 
 def test_select_confirms_on_test_split(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path}/s.db"
-    optimize(6, checkpoint=sinusoid_checkpoint, storage=storage, **TINY)
+    optimize(6, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, **TINY)
     result = select(0.05, storage=storage, test_tasks=15, checkpoint=sinusoid_checkpoint, device="cpu")
     assert result.baseline == "111:10"
     assert result.confirmation_tasks == 15 and result.test_tasks == 15  # report tasks default to as many
@@ -211,7 +213,7 @@ def test_select_confirms_on_test_split(sinusoid_checkpoint: Path, tmp_path: Path
 
 def test_select_refuses_another_checkpoint(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path}/s.db"
-    optimize(2, checkpoint=sinusoid_checkpoint, storage=storage, **TINY)
+    optimize(2, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, **TINY)
     other = tmp_path / "other.pt"
     other.write_bytes(sinusoid_checkpoint.read_bytes() + b"")
     from patternsearch import load_checkpoint, save_checkpoint
@@ -239,7 +241,7 @@ def test_diverging_and_out_of_memory_trials_fail_with_reason_and_study_goes_on(
 
     monkeypatch.setattr(PatternEvaluator, "measure", flaky)
     storage = f"sqlite:///{tmp_path}/s.db"
-    study = optimize(12, checkpoint=sinusoid_checkpoint, storage=storage, **TINY)
+    study = optimize(12, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, **TINY)
     trials = study.get_trials()
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 12
     failed = [t for t in trials if t.state == TrialState.FAIL]
@@ -249,10 +251,9 @@ def test_diverging_and_out_of_memory_trials_fail_with_reason_and_study_goes_on(
 
 
 def test_huge_inner_learning_rate_raises_floating_point_error(sinusoid_checkpoint: Path) -> None:
-    from patternsearch.experiment import open_experiment
     from patternsearch.measurement import CachedScorer
 
-    experiment = open_experiment("sinusoid", shots=5, checkpoint=sinusoid_checkpoint, device="cpu")
+    experiment = open_experiment(SINUSOID.but(checkpoint=sinusoid_checkpoint))
     scorer = CachedScorer(experiment.model, experiment.benchmark, experiment.tasks("val", 3, 0), inner_lr=1e12)
     with pytest.raises(FloatingPointError, match="non-finite"):
         scorer.scores(experiment.pattern("111:10"))
@@ -263,7 +264,7 @@ def test_select_rejects_a_candidate_that_fails_on_test(sinusoid_checkpoint: Path
     from patternsearch.measurement import CachedScorer
 
     storage = f"sqlite:///{tmp_path}/s.db"
-    study = optimize(16, checkpoint=sinusoid_checkpoint, storage=storage, **TINY)
+    study = optimize(16, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, **TINY)
     choice = choose(study, 1.0)
     assert len(choice.candidates) >= 2, "need two candidates"
     first, second = (str(t.user_attrs["pattern"]) for t in choice.candidates[:2])
@@ -289,7 +290,7 @@ def test_dominated_patterns_stop_early_count_toward_target_and_repeat_as_stopped
 
     storage = f"sqlite:///{tmp_path}/s.db"
     tiny = {**TINY, "tasks": 48}
-    optimize(1, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s", **tiny)
+    optimize(1, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, study_name="s", **tiny)
     study = optuna.load_study(study_name="s", storage=storage)
     distributions = {"g0": CategoricalDistribution([False, True]), "g1": CategoricalDistribution([False, True]),
                      "g2": CategoricalDistribution([False, True]), "steps": IntDistribution(0, 10)}
@@ -308,7 +309,7 @@ def test_dominated_patterns_stop_early_count_toward_target_and_repeat_as_stopped
         return original(self, pattern, tasks)
 
     monkeypatch.setattr(CachedScorer, "scores", spy)
-    optimize(4, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s", **tiny)
+    optimize(4, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, study_name="s", **tiny)
     trials = optuna.load_study(study_name="s", storage=storage).trials
     assert [t.state for t in trials[:4]] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED,
                                              TrialState.PRUNED]
@@ -322,10 +323,12 @@ def test_dominated_patterns_stop_early_count_toward_target_and_repeat_as_stopped
     assert (summary.complete, summary.stopped_early, summary.target) == (2, 2, 4)
 
     messages: list[str] = []
-    optimize(4, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s", log=messages.append, **tiny)
+    optimize(4, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, study_name="s", log=messages.append,
+             **tiny)
     assert any("4 evaluated trials" in m for m in messages)
     scored.clear()
-    optimize(5, checkpoint=sinusoid_checkpoint, storage=storage, study_name="s", early_stopping=False, **tiny)
+    optimize(5, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, study_name="s", early_stopping=False,
+             **tiny)
     last = optuna.load_study(study_name="s", storage=storage).trials[-1]
     assert last.user_attrs["pattern"] == "100:4"  # the enqueued one left waiting above
     assert last.state == TrialState.COMPLETE and last.user_attrs["tasks_scored"] == 48 and scored == [48]
@@ -338,8 +341,8 @@ def test_diverging_learning_rate_scales_fail_their_trials_and_the_search_goes_on
     checkpoint.inner_lr = 0.05
     hot = tmp_path / "hot.pt"
     save_checkpoint(checkpoint, hot)
-    study = optimize(12, checkpoint=hot, storage=f"sqlite:///{tmp_path}/s.db", space="phases", search_lr=True,
-                     **TINY)
+    study = optimize(12, SINUSOID.but(checkpoint=hot), storage=f"sqlite:///{tmp_path}/s.db", space="phases",
+                     search_lr=True, **TINY)
     trials = study.get_trials()
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 12
     failed = [t for t in trials if t.state == TrialState.FAIL]
@@ -354,14 +357,13 @@ def test_confirm_pattern_adapts_the_candidate_on_its_own_checkpoint_even_as_the_
     # `select --pattern full --checkpoint SPECIAL --baseline-checkpoint PARENT` once scored both sides on the parent.
     from patternsearch import specialize
     from patternsearch.benchmarks import disjoint_task_sets
-    from patternsearch.experiment import open_experiment
     from patternsearch.measurement import score_pattern
     from patternsearch.search import confirm_pattern
 
     special = tmp_path / "special.pt"
     specialize(sinusoid_checkpoint, "001:3", 3, special, meta_batch=2, val_every=3, val_tasks=2, device="cpu",
                progress=False)
-    candidate = open_experiment("sinusoid", shots=5, queries=10, checkpoint=special, device="cpu")
+    candidate = open_experiment(SINUSOID.but(checkpoint=special))
     parent = candidate.with_checkpoint(sinusoid_checkpoint)
     result = confirm_pattern(candidate, "full", 10.0 / 100, baseline_checkpoint=sinusoid_checkpoint, test_tasks=10,
                              report_tasks=10, latency_tasks=1, repeats=1)

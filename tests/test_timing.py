@@ -7,6 +7,8 @@ import pytest
 from patternsearch.experiment import open_experiment
 from patternsearch.measurement import LatencyStats, PatternEvaluator, _meter
 
+from .conftest import SINUSOID
+
 
 def test_latency_ratio_pairs_samples_so_a_burst_of_load_cancels(sinusoid_checkpoint: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
@@ -20,7 +22,7 @@ def test_latency_ratio_pairs_samples_so_a_burst_of_load_cancels(sinusoid_checkpo
         return {"baseline": LatencyStats(baseline), "pattern": LatencyStats(pattern)}
 
     monkeypatch.setattr(_meter, "interleaved_latencies", fake)
-    experiment = open_experiment("sinusoid", shots=5, queries=10, checkpoint=sinusoid_checkpoint, device="cpu")
+    experiment = open_experiment(SINUSOID.but(checkpoint=sinusoid_checkpoint))
     evaluator = PatternEvaluator(experiment, experiment.full, experiment.tasks("val", 2, 0), latency_tasks=1)
     timing = evaluator.latencies(experiment.pattern("001:1"))
     assert timing.latency_ms / timing.baseline_ms == pytest.approx(1 / 40)

@@ -182,3 +182,65 @@ def test_specialization_resumes_and_refuses_another_pattern_or_its_source(sinuso
     assert (tmp_path / "resumed.pt").read_bytes() == before
     with pytest.raises(CheckpointError, match="is the source checkpoint"):
         specialize(sinusoid_checkpoint, "001:2", 6, sinusoid_checkpoint, **options)
+
+
+DROPOUT_MODEL = '''
+from torch import nn
+
+
+def dropout_mlp(num_classes=1, input_shape=(1,)):
+    return nn.Sequential(nn.Linear(input_shape[-1], 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, num_classes))
+'''
+
+
+def test_a_resumed_run_with_dropout_equals_the_straight_run(tmp_path: Path) -> None:
+    # The checkpoint keeps the random state: dropout masks after a resume are those of the straight run.
+    source = tmp_path / "dropout_model.py"
+    source.write_text(DROPOUT_MODEL)
+    base = dict(benchmark="sinusoid", model=f"{source}:dropout_mlp", shots=5, queries=5, meta_batch=2,
+                val_every=2, val_tasks=2, checkpoint_every=1, device="cpu")
+    straight = train(TrainConfig(**base, iterations=6), tmp_path / "straight.pt", progress=False)
+    train(TrainConfig(**base, iterations=3), tmp_path / "resumed.pt", progress=False)
+    torch.manual_seed(12345)  # whatever happened in between
+    resumed = train(TrainConfig(**base, iterations=6), tmp_path / "resumed.pt", progress=False)
+    for key, value in straight.state_dict.items():
+        torch.testing.assert_close(resumed.state_dict[key], value, rtol=0, atol=0)
+
+
+def test_resuming_in_another_mode_is_refused(tmp_path: Path) -> None:
+    config = TrainConfig(benchmark="sinusoid", model="mlp", shots=5, queries=5, meta_batch=2, iterations=1,
+                         val_every=1, val_tasks=2, device="cpu")
+    train(config, tmp_path / "c.pt", progress=False)
+    with pytest.raises(CheckpointError, match="mode: 'train' -> 'eval'"):
+        train(config, tmp_path / "c.pt", progress=False, mode="eval")
+
+
+def test_training_without_progress_prints_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = TrainConfig(benchmark="sinusoid", model="mlp", shots=5, queries=5, meta_batch=2, iterations=2,
+                         val_every=1, val_tasks=2, device="cpu")
+    train(config, tmp_path / "c.pt", progress=False)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_the_shipped_checkpoint_is_never_rewritten(omniglot_root: Path, tmp_path: Path) -> None:
+    from patternsearch.checkpoint import shipped_checkpoint
+
+    shipped = shipped_checkpoint("omniglot-small", "conv4", 5, 1)
+    assert shipped is not None
+    before = file_checksum(shipped)
+    settings = ["--data-root", str(omniglot_root), "--meta-batch", "16", "--val-every", "250", "--val-tasks", "200"]
+    # The shipped settings on another device and data path: the run is finished, so nothing is written.
+    done = subprocess.run([sys.executable, "-m", "patternsearch", "train", *settings, "--iterations", "3000",
+                           "--device", "cpu"], capture_output=True, text=True, env=os.environ, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "iteration 3000" in done.stdout and file_checksum(shipped) == before
+    # More iterations would write package data: refused in one line before any training.
+    more = subprocess.run([sys.executable, "-m", "patternsearch", "train", *settings, "--iterations", "3001"],
+                          capture_output=True, text=True, env=os.environ, timeout=120)
+    assert more.returncode == 2 and "shipped with the package" in more.stderr
+    assert len(more.stderr.strip().splitlines()) == 1 and file_checksum(shipped) == before
+    with pytest.raises(CheckpointError, match="shipped with the package"):
+        train(TrainConfig(benchmark="sinusoid", model="mlp", shots=5, iterations=1, device="cpu"),
+              shipped.parent / "sinusoid-mlp-new.pt", progress=False)
+    assert not (shipped.parent / "sinusoid-mlp-new.pt").exists()

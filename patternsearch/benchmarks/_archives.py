@@ -11,12 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import DataError
+
 DATA_ENV = "PATTERNSEARCH_DATA"
 HOME_ENV = "PATTERNSEARCH_HOME"
-
-
-class DataError(RuntimeError):
-    """Missing, undownloadable or corrupted data."""
 
 
 @dataclass(frozen=True)

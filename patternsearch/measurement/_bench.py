@@ -40,9 +40,11 @@ class BenchRow:
         pattern: Explicit ``FLAGS:STEPS``.
         latency_ms: Median adaptation latency of one task.
         latency_iqr_ms: Inter-quartile range.
-        speedup: Full MAML's median divided by this one's.
-        speedup_same_steps: Full MAML at this pattern's step count divided by
-            this one's (None for the reference rows).
+        speedup: Over full MAML, from paired samples
+            (:meth:`~patternsearch.measurement.LatencyStats.speedup_over`),
+            as in a study.
+        speedup_same_steps: The same over full MAML at this pattern's step
+            count (None for the reference rows).
         accuracy: Mean query score on the timed tasks (the same scorer as
             every other command; few tasks, so only a sanity check).
         tasks: Number of timed tasks.
@@ -112,17 +114,15 @@ def bench(
         same_steps[name] = same_name
     stats = interleaved_latencies({name: fn for name, (_, fn) in variants.items()}, tasks, experiment.device,
                                   repeats=repeats, warmup=warmup)
-    baseline_ms = stats[BASELINE].median_ms
     scorer = CachedScorer(model, experiment.benchmark, tasks, lr)
     accuracy = {name: float(scorer.scores(pattern).mean()) for name, (pattern, _) in variants.items()}
     rows = []
     for name, (pattern, _) in variants.items():
-        median = max(stats[name].median_ms, 1e-9)
         reference = same_steps.get(name)
         rows.append(BenchRow(
             name=name, pattern=str(pattern), latency_ms=stats[name].median_ms, latency_iqr_ms=stats[name].spread_ms,
-            speedup=baseline_ms / median,
-            speedup_same_steps=stats[reference].median_ms / median if reference else None,
+            speedup=stats[name].speedup_over(stats[BASELINE]),
+            speedup_same_steps=stats[name].speedup_over(stats[reference]) if reference else None,
             accuracy=accuracy[name], tasks=len(tasks),
             flops=adaptation_flops(model, tasks[0], pattern, lr, loss_fn),
             device=device_name(experiment.device), threads=torch.get_num_threads(), environment=environment(),

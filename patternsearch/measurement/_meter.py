@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
-import numpy as np
-
-from .. import __version__
+from .._version import __version__
 from ..adaptation import Params
 from ..benchmarks import Task
 from ..devices import device_name
@@ -41,8 +40,9 @@ class Measurement:
         baseline_latency_ms: The baseline's median, measured interleaved
             with this pattern on the same worker.
         latency_ratio: Median of the paired latency ratios to the baseline
-            (see :class:`Timing`).
-        speedup: ``1 / latency_ratio``.
+            (:meth:`LatencyStats.ratio_to`).
+        speedup: ``1 / latency_ratio``: how many times faster than the
+            baseline the pattern adapts (:meth:`LatencyStats.speedup_over`).
         flops: FLOPs of one adaptation.
         device: Where it was measured.
         version: patternsearch version.
@@ -52,12 +52,8 @@ class Measurement:
     pattern: str
     accuracy: float
     ci95: float
-    classes: int | None
-    units: int | None
     scores: list[float]
     tasks_scored: int
-    scored_tasks: list[int] | None
-    dominated_by: int | None
     latency_ms: float
     latency_iqr_ms: float
     baseline_latency_ms: float
@@ -65,8 +61,18 @@ class Measurement:
     speedup: float
     flops: int
     device: str
-    version: str
-    environment: dict[str, object]
+    classes: int | None = None
+    units: int | None = None
+    scored_tasks: list[int] | None = None
+    dominated_by: int | None = None
+    version: str = ""
+    environment: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> Measurement:
+        """The measurement a trial stored with :meth:`user_attrs` (other attributes are ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in attrs.items() if key in known})
 
     def time_objective(self, metric: str) -> float:
         """The value the study minimises for ``metric`` (ratio, latency or flops)."""
@@ -141,8 +147,7 @@ class PatternEvaluator:
             variants["pattern"] = self._adapter(pattern)
         stats = interleaved_latencies(variants, self.timed_tasks, self.experiment.device, repeats=self.repeats)
         mine, base = stats.get("pattern", stats["baseline"]), stats["baseline"]
-        ratios = np.asarray(mine.samples_ms) / np.asarray(base.samples_ms)
-        return Timing(mine.median_ms, mine.spread_ms, base.median_ms, float(np.median(ratios)))
+        return Timing(mine.median_ms, mine.spread_ms, base.median_ms, mine.ratio_to(base))
 
     def measure(self, pattern: Pattern, rivals: Sequence[Rival] | None = None,
                 time_metric: str = "ratio") -> Measurement:
@@ -165,7 +170,8 @@ class PatternEvaluator:
         mine = time_objective(time_metric, timing.latency_ms, timing.ratio, flops)
         faster = [rival for rival in rivals or () if rival.time <= mine]
         with self.scorer.threads():  # one set of scoring threads for the whole trial
-            outcome = race(lambda tasks: self.scorer.scores(pattern, tasks), len(self.scorer), faster)
+            outcome = race(lambda tasks: self.scorer.scores(pattern, tasks), len(self.scorer), faster,
+                           design=self.design)
         accuracy = estimate(outcome.scores, self.design.subset(outcome.tasks))
         stopped = outcome.dominated_by is not None
         return Measurement(

@@ -43,6 +43,20 @@ class LatencyStats:
         """Median, spread and sample count."""
         return {"latency_ms": self.median_ms, "latency_iqr_ms": self.spread_ms, "latency_samples": len(self.samples_ms)}
 
+    def ratio_to(self, baseline: LatencyStats) -> float:
+        """The latency ratio: median over paired samples of this one's time divided by the baseline's.
+
+        Sample ``i`` of every variant of one :func:`interleaved_latencies`
+        call is the same task in the same round, run back to back, so a burst
+        of load on a shared machine slows both samples of a pair and cancels
+        in their ratio, where it would skew a ratio of medians.
+        """
+        return float(np.median(np.asarray(self.samples_ms) / np.asarray(baseline.samples_ms)))
+
+    def speedup_over(self, baseline: LatencyStats) -> float:
+        """**Speedup**, the one definition every command prints: ``1 / ratio_to(baseline)``."""
+        return 1.0 / max(self.ratio_to(baseline), 1e-12)
+
 
 def adaptation_call(model: torch.nn.Module, pattern: Pattern, inner_lr: float,
                     loss_fn: LossFn | None) -> Callable[[Task], Params]:

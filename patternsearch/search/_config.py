@@ -99,10 +99,20 @@ class StudyConfig:
         A field that ``stored`` lacks (a study made before the field existed)
         counts as its default.
         """
-        mine = self.as_dict()
-        defaults = {f.name: f.default for f in fields(self) if f.default is not MISSING}
-        return [
-            f"{key}: {stored.get(key, defaults.get(key))!r} -> {value!r}"
-            for key, value in mine.items()
-            if stored.get(key, defaults.get(key)) != value
-        ]
+        return differences(stored, self.as_dict())
+
+
+def differences(stored: dict[str, Any], requested: dict[str, Any]) -> list[str]:
+    """``field: stored -> requested`` for every requested field that differs from a stored configuration.
+
+    ``requested`` may hold only some fields: what is known before the data
+    and the checkpoint are loaded, so that a request the study would refuse
+    is refused before any heavy work. A field that ``stored`` lacks counts as
+    its default.
+    """
+    defaults = {f.name: f.default for f in fields(StudyConfig) if f.default is not MISSING}
+    return [
+        f"{key}: {stored.get(key, defaults.get(key))!r} -> {value!r}"
+        for key, value in requested.items()
+        if stored.get(key, defaults.get(key)) != value
+    ]

@@ -8,12 +8,18 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..errors import UsageError
+from ..errors import SelectionError
+from ..measurement import Measurement
 from ._config import CONFIG_ATTR
 
 
-class SelectionError(UsageError):
-    """A study without the trials a selection needs."""
+def measured(trial: FrozenTrial) -> Measurement:
+    """The typed view of a measured trial: its :class:`~patternsearch.measurement.Measurement`.
+
+    Every reader of a study goes through this, so each quantity has one name
+    and one definition (``speedup`` is always ``1 / latency_ratio``).
+    """
+    return Measurement.from_attrs(trial.user_attrs)
 
 
 def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -44,7 +50,7 @@ def baseline_trial(study: optuna.Study, trials: list[FrozenTrial] | None = None)
     """
     baseline = study.user_attrs.get(CONFIG_ATTR, {}).get("baseline")
     for trial in trials if trials is not None else completed_trials(study):
-        if trial.user_attrs.get("pattern") == baseline:
+        if measured(trial).pattern == baseline:
             return trial
     raise SelectionError(f"study {study.study_name!r} has no complete baseline trial ({baseline}) yet")
 
@@ -53,13 +59,13 @@ def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Pareto-optimal complete trials, one per pattern, fastest first."""
     unique: dict[str, FrozenTrial] = {}
     for trial in study.best_trials:
-        unique.setdefault(str(trial.user_attrs.get("pattern")), trial)
+        unique.setdefault(str(measured(trial).pattern), trial)
     return sorted(unique.values(), key=lambda t: (t.values[0], -t.values[1]))
 
 
 def devices(trials: list[FrozenTrial]) -> list[str]:
     """The distinct devices the trials were measured on."""
-    return sorted({str(t.user_attrs.get("device")) for t in trials})
+    return sorted({str(measured(t).device) for t in trials})
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,7 @@ def choose(study: optuna.Study, max_degradation: float) -> Choice:
     if not trials:
         raise SelectionError(f"study {study.study_name!r} has no completed trial")
     baseline = baseline_trial(study, trials)
-    threshold = float(baseline.user_attrs["accuracy"]) - max_degradation
+    threshold = float(measured(baseline).accuracy) - max_degradation
     mixed = len(devices(trials)) > 1
     metric = study.user_attrs.get(CONFIG_ATTR, {}).get("time_metric", "ratio")
     if mixed:
@@ -112,13 +118,13 @@ def choose(study: optuna.Study, max_degradation: float) -> Choice:
             stacklevel=2,
         )
     by_speedup = mixed and metric == "latency"
-    qualifying = [t for t in pareto_trials(study) if float(t.user_attrs["accuracy"]) >= threshold - 1e-12]
+    qualifying = [t for t in pareto_trials(study) if float(measured(t).accuracy) >= threshold - 1e-12]
 
     def speed_key(trial: FrozenTrial) -> tuple[float, float]:
-        cost = -float(trial.user_attrs["speedup"]) if by_speedup else float(trial.values[0])
-        return cost, -float(trial.user_attrs["accuracy"])
+        cost = -float(measured(trial).speedup) if by_speedup else float(trial.values[0])
+        return cost, -float(measured(trial).accuracy)
 
-    ordered = sorted((t for t in qualifying if t.user_attrs["pattern"] != baseline.user_attrs["pattern"]),
+    ordered = sorted((t for t in qualifying if measured(t).pattern != measured(baseline).pattern),
                      key=speed_key)
     faster = [t for t in ordered if speed_key(t) <= speed_key(baseline)]
     return Choice((*faster, baseline), baseline, threshold, mixed)

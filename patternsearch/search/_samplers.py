@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,6 +17,14 @@ DEFAULT_SAMPLER = "tpe"
 
 
 def _build(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    # Multivariate TPE, constant liar, GP and brute force are marked experimental; a sampler is built for every
+    # trial (see TrialSeededSampler), and Optuna's warning would be printed each time.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _construct(name, seed)
+
+
+def _construct(name: str, seed: int) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=16, constant_liar=True)
     if name == "nsga2":

@@ -15,21 +15,23 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 
 from ..benchmarks import Task, disjoint_task_sets
-from ..checkpoint import file_checksum
+from ..checkpoint import CheckpointError, default_checkpoint_path, file_checksum, load_checkpoint
 from ..confirmation import CandidateTest, Decision, Proposal, confirm_in_sequence, propose
 from ..errors import UsageError
-from ..experiment import Experiment, open_experiment
+from ..experiment import Experiment, check_pairable, open_experiment
 from ..measurement import CachedScorer, PatternEvaluator, environment
 from ..pattern import Pattern
+from ..spec import ExperimentSpec
 from ..uncertainty import Estimate, TaskDesign, estimate
 from ._config import CONFIG_ATTR, SELECTION_ATTR, StudyConfig
-from ._pareto import Choice, choose
+from ._pareto import Choice, choose, measured
 from ._storage import DEFAULT_STORAGE, load_existing_study, open_storage
 from ._study import default_study_name
 
@@ -68,16 +70,16 @@ class PairedScores:
 
 def proposals(choice: Choice) -> list[Proposal]:
     """A study's qualifying Pareto trials (fastest first, the baseline left out) as proposals."""
-    baseline = choice.baseline
-    base_scores = np.asarray(baseline.user_attrs.get("scores", ()), dtype=np.float64)
+    baseline = measured(choice.baseline)
+    base_scores = np.asarray(baseline.scores, dtype=np.float64)
     result = []
     for trial in choice.candidates:
-        if trial.user_attrs["pattern"] == baseline.user_attrs["pattern"]:
+        record = measured(trial)
+        if record.pattern == baseline.pattern:
             continue
-        scores = np.asarray(trial.user_attrs.get("scores", ()), dtype=np.float64)
+        scores = np.asarray(record.scores, dtype=np.float64)
         result.append(Proposal(
-            pattern=str(trial.user_attrs["pattern"]), speedup=float(trial.user_attrs["speedup"]),
-            val_difference=float(trial.user_attrs["accuracy"]) - float(baseline.user_attrs["accuracy"]),
+            pattern=record.pattern, speedup=record.speedup, val_difference=record.accuracy - baseline.accuracy,
             val_differences=scores - base_scores if scores.size == base_scores.size else np.empty(0),
             trial=trial.number))
     return result
@@ -198,21 +200,30 @@ def _resolve_study_name(storage: optuna.storages.BaseStorage, name: str | None) 
 
 
 def study_experiment(config: StudyConfig, *, data_root: str | os.PathLike[str] | None,
-                     checkpoint: str | os.PathLike[str] | None, device: str) -> Experiment:
-    """Re-opens the experiment a study was made with.
+                     checkpoint: str | os.PathLike[str] | None, device: str,
+                     baseline_checkpoint: str | os.PathLike[str] | None = None) -> Experiment:
+    """Re-opens the experiment a study was made with, after checking its checkpoints without loading any data.
 
     Raises:
         UsageError: If the checkpoint is not the study's (checksums differ).
+        CheckpointError: A missing checkpoint, or a baseline checkpoint of
+            another benchmark, ways or shots.
     """
-    experiment = open_experiment(
-        config.benchmark, config.model, ways=config.ways, shots=config.shots, queries=config.queries,
-        data_root=data_root, benchmark_options=config.benchmark_options, checkpoint=checkpoint, device=device,
-    )
-    checksum = file_checksum(experiment.checkpoint_path)
+    path = Path(checkpoint) if checkpoint else default_checkpoint_path(config.benchmark, config.model, config.ways,
+                                                                        config.shots)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}; pass the study's checkpoint with --checkpoint")
+    checksum = file_checksum(path)
     if checksum != config.checkpoint_sha256:
-        raise UsageError(f"checkpoint {experiment.checkpoint_path} (sha256 {checksum[:12]}...) is not the one the "
+        raise UsageError(f"checkpoint {path} (sha256 {checksum[:12]}...) is not the one the "
                          f"study was made with (sha256 {config.checkpoint_sha256[:12]}...); pass --checkpoint")
-    return experiment
+    if baseline_checkpoint is not None:
+        check_pairable(load_checkpoint(baseline_checkpoint), config.benchmark, config.ways, config.shots,
+                       baseline_checkpoint)
+    return open_experiment(ExperimentSpec(
+        benchmark=config.benchmark, model=config.model, ways=config.ways, shots=config.shots,
+        queries=config.queries, data_root=None if data_root is None else os.fspath(data_root),
+        benchmark_options=config.benchmark_options, checkpoint=str(path), device=device))
 
 
 def select(
@@ -347,15 +358,15 @@ def confirm_pattern(
 
 
 def _validation_fields(study: str, choice: Choice, max_degradation: float, confidence: float) -> dict[str, Any]:
-    return {"study": study, "baseline": str(choice.baseline.user_attrs["pattern"]),
+    return {"study": study, "baseline": str(measured(choice.baseline).pattern),
             "max_degradation": max_degradation, "confidence": confidence, "confirmed": False,
-            "baseline_val_accuracy": float(choice.baseline.user_attrs["accuracy"]),
+            "baseline_val_accuracy": float(measured(choice.baseline).accuracy),
             "mixed_devices": choice.mixed_devices}
 
 
 def _trial_fields(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    return {"pattern": str(trial.user_attrs["pattern"]), "trial": trial.number,
-            "val_accuracy": float(trial.user_attrs["accuracy"]), "val_speedup": float(trial.user_attrs["speedup"])}
+    return {"pattern": str(measured(trial).pattern), "trial": trial.number,
+            "val_accuracy": float(measured(trial).accuracy), "val_speedup": float(measured(trial).speedup)}
 
 
 def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], *, max_degradation: float,
@@ -363,9 +374,10 @@ def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], *,
              data_root: str | os.PathLike[str] | None, checkpoint: str | os.PathLike[str] | None,
              baseline_checkpoint: str | os.PathLike[str] | None, device: str) -> Selection:
     config = StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR])
-    experiment = study_experiment(config, data_root=data_root, checkpoint=checkpoint, device=device)
+    experiment = study_experiment(config, data_root=data_root, checkpoint=checkpoint, device=device,
+                                  baseline_checkpoint=baseline_checkpoint)
     reference = experiment if baseline_checkpoint is None else experiment.with_checkpoint(baseline_checkpoint)
-    baseline = reference.pattern(str(choice.baseline.user_attrs["pattern"]))
+    baseline = reference.pattern(str(measured(choice.baseline).pattern))
     decision_tasks, fresh_tasks, disjoint = disjoint_task_sets(experiment.benchmark, "test", test_tasks,
                                                                report_tasks, test_seed)
     validation_design = TaskDesign.of(experiment.benchmark.tasks("val", config.tasks, config.task_seed))
@@ -374,7 +386,7 @@ def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], *,
                       max_degradation=max_degradation, confidence=confidence, max_candidates=max_candidates)
     selected = next((t for t in choice.candidates if decision.selected is not None
                      and t.number == decision.selected.trial), choice.baseline)
-    pattern = None if decision.selected is None else experiment.pattern(str(selected.user_attrs["pattern"]))
+    pattern = None if decision.selected is None else experiment.pattern(str(measured(selected).pattern))
     return Selection(**{
         **validation, **_trial_fields(selected), **_decision_fields(decision, test_tasks, confirmation),
         **_measured_fields(experiment, reference, baseline, pattern, fresh_tasks, disjoint, test_seed,

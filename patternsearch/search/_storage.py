@@ -11,7 +11,7 @@ import optuna
 import sqlalchemy.exc
 from sqlalchemy.engine import make_url
 
-from ..errors import UsageError
+from ..errors import StorageError
 
 try:
     import fcntl
@@ -20,10 +20,6 @@ except ImportError:  # Windows: no local multi-process lock
 
 DEFAULT_STORAGE = "sqlite:///studies/patternsearch.db"
 DEFAULT_HEARTBEAT_S = 10
-
-
-class StorageError(UsageError):
-    """A storage URL that is malformed, unreachable or names no database."""
 
 
 def safe_url(url: str) -> str:

@@ -8,6 +8,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import optuna
@@ -15,12 +16,15 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
-from ..checkpoint import file_checksum
-from ..errors import UsageError
-from ..experiment import Experiment, open_experiment
+from ..checkpoint import file_checksum, load_checkpoint
+from ..devices import resolve_device
+from ..errors import StorageError, UsageError
+from ..experiment import Experiment, build_benchmark, checkpoint_path, open_experiment
 from ..measurement import PatternEvaluator, Rival, environment
 from ..pattern import Pattern
-from ._config import CONFIG_ATTR, ENVIRONMENT_ATTR, TARGET_ATTR, TIME_METRICS, StudyConfig
+from ..spec import ExperimentSpec
+from ..training import ensure_checkpoint
+from ._config import CONFIG_ATTR, ENVIRONMENT_ATTR, TARGET_ATTR, TIME_METRICS, StudyConfig, differences
 from ._pareto import SelectionError, choose, counts_toward_target, stopped_early
 from ._samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
 from ._space import DEFAULT_MAX_PHASES, SearchSpace
@@ -49,32 +53,53 @@ def _validate(trials: int, tasks: int, time_metric: str, sampler: str, latency_t
 
 
 def _prepare_study(storage: optuna.storages.BaseStorage, name: str, config: StudyConfig, baseline: Pattern,
-                   target: int) -> optuna.Study:
-    """Loads the study (refusing another configuration) or creates it with the baseline enqueued."""
+                   target: int, say: Callable[[str], None]) -> optuna.Study:
+    """Creates the study with the baseline enqueued, or loads it (refusing another configuration).
+
+    Only the worker whose ``create_study`` succeeds (the database's unique
+    study name decides) records the configuration and enqueues the baseline,
+    so workers that start at once enqueue it once; the others wait for the
+    configuration. The study's target only grows: a smaller ``target`` is
+    this worker's own stopping point, and it says so.
+    """
+    sampler = make_sampler(config.sampler, config.sampler_seed)
     try:
-        study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(config.sampler,
-                                                                                         config.sampler_seed))
-    except KeyError:
-        study = None
-    if study is not None and CONFIG_ATTR in study.user_attrs:
-        differences = config.differences(study.user_attrs[CONFIG_ATTR])
-        if differences:
-            raise UsageError(f"study {name!r} was created with another configuration: {'; '.join(differences)}; "
-                             "use another --study name or the same settings")
-    if study is None or CONFIG_ATTR not in study.user_attrs:
-        study = optuna.create_study(
-            study_name=name, storage=storage, directions=["minimize", "maximize"], load_if_exists=True,
-            sampler=make_sampler(config.sampler, config.sampler_seed),
-        )
+        study = optuna.create_study(study_name=name, storage=storage, directions=["minimize", "maximize"],
+                                    sampler=sampler)
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        created = not _wait_for_configuration(study)  # else its creator died before recording it: take over
+    if created:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([f"time_{config.time_metric}", "accuracy"])
         study.set_user_attr(CONFIG_ATTR, config.as_dict())
         study.set_user_attr(ENVIRONMENT_ATTR, environment())  # every trial records its own too
         study.enqueue_trial(config.search_space().params(baseline), skip_if_exists=True)
-    if study.user_attrs.get(TARGET_ATTR) != target:
+    else:
+        found = config.differences(study.user_attrs[CONFIG_ATTR])
+        if found:
+            raise UsageError(f"study {name!r} was created with another configuration: {'; '.join(found)}; "
+                             "use another --study name or the same settings")
+    stored = study.user_attrs.get(TARGET_ATTR)
+    if stored is None or target > stored:
         study.set_user_attr(TARGET_ATTR, target)
+    elif target < stored:
+        say(f"study {name!r} keeps its target of {stored} trials (set by an earlier run); this run stops at "
+            f"{target}")
     return study
+
+
+def _wait_for_configuration(study: optuna.Study, seconds: float = 30.0) -> bool:
+    """Waits until the study's creator has recorded its configuration; False if it never does."""
+    deadline = time.monotonic() + seconds
+    while CONFIG_ATTR not in study.user_attrs:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+        study = optuna.load_study(study_name=study.study_name, storage=study._storage)
+    return True
 
 
 class _DatabaseTrials:
@@ -185,16 +210,8 @@ class _Objective:
 
 def optimize(
     trials: int = 200,
+    spec: ExperimentSpec | None = None,
     *,
-    benchmark: str = "omniglot-small",
-    model: str | None = None,
-    ways: int = 5,
-    shots: int = 1,
-    queries: int = 15,
-    data_root: str | os.PathLike[str] | None = None,
-    benchmark_options: dict[str, object] | None = None,
-    checkpoint: str | os.PathLike[str] | None = None,
-    device: str = "auto",
     storage: str = DEFAULT_STORAGE,
     study_name: str | None = None,
     tasks: int = 200,
@@ -220,18 +237,14 @@ def optimize(
     ``trials`` is the study's total target, not a number of new trials: an
     interrupted run resumes where it stopped, a finished study returns at
     once, and a larger target extends it. The first trial is the baseline.
+    A request that the existing study would refuse (another configuration)
+    is refused before any data is loaded or any checkpoint trained.
 
     Args:
         trials: Target number of evaluated trials (complete or stopped early).
-        benchmark: Benchmark name or plug-in reference.
-        model: Model name; default: the checkpoint's, else the benchmark's.
-        ways: Classes per episode.
-        shots: Support examples per class.
-        queries: Query examples per class.
-        data_root: Data folder.
-        benchmark_options: Benchmark-specific options.
-        checkpoint: Checkpoint path (default: shipped/cached; trained if missing).
-        device: ``auto``, ``cpu`` or ``cuda``.
+        spec: Benchmark, model, episode shape, data, checkpoint and device
+            (default: the shipped omniglot-small conv4 5-way 1-shot); a
+            missing checkpoint is meta-trained first.
         storage: Optuna storage URL.
         study_name: Default ``<benchmark>-<model>-<ways>w<shots>s``.
         tasks: Fixed validation tasks every trial is scored on.
@@ -257,17 +270,34 @@ def optimize(
 
     Returns:
         The Optuna study.
+
+    Raises:
+        UsageError: Bad settings, or settings the existing study was not made with.
     """
+    spec = spec or ExperimentSpec()
     say = log or (lambda message: print(message, file=sys.stderr))
     _validate(trials, tasks, time_metric, sampler, latency_tasks, repeats)
     if max_phases is None:
         max_phases = DEFAULT_MAX_PHASES if space == "phases" else 1
-    SearchSpace(1, max_steps, space, max_phases, search_lr)  # validates before the model loads
-    experiment = open_experiment(
-        benchmark, model, ways=ways, shots=shots, queries=queries, data_root=data_root,
-        benchmark_options=benchmark_options, checkpoint=checkpoint, device=device, train_if_missing=True,
-        train_iterations=train_iterations, progress=progress,
-    )
+    SearchSpace(1, max_steps, space, max_phases, search_lr)  # validates before anything loads
+    requested: dict[str, Any] = {
+        "ways": spec.ways, "shots": spec.shots, "queries": spec.queries, "tasks": tasks, "task_seed": task_seed,
+        "max_steps": max_steps, "sampler": sampler, "sampler_seed": seed, "time_metric": time_metric,
+        "latency_tasks": latency_tasks, "repeats": repeats, "device": resolve_device(spec.device).type,
+        "benchmark_options": dict(spec.benchmark_options), "space": space, "max_phases": max_phases,
+        "search_lr": search_lr,
+    }
+    if study_name:  # the study is known: refuse before the data loads
+        _refuse_early(storage, study_name, requested)
+    bench = build_benchmark(spec)
+    path = checkpoint_path(spec, bench)
+    model = spec.model or (load_checkpoint(path).model if path.is_file() else bench.default_model)
+    name = study_name or default_study_name(bench.name, model, spec.ways, spec.shots)
+    if _refuse_early(storage, name, {**requested, "benchmark": bench.name, "model": model}) and not path.is_file():
+        raise UsageError(f"study {name!r} was made with a checkpoint that is not at {path}; pass --checkpoint "
+                         "(a new one would be trained otherwise, and the study would refuse it)")
+    path = ensure_checkpoint(spec, benchmark=bench, iterations=train_iterations, progress=progress, log=say)
+    experiment = open_experiment(spec.but(checkpoint=str(path)), benchmark=bench)
     baseline_pattern = experiment.pattern(baseline).canonical()
     if baseline_pattern.steps > max_steps:
         raise UsageError(f"the baseline {baseline_pattern} uses {baseline_pattern.steps} steps; "
@@ -275,10 +305,9 @@ def optimize(
     config = study_config(experiment, baseline_pattern, tasks=tasks, task_seed=task_seed, max_steps=max_steps,
                           sampler=sampler, seed=seed, time_metric=time_metric, latency_tasks=latency_tasks,
                           repeats=repeats, space=space, max_phases=max_phases, search_lr=search_lr)
-    name = study_name or default_study_name(experiment.benchmark.name, experiment.checkpoint.model, ways, shots)
     with creation_lock(storage):
         rdb = open_storage(storage, heartbeat_interval=max(1, heartbeat_interval))
-        study = _prepare_study(rdb, name, config, baseline_pattern, trials)
+        study = _prepare_study(rdb, name, config, baseline_pattern, trials, say)
     database_trials = _DatabaseTrials(rdb, name)
     done, _ = database_trials.counts()
     if done >= trials:
@@ -291,6 +320,28 @@ def optimize(
     _run(study, _Objective(database_trials, evaluator, config, trials, early_stopping), trials,
          heartbeat_interval, progress, say)
     return optuna.load_study(study_name=name, storage=rdb, sampler=study.sampler)
+
+
+def _refuse_early(storage: str, name: str, requested: dict[str, Any]) -> bool:
+    """Refuses settings that the stored study ``name`` differs in, reading only the database.
+
+    Returns:
+        Whether the study exists.
+
+    Raises:
+        UsageError: The differences, one line.
+    """
+    try:
+        rdb = open_storage(storage, create=False)
+        study_id = rdb.get_study_id_from_name(name)
+    except (StorageError, KeyError):
+        return False  # no database or no such study yet: nothing to refuse
+    stored = rdb.get_study_user_attrs(study_id).get(CONFIG_ATTR)
+    found = differences(stored, requested) if stored is not None else []
+    if found:
+        raise UsageError(f"study {name!r} was created with another configuration: {'; '.join(found)}; "
+                         "use another --study name or the same settings")
+    return True
 
 
 def study_config(experiment: Experiment, baseline: Pattern, *, tasks: int, task_seed: int, max_steps: int,

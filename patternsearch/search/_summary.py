@@ -8,7 +8,7 @@ from typing import Any
 import optuna
 
 from ._config import CONFIG_ATTR, TARGET_ATTR
-from ._pareto import SelectionError, baseline_trial, completed_trials, stopped_early_trials
+from ._pareto import SelectionError, baseline_trial, completed_trials, measured, stopped_early_trials
 from ._storage import DEFAULT_STORAGE, open_storage
 from ._study import best_speedup_within
 
@@ -35,7 +35,7 @@ def summarize(study: optuna.Study) -> StudySummary:
     """The summary line of one study."""
     config = study.user_attrs.get(CONFIG_ATTR, {})
     try:
-        baseline: float | None = float(baseline_trial(study).user_attrs["accuracy"])
+        baseline: float | None = measured(baseline_trial(study)).accuracy
     except SelectionError:
         baseline = None
     return StudySummary(
