@@ -2,36 +2,68 @@
 
 Numbers in, a decision out: nothing here knows Optuna, a model or a study,
 so the rule can be simulated thousands of times
-(``tests/test_selection_error_rate.py``). :mod:`patternsearch.search`
-feeds it a study's Pareto trials and the scores of real adaptations.
+(``tests/test_selection_error_rate.py``, ``examples/selection_power.py``).
+:mod:`patternsearch.search` feeds it a study's trials and the scores of real
+adaptations.
 
 The promise: the selected pattern's accuracy is within ``max_degradation``
 (D) of the baseline's, with probability at least ``confidence``.
 
-1. **Validation proposes** (:func:`propose`): of the patterns faster than
-   the baseline, those whose paired validation difference has a one-sided
-   ``confidence`` lower bound of at least ``-D``, at most ``max_candidates``,
-   fastest first. The list is fixed before any test task is scored.
-2. **Confirmation tasks decide** (:func:`confirm_in_sequence`), by
-   fixed-sequence testing: the candidates are tested slowest (on a Pareto
-   front: most accurate) first, each confirmed when the one-sided
-   ``confidence`` lower bound of its paired difference to the baseline on
-   the same tasks is at least ``-D``; testing stops at the first candidate
-   that is not confirmed, and the fastest confirmed one is selected (none:
-   the baseline is the answer). A candidate is tested only after every
-   earlier one was confirmed, so the probability of confirming any pattern
-   whose true loss exceeds D is at most ``1 - confidence`` however many
-   candidates there are (strong family-wise control).
+1. **Validation proposes** (:func:`propose`), before any test task is
+   scored. Validation winners of a large space are overestimated (the
+   winner's curse), so each proposal's validation difference ``x`` is first
+   corrected by Tweedie's formula (Efron 2011), ``x + s^2 d/dx log f(x)``,
+   with ``s`` its standard error and ``f`` a Gaussian kernel density (bandwidth:
+   the median ``s``) of the validation differences of every pattern the
+   study compared: a pattern on top of a crowd of similar ones is pulled
+   toward the crowd, an isolated one keeps its value. Proposals whose
+   corrected one-sided ``confidence`` lower bound is below ``-D`` are dropped;
+   of the rest, a proposal stays only if it is more likely to be confirmed
+   (higher corrected bound) than every faster one, which leaves a front from
+   the fastest plausible pattern to the most reliable one (the *anchor*,
+   slowest). At most ``max_candidates`` are kept, spread evenly along that
+   front, its two ends always included.
+2. **Confirmation tasks decide** (:func:`confirm_in_sequence`), by a
+   graphical multiple-testing procedure (Bretz et al. 2009) over the
+   one-sided non-inferiority hypotheses ``H_i: loss_i >= D``: candidate
+   ``i`` is confirmed at level ``a`` when the one-sided ``1 - a`` lower bound
+   of its paired difference to the baseline on the confirmation tasks is at
+   least ``-D``. The default graph is a fallback chain (Wiens 2003):
+   ``ANCHOR_SHARE`` of ``alpha = 1 - confidence`` goes to the anchor, the rest
+   in equal parts to the other candidates; a confirmed candidate passes its
+   whole level to the next faster one not yet confirmed (the fastest one
+   passes it back to the slowest). Confirmations repeat until no candidate
+   passes at its current level, and the fastest confirmed one is selected
+   (none: the baseline is the answer). Unlike fixed-sequence testing (the
+   graph with everything on the anchor, :func:`fixed_sequence_graph`), a
+   candidate that fails does not end the search: every faster one is still
+   tested at its own share.
+
+The guarantee: the levels start summing to at most ``alpha`` and are only
+ever passed on from confirmed candidates, so the procedure is a shortcut of
+a closed test of weighted Bonferroni tests, and the probability of
+confirming *any* candidate whose true loss is at least D (the family-wise
+error, whatever the losses of the others) is at most ``alpha`` under any
+dependence between the candidates' statistics, provided each bound covers
+at its stated level. The paired statistics share the baseline's scores and
+the tasks, so they are correlated; Bonferroni needs no assumption on that.
+The selected pattern can only be wrong if some such candidate was
+confirmed, so it is within D with probability at least ``confidence``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy import stats
 
-from .uncertainty import TaskDesign, estimate
+from .uncertainty import Estimate, TaskDesign, estimate
+
+ANCHOR_SHARE = 0.4
+"""Share of the error rate the fallback chain gives the anchor (slowest candidate) at the start."""
 
 
 @dataclass(frozen=True)
@@ -64,9 +96,15 @@ class CandidateTest:
             a study, as are the validation fields).
         val_difference: Validation accuracy minus the baseline's.
         val_speedup: Speedup over the baseline measured on validation.
+        val_corrected: ``val_difference`` corrected for the winner's curse.
+        val_lower_bound: The corrected difference's one-sided lower bound on validation.
         test_difference: Mean paired difference on the confirmation tasks
             (None when it was not tested).
-        lower_bound: One-sided lower confidence bound of that difference.
+        lower_bound: One-sided lower confidence bound of that difference, at
+            confidence ``1 - level``.
+        level: The significance level the candidate held when testing ended
+            (its share of ``1 - confidence``, plus what confirmed candidates
+            passed on to it).
         confirmed: Whether ``lower_bound >= -max_degradation``.
     """
 
@@ -74,8 +112,11 @@ class CandidateTest:
     trial: int | None
     val_difference: float | None
     val_speedup: float | None
+    val_corrected: float | None = None
+    val_lower_bound: float | None = None
     test_difference: float | None = None
     lower_bound: float | None = None
+    level: float | None = None
     confirmed: bool = False
 
 
@@ -88,67 +129,203 @@ class Decision:
     reason: str
 
 
-def propose(proposals: Sequence[Proposal], design: TaskDesign, *, max_degradation: float, confidence: float,
-            max_candidates: int) -> list[CandidateTest]:
-    """The fastest proposals whose validation lower bound is at least ``-max_degradation`` (step 1).
+@dataclass(frozen=True)
+class Graph:
+    """A graphical multiple-testing procedure over candidates ordered fastest first.
+
+    Attributes:
+        weights: Each candidate's initial share of the error rate (summing to at most 1).
+        transitions: ``transitions[i, j]``: the share of candidate ``i``'s
+            level passed to candidate ``j`` when ``i`` is confirmed (rows sum
+            to at most 1, zero diagonal).
+        name: What the procedure is called in reports.
+    """
+
+    weights: np.ndarray
+    transitions: np.ndarray
+    name: str
+
+
+def fallback_graph(candidates: int, anchor_share: float = ANCHOR_SHARE) -> Graph:
+    """The fallback chain: ``anchor_share`` on the slowest candidate, the rest equally on the others.
+
+    A confirmed candidate passes its level to the next faster one; the
+    fastest passes it back to the slowest.
+    """
+    if candidates == 1:
+        return fixed_sequence_graph(1)
+    weights = np.full(candidates, (1.0 - anchor_share) / (candidates - 1))
+    weights[-1] = anchor_share
+    return Graph(weights, _chain(candidates), f"fallback ({anchor_share:.0%} on the slowest)")
+
+
+def fixed_sequence_graph(candidates: int) -> Graph:
+    """Fixed-sequence testing, slowest first: the whole level on the slowest, passed on to the next faster."""
+    weights = np.zeros(candidates)
+    weights[-1] = 1.0
+    return Graph(weights, _chain(candidates), "fixed sequence")
+
+
+def holm_graph(candidates: int) -> Graph:
+    """Holm's procedure: equal shares, a confirmed candidate's level split equally among the others."""
+    transitions = np.full((candidates, candidates), 1.0 / max(candidates - 1, 1))
+    np.fill_diagonal(transitions, 0.0)
+    return Graph(np.full(candidates, 1.0 / candidates), transitions, "Holm")
+
+
+def _chain(candidates: int) -> np.ndarray:
+    """Transitions from each candidate to the next faster one, and from the fastest back to the slowest."""
+    transitions = np.zeros((candidates, candidates))
+    for i in range(1, candidates):
+        transitions[i, i - 1] = 1.0
+    if candidates > 1:
+        transitions[0, -1] = 1.0
+    return transitions
+
+
+def graphical_test(estimates: Sequence[Estimate], graph: Graph, *, max_degradation: float,
+                   alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """The sequentially rejective graphical procedure (Bretz et al. 2009, algorithm 1).
 
     Args:
-        proposals: Patterns faster than the baseline, fastest first (by the
-            study's time objective).
+        estimates: Each candidate's paired difference to the baseline, fastest first.
+        graph: Initial weights and transitions.
+        max_degradation: D: candidate ``i`` is confirmed at level ``a`` when
+            ``estimates[i].lower_bound(1 - a) >= -D``.
+        alpha: Family-wise error rate (``1 - confidence``).
+
+    Returns:
+        Whether each candidate is confirmed, and the level each held at the end.
+    """
+    levels = alpha * np.asarray(graph.weights, dtype=np.float64)
+    transitions = np.array(graph.transitions, dtype=np.float64)
+    confirmed = np.zeros(len(estimates), dtype=bool)
+    while True:
+        passing = [i for i in range(len(estimates)) if not confirmed[i] and levels[i] > 0.0
+                   and estimates[i].lower_bound(1.0 - levels[i]) >= -max_degradation]
+        if not passing:
+            return confirmed, levels
+        i = passing[0]  # the final result does not depend on the order of confirmations
+        confirmed[i] = True
+        open_ = ~confirmed
+        levels[open_] += levels[i] * transitions[i, open_]
+        updated = np.zeros_like(transitions)
+        for j in np.flatnonzero(open_):
+            loop = transitions[j, i] * transitions[i, j]
+            for k in np.flatnonzero(open_):
+                if j != k and loop < 1.0:
+                    updated[j, k] = (transitions[j, k] + transitions[j, i] * transitions[i, k]) / (1.0 - loop)
+        transitions = updated
+
+
+def propose(proposals: Sequence[Proposal], design: TaskDesign, *, max_degradation: float, confidence: float,
+            max_candidates: int, compared: Sequence[float] | np.ndarray | None = None) -> list[CandidateTest]:
+    """Candidates from the fastest plausible pattern to the most reliable one, winner's curse corrected (step 1).
+
+    Args:
+        proposals: Patterns faster than the baseline, in any order (all of
+            a study's, not only its Pareto front: the correction can
+            reorder them).
         design: The validation tasks' design (classes and units).
         max_degradation: D, in accuracy units.
         confidence: Level of the validation lower bound.
         max_candidates: At most this many are returned.
+        compared: Validation differences to the baseline of every pattern
+            the study compared (the proposals among them); their spread sets
+            the winner's-curse correction. Default: the proposals' own.
 
     Returns:
-        The candidates, fastest first.
+        The candidates, fastest first; the last is the anchor.
     """
-    candidates = []
+    kept, errors = [], []
     for proposal in proposals:
-        if len(candidates) == max_candidates:
-            break
         differences = np.asarray(proposal.val_differences, dtype=np.float64)
+        error = math.nan
         if differences.size:
             task_design = design if design.units is None or len(design.units) == differences.size \
                 else TaskDesign.none()
-            if estimate(differences, task_design).lower_bound(confidence) < -max_degradation:
+            error = estimate(differences, task_design).standard_error
+            if not math.isfinite(error):  # no interval on validation: nothing to propose it on
                 continue
-        candidates.append(CandidateTest(proposal.pattern, proposal.trial, proposal.val_difference,
-                                        proposal.speedup))
-    return candidates
+        kept.append(proposal)
+        errors.append(error)
+    if not kept:
+        return []
+    spread = np.asarray([p.val_difference for p in kept] if compared is None else compared, dtype=np.float64)
+    known = np.asarray(errors)[np.isfinite(errors)]
+    typical = float(np.median(known)) if known.size else 0.0
+    quantile = float(stats.norm.ppf(confidence))
+    scored = []
+    for proposal, error in zip(kept, errors, strict=True):
+        error = typical if math.isnan(error) else error
+        corrected = proposal.val_difference + error**2 * _log_density_slope(proposal.val_difference, spread, typical)
+        bound = corrected - quantile * error
+        if bound >= -max_degradation:
+            scored.append((proposal, corrected, bound))
+    scored.sort(key=lambda item: (-item[0].speedup, -item[2]))
+    front: list[tuple[Proposal, float, float]] = []
+    for item in scored:  # fastest first: keep a pattern only if more reliable than every faster one kept
+        if not front or item[2] > front[-1][2]:
+            front.append(item)
+    # Evenly spread along the front; with two picks or more, both ends: the fastest and the anchor.
+    picks = sorted({int(i) for i in np.round(np.linspace(0, len(front) - 1, min(max_candidates, len(front))))})
+    return [CandidateTest(p.pattern, p.trial, p.val_difference, p.speedup, val_corrected=corrected,
+                          val_lower_bound=bound) for p, corrected, bound in (front[i] for i in picks)]
+
+
+def _log_density_slope(x: float, sample: np.ndarray, bandwidth: float) -> float:
+    """``d/dx log f(x)`` for the Gaussian kernel density of ``sample`` (0 without a spread to learn from)."""
+    if sample.size < 2 or bandwidth <= 0.0:
+        return 0.0
+    z = (sample - x) / bandwidth
+    kernel = np.exp(-0.5 * z**2)
+    total = float(kernel.sum())
+    if total <= 0.0:  # x far from every compared pattern: nothing to pull it toward
+        return 0.0
+    return float(kernel @ z) / (total * bandwidth)
 
 
 def confirm_in_sequence(candidates: Sequence[CandidateTest], paired_differences: Callable[[str], np.ndarray],
-                        design: TaskDesign, *, max_degradation: float, confidence: float) -> Decision:
-    """Fixed-sequence testing of the candidates against the baseline (step 2).
+                        design: TaskDesign, *, max_degradation: float, confidence: float,
+                        graph: Graph | None = None) -> Decision:
+    """Tests the candidates against the baseline on the confirmation tasks by a graphical procedure (step 2).
 
     Args:
-        candidates: Fastest first; tested slowest first.
+        candidates: Fastest first; the last is the anchor.
         paired_differences: A candidate's per-task scores minus the
-            baseline's on the confirmation tasks (called only for the
-            candidates tested).
+            baseline's on the confirmation tasks (called once per candidate).
         design: The confirmation tasks' design.
         max_degradation: D, in accuracy units.
         confidence: Family-wise confidence.
+        graph: The procedure (default: :func:`fallback_graph`).
     """
-    tests = list(reversed(candidates))  # slowest (most accurate on validation) first
-    selected = None
-    for i, test in enumerate(tests):
-        difference = estimate(paired_differences(test.pattern), design)
-        bound = difference.lower_bound(confidence)
-        tests[i] = replace(test, test_difference=difference.mean, lower_bound=bound,
-                           confirmed=bound >= -max_degradation)
-        if not tests[i].confirmed:
-            break
-        selected = tests[i]
-    tests.reverse()  # fastest first again
-    if not tests:
-        return Decision((), None, f"no pattern faster than the baseline has a validation lower bound within "
-                                  f"{max_degradation:g}; the baseline is the answer")
-    if selected is None:
-        first = tests[-1]
-        return Decision(tuple(tests), None, f"the first candidate tested, {first.pattern}, has lower bound "
-                                            f"{first.lower_bound:+.4f} < -{max_degradation:g}; the baseline is "
-                                            "the answer")
-    return Decision(tuple(tests), selected, f"the fastest confirmed candidate: lower bound "
-                                            f"{selected.lower_bound:+.4f} >= -{max_degradation:g}")
+    if not candidates:
+        return Decision((), None, f"no pattern faster than the baseline has a validation lower bound (winner's "
+                                  f"curse corrected) within {max_degradation:g}; the baseline is the answer")
+    graph = graph or fallback_graph(len(candidates))
+    estimates = [estimate(paired_differences(c.pattern), design) for c in candidates]
+    confirmed, levels = graphical_test(estimates, graph, max_degradation=max_degradation, alpha=1.0 - confidence)
+    tests = tuple(replace(c, test_difference=e.mean, level=float(a), confirmed=bool(ok),
+                          lower_bound=e.lower_bound(1.0 - a) if a > 0.0 else None)
+                  for c, e, a, ok in zip(candidates, estimates, levels, confirmed, strict=True))
+    procedure = f"{graph.name}, family-wise error {1.0 - confidence:.0%}"
+    failed = [t for t in tests if not t.confirmed]
+    if not confirmed.any():
+        best = max(tests, key=lambda t: -math.inf if t.lower_bound is None else t.lower_bound)
+        return Decision(tests, None, f"none of the {len(tests)} candidates was confirmed ({procedure}): the highest "
+                                     f"lower bound, {best.pattern}'s {_bound(best)}, is below -{max_degradation:g}; "
+                                     "the baseline is the answer")
+    selected = tests[int(np.argmax(confirmed))]
+    text = (f"{selected.pattern} is the fastest of {int(confirmed.sum())} confirmed candidates out of {len(tests)} "
+            f"({procedure}): lower bound {_bound(selected)} >= -{max_degradation:g}")
+    faster = [t for t in failed if tests.index(t) < tests.index(selected)]
+    if faster:
+        text += "; not confirmed, though faster: " + ", ".join(f"{t.pattern} ({_bound(t)})" for t in faster)
+    return Decision(tests, selected, text)
+
+
+def _bound(test: CandidateTest) -> str:
+    """``+0.0012 at 97.0%``: a candidate's lower bound and its confidence."""
+    if test.lower_bound is None or test.level is None:
+        return "untested (no level)"
+    return f"{test.lower_bound:+.4f} at {1.0 - test.level:.2%}"

@@ -80,3 +80,14 @@ def sinusoid_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
                          val_every=20, val_tasks=5, device="cpu")
     train(config, path, progress=False)
     return path
+
+
+def measured_attrs(pattern: str, accuracy: float, speedup: float, device: str = "cpu",
+                   scores: list[float] | None = None) -> dict[str, object]:
+    """The user attributes of a measured trial (what ``optimize`` stores), for hand-built studies."""
+    from patternsearch.measurement import Measurement
+
+    scores = [accuracy] * 10 if scores is None else scores
+    return Measurement(pattern=pattern, accuracy=accuracy, ci95=0.01, scores=scores, tasks_scored=len(scores),
+                       latency_ms=10.0 / speedup, latency_iqr_ms=0.0, baseline_latency_ms=10.0,
+                       latency_ratio=1.0 / speedup, speedup=speedup, flops=1000, device=device).user_attrs()

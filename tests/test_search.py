@@ -23,7 +23,7 @@ from patternsearch.search import (
     steps_param,
 )
 
-from .conftest import SINUSOID
+from .conftest import SINUSOID, measured_attrs
 
 TINY = dict(tasks=12, latency_tasks=1, repeats=1, progress=False, heartbeat_interval=2)
 
@@ -171,7 +171,7 @@ def _hand_built_study(devices: tuple[str, str] = ("cpu", "cpu")) -> optuna.Study
         params = {f"g{i}": c == "1" for i, c in enumerate(flags)} | {"steps": int(steps)}
         study.add_trial(create_trial(
             params=params, distributions=distributions, values=[ratio, accuracy],
-            user_attrs={"pattern": pattern, "accuracy": accuracy, "speedup": 1 / ratio, "device": device},
+            user_attrs=measured_attrs(pattern, accuracy, 1 / ratio, device),
         ))
     return study
 
@@ -297,7 +297,7 @@ def test_dominated_patterns_stop_early_count_toward_target_and_repeat_as_stopped
     # An instant, perfect trial (MSE 0 on every task): any pattern measured later is surely worse.
     study.add_trial(create_trial(
         params={"g0": False, "g1": False, "g2": True, "steps": 1}, distributions=distributions, values=[0.0, 0.0],
-        user_attrs={"pattern": "001:1", "accuracy": 0.0, "scores": [0.0] * 48, "speedup": 100.0, "device": "cpu"},
+        user_attrs=measured_attrs("001:1", 0.0, 100.0, scores=[0.0] * 48),
     ))
     for steps in (3, 3, 4):
         study.enqueue_trial({"g0": True, "g1": False, "g2": False, "steps": steps})
@@ -381,3 +381,21 @@ def test_confirm_pattern_adapts_the_candidate_on_its_own_checkpoint_even_as_the_
         assert result.difference == pytest.approx(paired(fresh_tasks), rel=1e-5)
     else:
         assert result.difference == 0.0 and result.pattern == result.baseline
+
+
+def test_a_smaller_target_never_lowers_the_studys_and_says_which_holds(sinusoid_checkpoint: Path,
+                                                                       tmp_path: Path) -> None:
+    import warnings
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    spec = SINUSOID.but(checkpoint=sinusoid_checkpoint)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", optuna.exceptions.ExperimentalWarning)  # once printed per trial
+        optimize(3, spec, storage=storage, study_name="s", sampler="brute-force", **TINY)
+    messages: list[str] = []
+    optimize(2, spec, storage=storage, study_name="s", sampler="brute-force", log=messages.append, **TINY)
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert study.user_attrs["patternsearch_target_trials"] == 3
+    assert any("keeps its target of 3 trials" in m for m in messages), messages
+    assert len(study.get_trials(states=(TrialState.WAITING, TrialState.COMPLETE))) == 3
+    assert sum(t.user_attrs.get("pattern") == "111:10" for t in study.trials) == 1  # the baseline enqueued once

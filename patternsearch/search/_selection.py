@@ -26,12 +26,12 @@ from ..checkpoint import CheckpointError, default_checkpoint_path, file_checksum
 from ..confirmation import CandidateTest, Decision, Proposal, confirm_in_sequence, propose
 from ..errors import UsageError
 from ..experiment import Experiment, check_pairable, open_experiment
-from ..measurement import CachedScorer, PatternEvaluator, environment
+from ..measurement import CachedScorer, Measurement, PatternEvaluator, environment
 from ..pattern import Pattern
 from ..spec import ExperimentSpec
 from ..uncertainty import Estimate, TaskDesign, estimate
 from ._config import CONFIG_ATTR, SELECTION_ATTR, StudyConfig
-from ._pareto import Choice, choose, measured
+from ._pareto import Choice, baseline_trial, choose, completed_trials, measured
 from ._storage import DEFAULT_STORAGE, load_existing_study, open_storage
 from ._study import default_study_name
 
@@ -68,30 +68,44 @@ class PairedScores:
         return self.candidate_scores(pattern) - self.baseline_scores()
 
 
-def proposals(choice: Choice) -> list[Proposal]:
-    """A study's qualifying Pareto trials (fastest first, the baseline left out) as proposals."""
-    baseline = measured(choice.baseline)
+def proposals(study: optuna.Study) -> tuple[list[Proposal], np.ndarray]:
+    """Every pattern of the study faster than the baseline as a proposal, and every pattern's validation difference.
+
+    All complete patterns are proposals, not only the Pareto front: the
+    winner's-curse correction of :func:`~patternsearch.confirmation.propose`
+    can reorder them. The differences of all patterns compared (slower ones
+    too) set the size of that correction.
+
+    Raises:
+        SelectionError: If the baseline has no complete trial.
+    """
+    trials = completed_trials(study)
+    baseline = measured(baseline_trial(study, trials))
     base_scores = np.asarray(baseline.scores, dtype=np.float64)
+    unique: dict[str, tuple[int, Measurement]] = {}
+    for trial in trials:
+        unique.setdefault(measured(trial).pattern, (trial.number, measured(trial)))
     result = []
-    for trial in choice.candidates:
-        record = measured(trial)
-        if record.pattern == baseline.pattern:
+    for number, record in unique.values():
+        if record.pattern == baseline.pattern or record.speedup <= baseline.speedup:
             continue
         scores = np.asarray(record.scores, dtype=np.float64)
         result.append(Proposal(
             pattern=record.pattern, speedup=record.speedup, val_difference=record.accuracy - baseline.accuracy,
             val_differences=scores - base_scores if scores.size == base_scores.size else np.empty(0),
-            trial=trial.number))
-    return result
+            trial=number))
+    compared = np.array([record.accuracy - baseline.accuracy for _, record in unique.values()
+                         if record.pattern != baseline.pattern])
+    return result, compared
 
 
-def decide(choice: Choice, validation: TaskDesign, differences: Callable[[str], np.ndarray],
+def decide(study: optuna.Study, validation: TaskDesign, differences: Callable[[str], np.ndarray],
            design: TaskDesign, *, max_degradation: float, confidence: float = 0.95,
            max_candidates: int = 5) -> Decision:
     """Proposes a study's candidates on validation and confirms them on the confirmation tasks.
 
     Args:
-        choice: Pareto patterns within D on validation (fastest first) and the baseline.
+        study: The study; its complete trials are the proposals.
         validation: The design of the study's validation tasks.
         differences: A pattern's paired per-task differences to the baseline
             on the confirmation tasks (e.g. :meth:`PairedScores.differences`).
@@ -100,8 +114,9 @@ def decide(choice: Choice, validation: TaskDesign, differences: Callable[[str], 
         confidence: Family-wise confidence of the whole procedure.
         max_candidates: The most candidates tested.
     """
-    candidates = propose(proposals(choice), validation, max_degradation=max_degradation, confidence=confidence,
-                         max_candidates=max_candidates)
+    offered, compared = proposals(study)
+    candidates = propose(offered, validation, max_degradation=max_degradation, confidence=confidence,
+                         max_candidates=max_candidates, compared=compared)
     return confirm_in_sequence(candidates, differences, design, max_degradation=max_degradation,
                                confidence=confidence)
 
@@ -118,8 +133,10 @@ class Selection:
         confirmed: Whether a faster pattern was confirmed.
         reason: Why this pattern was selected, in words.
         confidence: Family-wise confidence of the decision.
-        lower_bound: One-sided ``confidence`` lower bound of the selected
-            pattern's paired difference on the confirmation tasks.
+        lower_bound: One-sided lower bound of the selected pattern's paired
+            difference on the confirmation tasks, at the level the selected
+            candidate held (its share of ``1 - confidence``; see
+            :mod:`patternsearch.confirmation`).
         candidates: Every candidate, its validation and confirmation numbers.
         confirmation_tasks, confirmation_classes: What the decision rests on.
         test_accuracy, baseline_test_accuracy, difference: On the report
@@ -382,9 +399,9 @@ def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], *,
                                                                report_tasks, test_seed)
     validation_design = TaskDesign.of(experiment.benchmark.tasks("val", config.tasks, config.task_seed))
     confirmation = PairedScores(experiment, reference, baseline, [t.to(experiment.device) for t in decision_tasks])
-    decision = decide(choice, validation_design, confirmation.differences, confirmation.design,
+    decision = decide(study, validation_design, confirmation.differences, confirmation.design,
                       max_degradation=max_degradation, confidence=confidence, max_candidates=max_candidates)
-    selected = next((t for t in choice.candidates if decision.selected is not None
+    selected = next((t for t in completed_trials(study) if decision.selected is not None
                      and t.number == decision.selected.trial), choice.baseline)
     pattern = None if decision.selected is None else experiment.pattern(str(measured(selected).pattern))
     return Selection(**{

@@ -25,7 +25,7 @@ from ..pattern import Pattern
 from ..spec import ExperimentSpec
 from ..training import ensure_checkpoint
 from ._config import CONFIG_ATTR, ENVIRONMENT_ATTR, TARGET_ATTR, TIME_METRICS, StudyConfig, differences
-from ._pareto import SelectionError, choose, counts_toward_target, stopped_early
+from ._pareto import SelectionError, choose, counts_toward_target, measured, stopped_early
 from ._samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
 from ._space import DEFAULT_MAX_PHASES, SearchSpace
 from ._storage import DEFAULT_HEARTBEAT_S, DEFAULT_STORAGE, creation_lock, open_storage
@@ -133,9 +133,9 @@ class _DatabaseTrials:
 
     def rivals(self, tasks: int) -> list[Rival]:
         """Every fully scored pattern (first trial of each), as a rival for early stopping."""
-        return [Rival(t.number, t.values[0], np.asarray(t.user_attrs["scores"], dtype=float))
+        return [Rival(t.number, t.values[0], np.asarray(measured(t).scores, dtype=float))
                 for t in self(TrialState.COMPLETE)
-                if "repeat_of" not in t.user_attrs and len(t.user_attrs.get("scores", ())) == tasks]
+                if "repeat_of" not in t.user_attrs and measured(t).tasks_scored == tasks]
 
 
 def _fail_stale_trials(study: optuna.Study) -> None:
@@ -150,7 +150,7 @@ def best_speedup_within(study: optuna.Study, degradation: float = 0.01) -> float
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the mixed-device warning belongs to select, not to progress
-            return float(choose(study, degradation).selected.user_attrs["speedup"])
+            return measured(choose(study, degradation).selected).speedup
     except SelectionError:
         return None
 
@@ -371,7 +371,8 @@ def _run(study: optuna.Study, objective: _Objective, target: int, heartbeat_inte
             complete, running = objective.trials.counts()
             bar.n = complete
             best = best_speedup_within(study)
-            bar.set_postfix_str(f"best within 1 pt: {best:.1f}x" if best else "baseline first")
+            bar.set_postfix_str(f"estimated speedup within 1 pt (validation): {best:.1f}x" if best else
+                                "baseline first")
             if complete >= target:
                 break
             if complete + len(running) >= target:
