@@ -283,19 +283,17 @@ def check_finite_params(params: Mapping[str, Tensor]) -> None:
             raise FloatingPointError(f"adaptation diverged: {name} is not finite; is the inner learning rate too high?")
 
 
-def _run_suffix_steps(
-    plan: AdaptationPlan,
-    suffix: Mapping[str, Tensor],
-    features: Tensor,
-    y: Tensor,
-    steps: int,
-    inner_lr: float,
-    loss_fn: LossFn,
-    *,
-    create_graph: bool = False,
-    first_order: bool = False,
-    check_finite: bool = True,
-) -> Params:
+@dataclass(frozen=True)
+class _Differentiation:
+    """How the inner loop differentiates: ``create_graph`` (second order), ``first_order``, and the final check."""
+
+    create_graph: bool = False
+    first_order: bool = False
+    check_finite: bool = True
+
+
+def _run_suffix_steps(plan: AdaptationPlan, suffix: Mapping[str, Tensor], features: Tensor, y: Tensor, steps: int,
+                      inner_lr: float, loss_fn: LossFn, how: _Differentiation) -> Params:
     """The inner SGD loop on the suffix, from features after the frozen prefix.
 
     Args:
@@ -306,13 +304,13 @@ def _run_suffix_steps(
         steps: Inner steps.
         inner_lr: SGD learning rate.
         loss_fn: Loss.
-        create_graph: Second-order MAML.
-        first_order: First-order MAML.
-        check_finite: Check the last loss (a host sync on a GPU).
+        how: Second-order or first-order MAML, and whether to check the last
+            loss (a host sync on a GPU).
 
     Returns:
         The suffix's tensors by local name, flagged ones adapted.
     """
+    create_graph, first_order, check_finite = how.create_graph, how.first_order, how.check_finite
     differentiable = create_graph or first_order
     local_of = {name: local for local, name in plan.suffix.param_names}
     flagged_local = [local_of[name] for name in plan.flagged]
@@ -394,7 +392,7 @@ def run_phases(
                 phase_features = middle(part_tensors(middle, current, buffers), features)
         suffix = _run_suffix_steps(
             plan, part_tensors(plan.suffix, current, buffers), phase_features, y, phase.steps, inner_lr * phase.scale,
-            loss_fn, create_graph=create_graph, first_order=first_order, check_finite=check_finite,
+            loss_fn, _Differentiation(create_graph, first_order, check_finite),
         )
         current.update({name: suffix[local] for local, name in plan.suffix.param_names})
     return current
