@@ -26,6 +26,7 @@ from ..checkpoint import CheckpointError, default_checkpoint_path, file_checksum
 from ..confirmation import CandidateTest, Decision, Proposal, confirm_in_sequence, propose
 from ..errors import UsageError
 from ..experiment import Experiment, check_pairable, open_experiment
+from ..looks import looks_at
 from ..measurement import CachedScorer, Measurement, PatternEvaluator, environment
 from ..pattern import Pattern
 from ..spec import ExperimentSpec
@@ -146,6 +147,9 @@ class Selection:
         checkpoint, baseline_checkpoint: The checkpoints the pattern and the
             baseline adapted (they differ when a specialized checkpoint is
             compared with its parent).
+        seen_before: Earlier looks at this test split with these checkpoints
+            (``evaluate --split test``): a pattern chosen from them is not
+            covered by the guarantee (see :mod:`patternsearch.looks`).
 
     Without a study (:func:`confirm_pattern`) the study, trial and
     validation fields are None.
@@ -185,6 +189,7 @@ class Selection:
     environment: dict[str, Any] | None = None
     checkpoint: str | None = None
     baseline_checkpoint: str | None = None
+    seen_before: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -436,7 +441,10 @@ def _measured_fields(experiment: Experiment, reference: Experiment, baseline: Pa
     timer = PatternEvaluator(experiment, baseline, fresh[:latency_tasks], latency_tasks=latency_tasks,
                              repeats=repeats)
     timing = timer.latencies(pattern)
+    seen = looks_at({file_checksum(experiment.checkpoint_path), file_checksum(reference.checkpoint_path)},
+                    experiment.benchmark.name)
     return {**_report_fields(accuracy, baseline_accuracy, difference), "classes_disjoint": disjoint,
+            "seen_before": tuple(look.describe() for look in seen),
             "latency_ms": timing.latency_ms, "baseline_latency_ms": timing.baseline_ms,
             "speedup": 1.0 / max(timing.ratio, 1e-12), "test_seed": test_seed, "device": timer.device_name,
             "environment": environment(), "checkpoint": str(experiment.checkpoint_path),
