@@ -22,6 +22,7 @@ import argparse
 import json
 from pathlib import Path
 
+import optuna
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -87,6 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial would bury the answer
 
     benchmark = create_benchmark("omniglot-small", 5, 1, 15, args.data_root)
     model = build(5)

@@ -245,8 +245,10 @@ def _open(args: argparse.Namespace) -> Any:
 
 def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "evaluate", help="score one pattern and time its adaptation",
-        description="Adapt with one pattern on fixed tasks; report accuracy (95%% CI), latency and FLOPs.",
+        "evaluate", help="score one pattern and time it against full MAML",
+        description="Adapt with one pattern on fixed tasks and compare it with the baseline (full MAML) on the same "
+                    "tasks: accuracy with its 95%% interval, the paired difference, adaptation time and adapt + "
+                    "predict time (each with its speedup), and FLOPs.",
     )
     _add_experiment_options(parser)
     parser.add_argument("--pattern", default="full",
@@ -256,7 +258,9 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--baseline-checkpoint", type=Path, default=None,
                         help="adapt the baseline on this checkpoint instead (e.g. the parent of a specialized "
                              "--checkpoint); the comparison stays paired on the same tasks")
-    parser.add_argument("--split", choices=["val", "test"], default="test")
+    parser.add_argument("--split", choices=["val", "test"], default="val",
+                        help="val (default: explore here) or test (recorded: a later confirmation on the test split "
+                             "says that it was looked at)")
     parser.add_argument("--tasks", type=_positive_int, default=600, help="number of tasks (default 600)")
     parser.add_argument("--seed", type=int, default=0, help="task seed (default 0)")
     parser.add_argument("--repeats", type=_positive_int, default=5, help="timed rounds (default 5)")
@@ -264,43 +268,82 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_evaluate)
 
 
+def _scores(scorer: Any, pattern: Any, bar: Any) -> Any:
+    """``pattern``'s scores on every task of ``scorer``, in task order, advancing ``bar`` chunk by chunk."""
+    import numpy as np
+
+    from .measurement import task_chunks
+
+    scores = np.empty(len(scorer))
+    with scorer.threads():
+        for chunk in task_chunks(len(scorer), min(len(scorer), 10)):
+            scores[chunk] = scorer.scores(pattern, chunk)
+            bar.update(chunk.size)
+    return scores
+
+
 def _evaluate(args: argparse.Namespace) -> int:
-    from .measurement import CachedScorer, PatternEvaluator, environment
-    from .uncertainty import estimate, support
+    from tqdm.auto import tqdm
+
+    from .devices import device_name
+    from .measurement import CachedScorer, adaptation_flops, deployment_timing, environment
+    from .uncertainty import TaskDesign, estimate, support
 
     experiment = _open(args)
     reference = experiment if args.baseline_checkpoint is None else experiment.with_checkpoint(
         args.baseline_checkpoint)
     pattern, baseline = experiment.pattern(args.pattern), reference.pattern(args.baseline)
     tasks = experiment.tasks(args.split, args.tasks, args.seed)
-    # Latency does not depend on the weights: the baseline is timed on the same model, interleaved.
-    evaluator = PatternEvaluator(experiment, baseline, tasks, latency_tasks=5, repeats=args.repeats)
-    result = evaluator.measure(pattern)
-    baseline_scorer = evaluator.scorer if reference is experiment else CachedScorer(
+    design = TaskDesign.of(tasks)
+    scorer = CachedScorer(experiment.model, experiment.benchmark, tasks, experiment.inner_lr)
+    baseline_scorer = scorer if reference is experiment else CachedScorer(
         reference.model, reference.benchmark, tasks, reference.inner_lr)
-    with evaluator.scorer.threads():  # the pattern's steps are stored: scoring it again costs query forwards only
-        pattern_scores = evaluator.scorer.scores(pattern)
-    with baseline_scorer.threads():
-        baseline_scores = baseline_scorer.scores(baseline)
-    base = estimate(baseline_scores, evaluator.design)
-    difference = estimate(pattern_scores - baseline_scores, evaluator.design)
+    with tqdm(total=2 * len(tasks), desc=f"scoring {pattern} and the baseline", unit="task",
+              dynamic_ncols=True) as bar:
+        pattern_scores = _scores(scorer, pattern, bar)
+        baseline_scores = _scores(baseline_scorer, baseline, bar)
+    accuracy, base = estimate(pattern_scores, design), estimate(baseline_scores, design)
+    difference = estimate(pattern_scores - baseline_scores, design)
+    if args.split == "test":  # select --pattern on this split will say that these numbers were seen
+        from .checkpoint import file_checksum
+        from .looks import record_look
+
+        for ran, patterns in ((experiment, [str(pattern)]), (reference, [str(baseline)])):
+            record_look(file_checksum(ran.checkpoint_path), experiment.benchmark.name, patterns, "evaluate")
+    # Time does not depend on the weights: both patterns are timed on the same model, interleaved.
+    model, lr, loss_fn = experiment.model, experiment.inner_lr, experiment.benchmark.loss_fn
+    timing = deployment_timing(model, pattern, baseline, lr, loss_fn, tasks[:5], experiment.device,
+                               repeats=args.repeats)
+    flops = adaptation_flops(model, tasks[0], pattern, lr, loss_fn)
+    if timing.noise:
+        print(f"patternsearch: warning: {timing.noise}", file=sys.stderr)
     baseline_name = f"{baseline}" + ("" if reference is experiment else f" on {reference.checkpoint_path}")
     if args.json:
-        _print_json({**result.user_attrs(), "tasks": result.tasks_scored, "split": args.split,
-                     "metric": experiment.benchmark.metric, "checkpoint": str(experiment.checkpoint_path),
-                     "baseline": str(baseline), "baseline_checkpoint": str(reference.checkpoint_path),
-                     "baseline_accuracy": base.mean, "baseline_ci95": base.ci95, "difference": difference.mean,
-                     "difference_ci95": difference.ci95, "environment": environment()})
-    else:
-        print(f"pattern {result.pattern} on {result.tasks_scored} {args.split} tasks ({result.device})")
-        print(f"  {experiment.benchmark.metric}: {result.accuracy:.4f} +/- {result.ci95:.4f} "
-              f"(95% CI; {support(result.tasks_scored, result.classes, result.units)})")
-        print(f"  baseline {baseline_name}: {base.describe()}")
-        print(f"  paired difference: {difference.mean:+.4f} +/- {difference.ci95:.4f} (95% CI, same tasks)")
-        print(f"  adaptation latency: {result.latency_ms:.2f} ms median (IQR {result.latency_iqr_ms:.2f} ms), "
-              f"{result.speedup:.1f}x the baseline's {result.baseline_latency_ms:.2f} ms (interleaved)")
-        print(f"  adaptation FLOPs: {result.flops:,}")
+        _print_json({"pattern": str(pattern.canonical()), "accuracy": accuracy.mean, "ci95": accuracy.ci95,
+                     "tasks": accuracy.tasks, "classes": accuracy.classes, "units": accuracy.units,
+                     "split": args.split, "metric": experiment.benchmark.metric,
+                     "checkpoint": str(experiment.checkpoint_path), "baseline": str(baseline),
+                     "baseline_checkpoint": str(reference.checkpoint_path), "baseline_accuracy": base.mean,
+                     "baseline_ci95": base.ci95, "difference": difference.mean, "difference_ci95": difference.ci95,
+                     **timing.as_dict(), "flops": flops, "device": device_name(experiment.device),
+                     "environment": environment()})
+        return 0
+    print(f"pattern {pattern} on {accuracy.tasks} {args.split} tasks ({device_name(experiment.device)})")
+    print(f"  {experiment.benchmark.metric}: {accuracy.mean:.4f} +/- {accuracy.ci95:.4f} "
+          f"(95% CI; {support(accuracy.tasks, accuracy.classes, accuracy.units)})")
+    print(f"  baseline {baseline_name}: {base.describe()}")
+    print(f"  paired difference: {difference.mean:+.4f} +/- {difference.ci95:.4f} (95% CI, same tasks)")
+    print(_timing_lines(timing))
+    print(f"  adaptation FLOPs: {flops:,}")
     return 0
+
+
+def _timing_lines(timing: Any) -> str:
+    """Adaptation time (what the search optimises) and adapt + predict time, each with its speedup."""
+    return (f"  adaptation time: {timing.latency_ms:.2f} ms vs the baseline's {timing.baseline_latency_ms:.2f} ms: "
+            f"speedup {timing.speedup:.1f}x (what the search optimises)\n"
+            f"  adapt + predict {timing.query_batch} queries: {timing.adapt_predict_ms:.2f} ms vs "
+            f"{timing.baseline_adapt_predict_ms:.2f} ms: {timing.adapt_predict_speedup:.1f}x end to end")
 
 
 # --------------------------------------------------------------------------- groups
@@ -319,11 +362,13 @@ def _shape(text: str) -> tuple[int, ...]:
 def _groups_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "groups", help="show a model's layer groups",
-        description="Index, name, parameter count and share of forward FLOPs of each layer group.",
+        description="Index, name, parameter count and share of forward FLOPs of each layer group of a model. "
+                    "With --model (and optionally --input-shape) no data is needed.",
     )
     _add_data_options(parser)
     parser.add_argument("--input-shape", type=_shape, default=None,
-                        help="shape of one example, e.g. 1,28,28 (default: the benchmark's)")
+                        help="shape of one example, e.g. 1,28,28 (default: the model's own default, else the "
+                             "benchmark's)")
     parser.add_argument("--json", action="store_true", help="print a JSON list")
     parser.set_defaults(handler=_groups)
 
@@ -331,13 +376,15 @@ def _groups_parser(sub: argparse._SubParsersAction) -> None:
 def _groups(args: argparse.Namespace) -> int:
     import torch
 
-    from .benchmarks import create_benchmark
     from .groups import group_summaries
     from .models import create_model
 
-    if args.input_shape is not None:
-        shape, outputs, model_name = args.input_shape, args.ways, args.model or "conv4"
+    shape = args.input_shape or (None if args.model is None else _default_input_shape(args.model))
+    if shape is not None:  # the groups come from the model alone: no data needed
+        outputs, model_name = args.ways, args.model or "conv4"
     else:
+        from .benchmarks import create_benchmark
+
         benchmark = create_benchmark(args.benchmark, args.ways, args.shots, args.queries, args.data_root,
                                      **dict(args.benchmark_options))
         shape, outputs = benchmark.input_shape, benchmark.num_outputs
@@ -348,10 +395,26 @@ def _groups(args: argparse.Namespace) -> int:
         _print_json([{"index": r.index, "name": r.name, "parameters": r.parameters, "flops_share": r.flops_share}
                      for r in rows])
         return 0
-    print(f"{model_name}: {len(rows)} layer groups (a pattern has one flag per group, in this order)")
+    print(f"{model_name}: {len(rows)} layer groups (a pattern has one flag per group, in this order); "
+          f"input {','.join(map(str, shape))}")
     print(_table(["index", "group", "parameters", "FLOPs share"],
                  [(r.index, r.name, f"{r.parameters:,}", f"{100 * r.flops_share:.1f}%") for r in rows]))
     return 0
+
+
+def _default_input_shape(model: str) -> tuple[int, ...] | None:
+    """The input shape a model's factory defaults to (None when it has no default)."""
+    import inspect
+
+    from .models import MODELS
+
+    try:
+        parameter = inspect.signature(MODELS.get(model)).parameters.get("input_shape")
+    except (TypeError, ValueError):
+        return None
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return None
+    return tuple(int(size) for size in parameter.default)
 
 
 # --------------------------------------------------------------------------- bench
@@ -360,8 +423,9 @@ def _groups(args: argparse.Namespace) -> int:
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "bench", help="time patterns against full MAML and the plain PyTorch loop",
-        description="Adaptation latency of each pattern, full MAML and a plain PyTorch MAML loop, measured "
-                    "interleaved in one process after warm-up; medians, spreads and speedups.",
+        description="Time each pattern, full MAML and a plain PyTorch MAML loop on the same tasks, interleaved, "
+                    "after warm-up: adaptation time (median, spread, speedup over full MAML: what the search "
+                    "optimises) and adapt + predict time (adapting, then predicting the task's query batch).",
     )
     _add_experiment_options(parser)
     parser.add_argument("--patterns", nargs="+", required=True,
@@ -390,13 +454,14 @@ def _bench(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([row.as_dict() for row in rows])
         return 0
-    print(f"{rows[0].device}, {rows[0].threads} threads; {args.tasks} tasks x {args.repeats} rounds, interleaved")
+    print(f"{rows[0].device}, {rows[0].threads} threads; {args.tasks} tasks x {args.repeats} rounds, interleaved; "
+          f"adapt + predict predicts {rows[0].query_batch} queries")
     print(_table(
-        ["variant", "pattern", "median ms", "IQR ms", "speedup", "vs full@same steps", "FLOPs",
-         f"accuracy ({args.tasks} tasks)"],
+        ["variant", "pattern", "adapt ms", "IQR ms", "speedup", "vs full@same steps", "adapt+predict ms",
+         "adapt+predict speedup", "FLOPs", f"accuracy ({args.tasks} tasks)"],
         [(r.name, r.pattern, f"{r.latency_ms:.3f}", f"{r.latency_iqr_ms:.3f}", f"{r.speedup:.2f}x",
-          "-" if r.speedup_same_steps is None else f"{r.speedup_same_steps:.2f}x", f"{r.flops:.3g}",
-          f"{r.accuracy:.4f}") for r in rows],
+          "-" if r.speedup_same_steps is None else f"{r.speedup_same_steps:.2f}x", f"{r.adapt_predict_ms:.3f}",
+          f"{r.adapt_predict_speedup:.2f}x", f"{r.flops:.3g}", f"{r.accuracy:.4f}") for r in rows],
     ))
     return 0
 
@@ -480,11 +545,12 @@ def _optimize(args: argparse.Namespace) -> int:
 def _select_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "select", help="pick the fastest pattern confirmed within an accuracy budget on test tasks",
-        description="Validation proposes the fastest Pareto patterns within D of the baseline; they are tested "
-                    "against the baseline on test tasks, slowest first, each confirmed when the lower confidence "
-                    "bound of its paired accuracy difference is >= -D, stopping at the first that is not "
-                    "(fixed-sequence testing). The fastest confirmed one is selected; its accuracy is then "
-                    "measured on fresh test tasks that took no part in the decision.",
+        description="Validation proposes candidates (the study's patterns faster than the baseline, their "
+                    "validation differences corrected for the winner's curse); each is compared with the baseline "
+                    "on the same test tasks at its own share of the error rate, a confirmed one passing its share "
+                    "on (a fallback procedure: one failure does not end the testing). The fastest confirmed "
+                    "pattern is selected, with probability >= --confidence of being truly within D; its accuracy "
+                    "and speedup are then measured on fresh test tasks that took no part in the decision.",
     )
     _add_storage_options(parser)
     parser.add_argument("--max-degradation", type=float, default=0.01,
@@ -516,7 +582,6 @@ def _select_parser(sub: argparse._SubParsersAction) -> None:
 
 def _select(args: argparse.Namespace) -> int:
     from .search import confirm_pattern, select
-    from .uncertainty import support
 
     if args.pattern is not None:
         result = confirm_pattern(
@@ -534,34 +599,54 @@ def _select(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result.as_dict())
         return 0
-    verdict = "confirmed" if result.confirmed else "not confirmed"
-    print(f"selected {result.pattern} ({'' if result.trial is None else f'trial {result.trial}, '}{verdict}): "
-          f"{result.reason}")
-    if result.val_accuracy is not None:
-        print(f"  validation: {result.val_accuracy:.4f} vs baseline {result.baseline} "
-              f"{result.baseline_val_accuracy:.4f}, speedup {result.val_speedup:.1f}x")
-    if result.baseline_checkpoint and result.baseline_checkpoint != result.checkpoint:
-        print(f"  checkpoints: {result.checkpoint} vs the baseline's {result.baseline_checkpoint}")
-    if result.candidates:
-        print(f"  candidates (tested slowest first) on {result.confirmation_tasks} confirmation tasks "
-              f"({result.confirmation_classes or '-'} classes), one-sided {result.confidence:g} lower bounds:")
-        for c in result.candidates:
-            tested = "not tested (a slower one was not confirmed)" if c["lower_bound"] is None else (
-                f"test {c['test_difference']:+.4f}, lower bound {c['lower_bound']:+.4f}, "
-                + ("confirmed" if c["confirmed"] else "rejected"))
-            validation = "" if c["val_difference"] is None else f"validation {c['val_difference']:+.4f}, "
-            print(f"    {c['pattern']}: {validation}{tested}")
+    _print_selection(result)
+    return 0
+
+
+def _print_selection(result: Any) -> None:
+    """``select``'s answer first (pattern, speedup, accuracy), then what it rests on."""
+    from .uncertainty import support
+
+    verdict = "confirmed" if result.confirmed else "not confirmed: the baseline is the answer"
+    if result.seen_before:
+        print(f"patternsearch: warning: this test split was looked at before with these checkpoints "
+              f"({'; '.join(result.seen_before[-3:])}{'; ...' if len(result.seen_before) > 3 else ''}); a pattern "
+              "chosen from those numbers is not covered by the confirmation's guarantee: choose on validation "
+              "(evaluate --split val)", file=sys.stderr)
+    print(f"selected {result.pattern} ({verdict})")
+    if result.speedup is not None:
+        print(f"  speedup: {result.speedup:.1f}x (adaptation {result.latency_ms:.2f} ms vs "
+              f"{result.baseline_latency_ms:.2f} ms for {result.baseline}, paired, measured now on held-out tasks; "
+              f"{result.device}; what the search optimises)")
+        print(f"  adapt + predict {result.query_batch} queries: {result.adapt_predict_ms:.2f} ms vs "
+              f"{result.baseline_adapt_predict_ms:.2f} ms, {result.adapt_predict_speedup:.1f}x end to end")
+    if result.timing_noise:
+        print(f"patternsearch: warning: {result.timing_noise}", file=sys.stderr)
     if result.test_accuracy is not None:
         rests_on = support(result.test_tasks or 0, result.test_classes, result.test_units)
         fresh = "classes disjoint from the confirmation's" if result.classes_disjoint else \
             "the confirmation's classes, other episodes"
-        print(f"  fresh test tasks ({rests_on}; {fresh}):")
-        print(f"    {result.pattern}: {result.test_accuracy:.4f} +/- {result.test_ci95:.4f}; baseline "
-              f"{result.baseline_test_accuracy:.4f} +/- {result.baseline_test_ci95:.4f}; difference "
-              f"{result.difference:+.4f} +/- {result.difference_ci95:.4f} (95% CI)")
-        print(f"  latency: {result.latency_ms:.2f} ms vs {result.baseline_latency_ms:.2f} ms, "
-              f"speedup {result.speedup:.1f}x ({result.device})")
-    return 0
+        print(f"  accuracy on fresh test tasks ({rests_on}; {fresh}): {result.test_accuracy:.4f} +/- "
+              f"{result.test_ci95:.4f} vs {result.baseline_test_accuracy:.4f} +/- {result.baseline_test_ci95:.4f}; "
+              f"difference {result.difference:+.4f} +/- {result.difference_ci95:.4f} (95% CI)")
+    if result.speedup is None and result.val_speedup is not None:
+        print(f"  estimated speedup (validation, not confirmed): {result.val_speedup:.1f}x; validation accuracy "
+              f"{result.val_accuracy:.4f} vs {result.baseline_val_accuracy:.4f}")
+    print(f"  why: {result.reason}")
+    if result.baseline_checkpoint and result.baseline_checkpoint != result.checkpoint:
+        print(f"  checkpoints: {result.checkpoint} vs the baseline's {result.baseline_checkpoint}")
+    if result.candidates:
+        print(f"  candidates, fastest first, each tested on {result.confirmation_tasks} confirmation tasks "
+              f"({result.confirmation_classes or '-'} classes) at its own level (family-wise "
+              f"{1 - result.confidence:.2g}); speedups here are validation estimates:")
+        for c in result.candidates:
+            validation = "" if c["val_difference"] is None else (
+                f"validation {c['val_difference']:+.4f} (corrected {c['val_corrected']:+.4f}), estimated "
+                f"{c['val_speedup']:.1f}x; ")
+            tested = "not tested" if c["lower_bound"] is None else (
+                f"test {c['test_difference']:+.4f}, lower bound {c['lower_bound']:+.4f} at level {c['level']:.3g}: "
+                + ("confirmed" if c["confirmed"] else "not confirmed"))
+            print(f"    {c['pattern']}: {validation}{tested}")
 
 
 def _checkpoint_experiment(path: Path | None, data_root: str | None, device: str) -> Any:
@@ -606,14 +691,17 @@ def _studies(args: argparse.Namespace) -> int:
 
 def _report_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "report", help="write the Pareto plot, tables and importances of a study",
-        description="Write pareto.png, report.html (self-contained) and report.json for a study.",
+        "report", help="write the answer, Pareto plot, tables and importances of a study",
+        description="Write report.html (self-contained), pareto.png and report.json for a study. The headline is "
+                    "the pattern select confirmed (run select first); the plot and tables show the study's "
+                    "validation accuracies and estimated speedups. Reads the study, never writes it.",
     )
     _add_storage_options(parser)
     parser.add_argument("--out", type=Path, default=Path("report"), help="output folder (default ./report)")
-    parser.add_argument("--max-degradation", type=float, default=0.01,
-                        help="accuracy budget of the highlighted selection (default 0.01)")
-    parser.add_argument("--data-root", default=None, help="data folder, to score full MAML per step count")
+    parser.add_argument("--max-degradation", type=float, default=None,
+                        help="accuracy budget of the plot's threshold (default: the one select ran with, else 0.01)")
+    parser.add_argument("--data-root", default=None,
+                        help="data folder, to score full MAML at the step counts the study did not try")
     parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint the study was made with")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     parser.set_defaults(handler=_report)
@@ -623,28 +711,29 @@ def _report(args: argparse.Namespace) -> int:
     from .report import build_report
     from .search import SelectionError, resolve_study
 
-    if not 0.0 <= args.max_degradation <= 1.0:
+    if args.max_degradation is not None and not 0.0 <= args.max_degradation <= 1.0:
         raise SelectionError(f"--max-degradation must be between 0 and 1, got {args.max_degradation}")
     study = resolve_study(args.storage, args.study)
     files, data = build_report(study, args.out, max_degradation=args.max_degradation, data_root=args.data_root,
                                checkpoint=args.checkpoint, device=args.device)
-    choice = data["choice"]
+    for note in data["notes"]:
+        print(f"patternsearch: note: {note}", file=sys.stderr)
     print(f"study {data['study']}: {data['complete']} complete + {data['stopped_early']} stopped early, target "
-          f"{data['target']}; selected "
-          f"{choice['selected']['pattern']} ({choice['selected']['speedup']:.1f}x, accuracy "
-          f"{choice['selected']['accuracy']:.4f} vs baseline {choice['baseline']['accuracy']:.4f})")
-    print(_table(["pattern", "accuracy", "latency ms", "speedup"],
-                 [(r["pattern"], f"{r['accuracy']:.4f}", f"{r['latency_ms']:.2f}", f"{r['speedup']:.1f}x")
-                  for r in data["pareto"]]))
-    print("best pattern per step count:")
+          f"{data['target']}")
+    print(data["headline"]["text"])
 
-    def fmt(value: float | None) -> str:
-        return "-" if value is None else f"{value:.4f}"
+    def fmt(value: float | None, spec: str = ".4f") -> str:
+        return "-" if value is None else format(value, spec)
 
+    print("Pareto front (validation accuracy, estimated speedup from the study's timing):")
+    print(_table(["pattern", "accuracy (validation)", "adaptation ms", "estimated speedup"],
+                 [(r["pattern"], fmt(r["val_accuracy"]), fmt(r["latency_ms"], ".2f"), fmt(r["val_speedup"], ".1f")
+                   + "x") for r in data["pareto"]]))
+    print("best pattern per step count (validation):")
     print(_table(["steps", "best pattern", "accuracy", "full MAML accuracy"],
-                 [(r["steps"], r["best_pattern"] or "-", fmt(r["best_accuracy"]), fmt(r["full_accuracy"]))
+                 [(r["steps"], r["best_pattern"] or "-", fmt(r["best_val_accuracy"]), fmt(r["full_val_accuracy"]))
                   for r in data["per_step"]]))
-    for path in (files.png, files.html, files.json):
+    for path in (files.html, files.png, files.json):
         print(f"wrote {path}")
     return 0
 
@@ -657,12 +746,44 @@ _PARSERS = [
     _studies_parser, _report_parser,
 ]
 
+# Each command's --help ends with these examples (DATA: the folder holding the benchmark's archives).
+_EXAMPLES = {
+    "train": ["patternsearch train --benchmark omniglot-small --model conv4 --iterations 3000 --data-root DATA",
+              "patternsearch train --benchmark sinusoid --model mlp --shots 5 --iterations 200 "
+              "--checkpoint runs/sin.pt"],
+    "specialize": ["patternsearch specialize --pattern 00010:5 --iterations 1000 --out runs/special.pt "
+                   "--data-root DATA"],
+    "import-checkpoint": ["patternsearch import-checkpoint my_maml.pt --out runs/mine.pt --model conv4 "
+                          "--inner-lr 0.4 --eval-steps 10 --data-root DATA"],
+    "evaluate": ["patternsearch evaluate --pattern 00010:5 --data-root DATA",
+                 "patternsearch evaluate --pattern 00010:5 --split val --tasks 100 --json --data-root DATA"],
+    "groups": ["patternsearch groups --model conv4", "patternsearch groups --model resnet12 --input-shape 3,84,84"],
+    "bench": ["patternsearch bench --patterns 00010:5 00011:1 --data-root DATA"],
+    "optimize": ["patternsearch optimize --trials 200 --data-root DATA     (rerun to resume, raise --trials to "
+                 "extend)",
+                 "patternsearch optimize --trials 200 --space phases --search-lr --study phases --data-root DATA"],
+    "studies": ["patternsearch studies", "patternsearch studies --storage sqlite:///runs/study.db --json"],
+    "report": ["patternsearch report --out report/ --data-root DATA"],
+    "select": ["patternsearch select --max-degradation 0.01 --data-root DATA",
+               "patternsearch select --pattern 00010:5 --checkpoint runs/special.pt --baseline-checkpoint "
+               "patternsearch/checkpoints/omniglot-small-conv4-5w1s.pt --data-root DATA"],
+}
+
 
 class _Parser(argparse.ArgumentParser):
     """Reports usage errors on one line (``--help`` shows the usage)."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {one_line(message)} (see --help)\n")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps descriptions; keeps the example lines of an epilog as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -682,18 +803,43 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in _PARSERS:
         add(sub)
+    for name, examples in _EXAMPLES.items():
+        command = sub.choices[name]
+        command.formatter_class = _HelpFormatter
+        data = any("DATA" in line for line in examples)
+        command.epilog = ("examples (DATA: the folder holding the benchmark's archives; leave --data-root out to "
+                          "download them):" if data else "examples:") + "".join(f"\n  {line}" for line in examples)
     return parser
 
 
-def _terminate(signum: int, frame: object) -> None:
+def _interrupt(signum: int, frame: object) -> None:
+    # Optuna would log the interrupted trial with a traceback; the one line main() prints says what matters.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     raise KeyboardInterrupt
 
 
+def _interrupted(args: argparse.Namespace) -> str:
+    """The one line printed after Ctrl-C: what is saved and how to continue."""
+    again = "run the same command again to"
+    if args.command == "optimize":
+        from .search import safe_url
+
+        return (f"interrupted: the finished trials are saved in {safe_url(args.storage)} (the interrupted one is "
+                f"marked failed); {again} continue the study")
+    if args.command in ("train", "specialize"):
+        where = args.out if args.command == "specialize" else args.checkpoint or "the default checkpoint"
+        return f"interrupted: the meta-training so far is saved in {where}; {again} resume it"
+    if args.command == "select":
+        return f"interrupted: nothing was saved (select stores its answer when it ends); {again} start over"
+    return f"interrupted: nothing was saved; {again} start over"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit code."""
+    """Runs the command line; returns the exit code (2 for bad input, 130 after Ctrl-C or SIGTERM)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     handler: Handler = args.handler
     try:
@@ -702,7 +848,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"patternsearch: error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("patternsearch: interrupted", file=sys.stderr)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not turn the line into a traceback
+        print(f"patternsearch: {_interrupted(args)}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into a command that stopped reading
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

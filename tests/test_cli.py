@@ -41,8 +41,14 @@ def test_evaluate_json(sinusoid_checkpoint: Path) -> None:
         assert isinstance(result[key], (int, float))
     full = json.loads(run("evaluate", "--benchmark", "sinusoid", "--shots", "5", "--checkpoint",
                           str(sinusoid_checkpoint), "--pattern", "full", "--tasks", "3", "--json").stdout)
-    assert full["pattern"] == "111:10" and full["split"] == "test"
+    assert full["pattern"] == "111:10" and full["split"] == "val"  # explore on validation by default
     assert full["difference"] == 0.0 and full["baseline_accuracy"] == full["accuracy"]
+    # A look at the test split is recorded, and a confirmation on that split says so.
+    run("evaluate", "--benchmark", "sinusoid", "--shots", "5", "--checkpoint", str(sinusoid_checkpoint),
+        "--pattern", "001:3", "--split", "test", "--tasks", "3", "--json")
+    confirmed = run("select", "--pattern", "001:3", "--checkpoint", str(sinusoid_checkpoint), "--max-degradation",
+                    "0.5", "--tasks", "6", "--report-tasks", "6", "--device", "cpu")
+    assert "looked at before" in confirmed.stderr and "evaluate of 001:3" in confirmed.stderr
 
 
 def test_evaluate_compares_a_phased_pattern_with_a_baseline_on_the_same_tasks(sinusoid_checkpoint: Path) -> None:

@@ -4,7 +4,9 @@
   command scores through them, so the same pattern on the same tasks gives
   the same numbers everywhere);
 * :func:`interleaved_latencies`: adaptation latency, interleaved, warm-up,
-  medians, CUDA events on the measured device;
+  medians, CUDA events on the measured device; :func:`deployment_timing`:
+  adaptation time and adapt + predict time of a pattern and its baseline;
+  :func:`timing_noise`: whether a machine's load makes speedups unreliable;
 * :func:`adaptation_flops`: FLOPs of one adaptation;
 * :class:`PatternEvaluator`: all three for one pattern against a baseline,
   with early stopping over task chunks (:func:`race`), giving one
@@ -18,12 +20,24 @@ from ._meter import Measurement, PatternEvaluator, Timing, time_objective
 from ._precision import environment, exact_precision
 from ._racing import MIN_TASKS, RaceOutcome, Rival, race, surely_worse, task_chunks
 from ._scoring import CachedScorer, default_threads, score_pattern
-from ._timing import LatencyStats, adaptation_call, interleaved_latencies, time_call
+from ._timing import (
+    NOISY_SPREAD,
+    DeploymentTiming,
+    LatencyStats,
+    adaptation_call,
+    deployment_timing,
+    interleaved_latencies,
+    time_call,
+    timing_noise,
+    with_prediction,
+)
 
 __all__ = [
     "MIN_TASKS",
+    "NOISY_SPREAD",
     "BenchRow",
     "CachedScorer",
+    "DeploymentTiming",
     "LatencyStats",
     "Measurement",
     "PatternEvaluator",
@@ -34,6 +48,7 @@ __all__ = [
     "adaptation_flops",
     "bench",
     "default_threads",
+    "deployment_timing",
     "environment",
     "exact_precision",
     "interleaved_latencies",
@@ -43,4 +58,6 @@ __all__ = [
     "task_chunks",
     "time_call",
     "time_objective",
+    "timing_noise",
+    "with_prediction",
 ]

@@ -9,6 +9,10 @@ benchmark always times
   parameters, then SGD, per step) at the baseline's step count, which the
   fast full-MAML path must not be slower than;
 * ``full@S``: full MAML at each requested pattern's own step count ``S``.
+
+Every variant is timed twice in the same rounds: adapting (the time every
+speedup is made of, and the one the search optimises) and adapting then
+predicting the task's query batch (what a deployment waits for).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..adaptation import Params
 from ..benchmarks import Task
 from ..devices import device_name
 from ..experiment import Experiment
@@ -26,9 +31,9 @@ from ..reference import reference_adapt
 from ._flops import adaptation_flops
 from ._precision import environment
 from ._scoring import CachedScorer
-from ._timing import adaptation_call, interleaved_latencies
+from ._timing import adaptation_call, interleaved_latencies, with_prediction
 
-BASELINE, REFERENCE = "full", "plain-loop"
+BASELINE, REFERENCE, PREDICT = "full", "plain-loop", "+predict"
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,11 @@ class BenchRow:
             as in a study.
         speedup_same_steps: The same over full MAML at this pattern's step
             count (None for the reference rows).
+        adapt_predict_ms: Median time to adapt and then predict the task's
+            query batch.
+        adapt_predict_speedup: Full MAML's adapt + predict time over this
+            one's, from paired samples.
+        query_batch: Query examples predicted per task.
         accuracy: Mean query score on the timed tasks (the same scorer as
             every other command; few tasks, so only a sanity check).
         tasks: Number of timed tasks.
@@ -60,6 +70,9 @@ class BenchRow:
     latency_iqr_ms: float
     speedup: float
     speedup_same_steps: float | None
+    adapt_predict_ms: float
+    adapt_predict_speedup: float
+    query_batch: int
     accuracy: float
     tasks: int
     flops: int
@@ -80,7 +93,7 @@ def bench(
     repeats: int = 10,
     warmup: int = 2,
 ) -> list[BenchRow]:
-    """Times the patterns, full MAML and the plain loop, interleaved.
+    """Times the patterns, full MAML and the plain loop, interleaved, adapting and adapting then predicting.
 
     Args:
         experiment: Model, benchmark and checkpoint (tasks on its device).
@@ -95,10 +108,10 @@ def bench(
     model, lr, loss_fn = experiment.model, experiment.inner_lr, experiment.benchmark.loss_fn
     full = experiment.full
 
-    def fast(pattern: Pattern) -> Callable[[Task], object]:
+    def fast(pattern: Pattern) -> Callable[[Task], Params]:
         return adaptation_call(model, pattern, lr, loss_fn)
 
-    variants: dict[str, tuple[Pattern, Callable[[Task], object]]] = {
+    variants: dict[str, tuple[Pattern, Callable[[Task], Params]]] = {
         BASELINE: (full, fast(full)),
         REFERENCE: (full, lambda task: reference_adapt(model, task.x_support, task.y_support, full, lr, loss_fn)),
     }
@@ -112,8 +125,9 @@ def bench(
         same_name = BASELINE if full_at == full else f"full@{pattern.steps}"
         variants.setdefault(same_name, (full_at, fast(full_at)))
         same_steps[name] = same_name
-    stats = interleaved_latencies({name: fn for name, (_, fn) in variants.items()}, tasks, experiment.device,
-                                  repeats=repeats, warmup=warmup)
+    timed = {name: fn for name, (_, fn) in variants.items()}
+    timed.update({name + PREDICT: with_prediction(model, fn) for name, (_, fn) in variants.items()})
+    stats = interleaved_latencies(timed, tasks, experiment.device, repeats=repeats, warmup=warmup)
     scorer = CachedScorer(model, experiment.benchmark, tasks, lr)
     accuracy = {name: float(scorer.scores(pattern).mean()) for name, (pattern, _) in variants.items()}
     rows = []
@@ -123,6 +137,9 @@ def bench(
             name=name, pattern=str(pattern), latency_ms=stats[name].median_ms, latency_iqr_ms=stats[name].spread_ms,
             speedup=stats[name].speedup_over(stats[BASELINE]),
             speedup_same_steps=stats[name].speedup_over(stats[reference]) if reference else None,
+            adapt_predict_ms=stats[name + PREDICT].median_ms,
+            adapt_predict_speedup=stats[name + PREDICT].speedup_over(stats[BASELINE + PREDICT]),
+            query_batch=int(tasks[0].x_query.shape[0]),
             accuracy=accuracy[name], tasks=len(tasks),
             flops=adaptation_flops(model, tasks[0], pattern, lr, loss_fn),
             device=device_name(experiment.device), threads=torch.get_num_threads(), environment=environment(),

@@ -1,5 +1,14 @@
 """Honest latency measurement of adaptation: warm-up, interleaving, medians.
 
+Two times are measured. **Adaptation time** (:func:`adaptation_call`) is
+what the search optimises and what every **speedup** is made of. **Adapt +
+predict time** (:func:`with_prediction`) adds the forward pass over a
+task's query batch, as a deployment that adapts and then predicts sees it:
+that forward pass is the same for every pattern, so the end-to-end ratio is
+smaller. :func:`deployment_timing` measures both for a pattern and its
+baseline, interleaved, and :func:`timing_noise` says when a machine's load
+makes the ratios unreliable.
+
 On a GPU every sample is bracketed by CUDA events recorded on the measured
 device's current stream after a synchronisation, so the time is that device's,
 not the launch queue's (and ``cuda:1`` times device 1). Inputs are moved to
@@ -12,14 +21,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
-from ..adaptation import LossFn, Params, adapt, check_finite_params
+from ..adaptation import LossFn, Params, adapt, check_finite_params, functional_forward
 from ..benchmarks import Task
 from ..pattern import Pattern
+
+NOISY_SPREAD = 2.0  # the baseline's 90th latency percentile over its 10th beyond which speedups are unreliable
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,19 @@ def adaptation_call(model: torch.nn.Module, pattern: Pattern, inner_lr: float,
                     loss_fn: LossFn | None) -> Callable[[Task], Params]:
     """The adaptation that every latency measures: ``adapt`` on a task's support set, no host sync inside."""
     return lambda task: adapt(model, task.x_support, task.y_support, pattern, inner_lr, loss_fn, check_finite=False)
+
+
+def with_prediction(model: torch.nn.Module, adapt_fn: Callable[[Task], Params]) -> Callable[[Task], torch.Tensor]:
+    """``adapt_fn``, then the prediction for the task's whole query batch with the adapted weights (no gradients).
+
+    This is adapt + predict, what a deployment that adapts and then predicts waits for.
+    """
+    def call(task: Task) -> torch.Tensor:
+        params = adapt_fn(task)
+        with torch.no_grad():
+            return functional_forward(model, params, task.x_query)
+
+    return call
 
 
 def time_call(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
@@ -121,3 +145,105 @@ def interleaved_latencies(
                 if round_index == warmup + repeats - 1 and isinstance(result, dict):
                     check_finite_params(result)
     return {name: LatencyStats(tuple(values)) for name, values in samples.items()}
+
+
+@dataclass(frozen=True)
+class DeploymentTiming:
+    """A pattern's adaptation time and adapt + predict time, each next to the baseline's (interleaved, paired).
+
+    Attributes:
+        latency_ms: The pattern's median adaptation time.
+        baseline_latency_ms: The baseline's.
+        speedup: Baseline adaptation time over the pattern's
+            (:meth:`LatencyStats.speedup_over`): the quantity the search optimises.
+        adapt_predict_ms: The pattern's median adapt + predict time.
+        baseline_adapt_predict_ms: The baseline's.
+        adapt_predict_speedup: Baseline adapt + predict time over the pattern's (paired).
+        query_batch: Query examples predicted per task.
+        noise: A warning when the baseline's samples spread too much for the ratios to be trusted.
+    """
+
+    latency_ms: float
+    baseline_latency_ms: float
+    speedup: float
+    adapt_predict_ms: float
+    baseline_adapt_predict_ms: float
+    adapt_predict_speedup: float
+    query_batch: int
+    noise: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form (the names ``select`` and ``evaluate`` print)."""
+        return asdict(self)
+
+
+def deployment_timing(
+    model: torch.nn.Module,
+    pattern: Pattern,
+    baseline: Pattern,
+    inner_lr: float,
+    loss_fn: LossFn | None,
+    tasks: Sequence[Task],
+    device: torch.device,
+    *,
+    repeats: int = 5,
+    warmup: int = 1,
+) -> DeploymentTiming:
+    """Times ``pattern`` and ``baseline`` adapting, and adapting then predicting, all four interleaved.
+
+    Args:
+        model: The meta-trained model (both patterns adapt it: cost does not depend on the weights).
+        pattern: The pattern.
+        baseline: The baseline pattern.
+        inner_lr: Inner learning rate.
+        loss_fn: The benchmark's loss (None: cross-entropy).
+        tasks: Tasks already on ``device``.
+        device: Where the work runs.
+        repeats: Timed rounds.
+        warmup: Untimed rounds first.
+
+    Raises:
+        FloatingPointError: If an adaptation diverges.
+    """
+    stats = interleaved_latencies({
+        "pattern": adaptation_call(model, pattern, inner_lr, loss_fn),
+        "baseline": adaptation_call(model, baseline, inner_lr, loss_fn),
+        "pattern+predict": with_prediction(model, adaptation_call(model, pattern, inner_lr, loss_fn)),
+        "baseline+predict": with_prediction(model, adaptation_call(model, baseline, inner_lr, loss_fn)),
+    }, tasks, device, repeats=repeats, warmup=warmup)
+    mine, base = stats["pattern"], stats["baseline"]
+    mine_end, base_end = stats["pattern+predict"], stats["baseline+predict"]
+    return DeploymentTiming(
+        latency_ms=mine.median_ms, baseline_latency_ms=base.median_ms, speedup=mine.speedup_over(base),
+        adapt_predict_ms=mine_end.median_ms, baseline_adapt_predict_ms=base_end.median_ms,
+        adapt_predict_speedup=mine_end.speedup_over(base_end), query_batch=int(tasks[0].x_query.shape[0]),
+        noise=timing_noise(base.samples_ms),
+    )
+
+
+def timing_noise(baseline_ms: Sequence[float], *, where: str = "in this run") -> str | None:
+    """A one-sentence warning when the baseline's latency varied too much for speedups to be trusted.
+
+    The baseline adapts the same way every time, so its latency should hardly
+    vary. Speedups are medians of paired ratios, which cancel slow drifts;
+    when the baseline's 90th percentile is more than ``NOISY_SPREAD`` times
+    its 10th, the load changed within pairs too (a busy shared machine), and
+    the ratios are unreliable.
+
+    Args:
+        baseline_ms: The baseline's latencies: samples of one run, or the
+            medians a study's trials measured.
+        where: Where they come from, for the message (e.g. ``"between trials"``).
+
+    Returns:
+        The warning, or None when the spread is small (or there are fewer than two values).
+    """
+    values = np.asarray([v for v in baseline_ms if v > 0], dtype=np.float64)
+    if values.size < 2:
+        return None
+    low, high = (float(v) for v in np.percentile(values, [10, 90]))
+    if high <= NOISY_SPREAD * low:
+        return None
+    return (f"timing is noisy: the baseline's adaptation took {low:.3g} to {high:.3g} ms {where} (10th to 90th "
+            f"percentile of {values.size}), so the speedups are unreliable; rerun on a quiet machine (no other jobs "
+            "on its cores) and re-time the patterns with 'patternsearch bench'")

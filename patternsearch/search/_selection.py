@@ -24,10 +24,11 @@ import optuna
 from ..benchmarks import Task, disjoint_task_sets
 from ..checkpoint import CheckpointError, default_checkpoint_path, file_checksum, load_checkpoint
 from ..confirmation import CandidateTest, Decision, Proposal, confirm_in_sequence, propose
+from ..devices import device_name
 from ..errors import UsageError
 from ..experiment import Experiment, check_pairable, open_experiment
 from ..looks import looks_at
-from ..measurement import CachedScorer, Measurement, PatternEvaluator, environment
+from ..measurement import CachedScorer, Measurement, deployment_timing, environment
 from ..pattern import Pattern
 from ..spec import ExperimentSpec
 from ..uncertainty import Estimate, TaskDesign, estimate
@@ -147,6 +148,13 @@ class Selection:
         checkpoint, baseline_checkpoint: The checkpoints the pattern and the
             baseline adapted (they differ when a specialized checkpoint is
             compared with its parent).
+        adapt_predict_ms, baseline_adapt_predict_ms, adapt_predict_speedup:
+            Adapting and then predicting ``query_batch`` queries, as a
+            deployment would, and the speedup of that (the search optimises
+            ``speedup``, adaptation alone).
+        query_batch: Queries predicted per task.
+        timing_noise: A warning when the baseline's timing spread makes the
+            ratios unreliable (None otherwise).
         seen_before: Earlier looks at this test split with these checkpoints
             (``evaluate --split test``): a pattern chosen from them is not
             covered by the guarantee (see :mod:`patternsearch.looks`).
@@ -190,6 +198,11 @@ class Selection:
     checkpoint: str | None = None
     baseline_checkpoint: str | None = None
     seen_before: tuple[str, ...] = ()
+    adapt_predict_ms: float | None = None
+    baseline_adapt_predict_ms: float | None = None
+    adapt_predict_speedup: float | None = None
+    query_batch: int | None = None
+    timing_noise: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -438,15 +451,17 @@ def _measured_fields(experiment: Experiment, reference: Experiment, baseline: Pa
     pattern = baseline if pattern is None else pattern
     accuracy, baseline_accuracy = estimate(scores, report.design), estimate(baseline_scores, report.design)
     difference = estimate(scores - baseline_scores, report.design)
-    timer = PatternEvaluator(experiment, baseline, fresh[:latency_tasks], latency_tasks=latency_tasks,
-                             repeats=repeats)
-    timing = timer.latencies(pattern)
+    timing = deployment_timing(experiment.model, pattern, baseline, experiment.inner_lr, experiment.benchmark.loss_fn,
+                               fresh[:latency_tasks], experiment.device, repeats=repeats)
     seen = looks_at({file_checksum(experiment.checkpoint_path), file_checksum(reference.checkpoint_path)},
                     experiment.benchmark.name)
     return {**_report_fields(accuracy, baseline_accuracy, difference), "classes_disjoint": disjoint,
             "seen_before": tuple(look.describe() for look in seen),
-            "latency_ms": timing.latency_ms, "baseline_latency_ms": timing.baseline_ms,
-            "speedup": 1.0 / max(timing.ratio, 1e-12), "test_seed": test_seed, "device": timer.device_name,
+            "latency_ms": timing.latency_ms, "baseline_latency_ms": timing.baseline_latency_ms,
+            "speedup": timing.speedup, "adapt_predict_ms": timing.adapt_predict_ms,
+            "baseline_adapt_predict_ms": timing.baseline_adapt_predict_ms,
+            "adapt_predict_speedup": timing.adapt_predict_speedup, "query_batch": timing.query_batch,
+            "timing_noise": timing.noise, "test_seed": test_seed, "device": device_name(experiment.device),
             "environment": environment(), "checkpoint": str(experiment.checkpoint_path),
             "baseline_checkpoint": str(reference.checkpoint_path)}
 

@@ -20,12 +20,12 @@ from ..checkpoint import file_checksum, load_checkpoint
 from ..devices import resolve_device
 from ..errors import StorageError, UsageError
 from ..experiment import Experiment, build_benchmark, checkpoint_path, open_experiment
-from ..measurement import PatternEvaluator, Rival, environment
+from ..measurement import PatternEvaluator, Rival, environment, timing_noise
 from ..pattern import Pattern
 from ..spec import ExperimentSpec
 from ..training import ensure_checkpoint
 from ._config import CONFIG_ATTR, ENVIRONMENT_ATTR, TARGET_ATTR, TIME_METRICS, StudyConfig, differences
-from ._pareto import SelectionError, choose, counts_toward_target, measured, stopped_early
+from ._pareto import SelectionError, choose, completed_trials, counts_toward_target, measured, stopped_early
 from ._samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
 from ._space import DEFAULT_MAX_PHASES, SearchSpace
 from ._storage import DEFAULT_HEARTBEAT_S, DEFAULT_STORAGE, creation_lock, open_storage
@@ -365,14 +365,19 @@ def _run(study: optuna.Study, objective: _Objective, target: int, heartbeat_inte
     complete, _ = objective.trials.counts()
     bar = tqdm(total=target, initial=complete, desc="searching", unit="trial", disable=not progress,
                dynamic_ncols=True)
-    failures, waiting_said = 0, False
+    failures, waiting_said, noise_said = 0, False, False
     try:
         while True:
             complete, running = objective.trials.counts()
             bar.n = complete
             best = best_speedup_within(study)
-            bar.set_postfix_str(f"estimated speedup within 1 pt (validation): {best:.1f}x" if best else
+            bar.set_postfix_str(f"estimated (validation) speedup within 1 pt: {best:.1f}x" if best else
                                 "baseline first")
+            noise = None if noise_said else timing_noise(
+                [measured(t).baseline_latency_ms for t in completed_trials(study)], where="between trials")
+            if noise:
+                bar.write(f"patternsearch: warning: {noise}")
+                noise_said = True
             if complete >= target:
                 break
             if complete + len(running) >= target:
