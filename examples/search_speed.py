@@ -41,7 +41,6 @@ from patternsearch.search import (
     resolve_study,
     study_experiment,
 )
-from patternsearch.uncertainty import TaskDesign
 
 
 def naive_scores(experiment, tasks, pattern) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -88,8 +87,7 @@ def main() -> None:
                 objective_mismatches.append(trial.number)
             is_baseline = record.pattern == config.baseline
             faster = [] if is_baseline else [r for r in rivals if r.time <= mine]
-            outcome = race(lambda indices, p=pattern: scorer.scores(p, indices), len(tasks), faster,
-                           design=TaskDesign.of(tasks))
+            outcome = race(lambda indices, p=pattern: scorer.scores(p, indices), len(tasks), faster)
             fast[record.pattern] = (outcome.scores, outcome.dominated_by)
             replayed.append(outcome.dominated_by == record.dominated_by)
             if outcome.dominated_by is None:

@@ -170,8 +170,7 @@ class PatternEvaluator:
         mine = time_objective(time_metric, timing.latency_ms, timing.ratio, flops)
         faster = [rival for rival in rivals or () if rival.time <= mine]
         with self.scorer.threads():  # one set of scoring threads for the whole trial
-            outcome = race(lambda tasks: self.scorer.scores(pattern, tasks), len(self.scorer), faster,
-                           design=self.design)
+            outcome = race(lambda tasks: self.scorer.scores(pattern, tasks), len(self.scorer), faster)
         accuracy = estimate(outcome.scores, self.design.subset(outcome.tasks))
         stopped = outcome.dominated_by is not None
         return Measurement(
