@@ -607,7 +607,10 @@ def _print_selection(result: Any) -> None:
     """``select``'s answer first (pattern, speedup, accuracy), then what it rests on."""
     from .uncertainty import support
 
-    verdict = "confirmed" if result.confirmed else "not confirmed: the baseline is the answer"
+    if result.confirmation_tasks is None:
+        verdict = "validation only: not confirmed on test tasks"
+    else:
+        verdict = "confirmed" if result.confirmed else "not confirmed: the baseline is the answer"
     if result.seen_before:
         print(f"patternsearch: warning: this test split was looked at before with these checkpoints "
               f"({'; '.join(result.seen_before[-3:])}{'; ...' if len(result.seen_before) > 3 else ''}); a pattern "
