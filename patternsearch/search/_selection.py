@@ -86,7 +86,8 @@ def proposals(study: optuna.Study) -> tuple[list[Proposal], np.ndarray]:
     base_scores = np.asarray(baseline.scores, dtype=np.float64)
     unique: dict[str, tuple[int, Measurement]] = {}
     for trial in trials:
-        unique.setdefault(measured(trial).pattern, (trial.number, measured(trial)))
+        record = measured(trial)
+        unique.setdefault(record.pattern, (trial.number, record))
     result = []
     for number, record in unique.values():
         if record.pattern == baseline.pattern or record.speedup <= baseline.speedup:
