@@ -106,6 +106,9 @@ class CandidateTest:
             (its share of ``1 - confidence``, plus what confirmed candidates
             passed on to it).
         confirmed: Whether ``lower_bound >= -max_degradation``.
+        checkpoint: The checkpoint the candidate adapts, when candidates
+            differ in it (``tune``: specialized checkpoints next to their
+            parent); None: the one checkpoint of the comparison.
     """
 
     pattern: str
@@ -118,6 +121,7 @@ class CandidateTest:
     lower_bound: float | None = None
     level: float | None = None
     confirmed: bool = False
+    checkpoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -285,7 +289,8 @@ def _log_density_slope(x: float, sample: np.ndarray, bandwidth: float) -> float:
     return float(kernel @ z) / (total * bandwidth)
 
 
-def confirm_in_sequence(candidates: Sequence[CandidateTest], paired_differences: Callable[[str], np.ndarray],
+def confirm_in_sequence(candidates: Sequence[CandidateTest],
+                        paired_differences: Callable[[CandidateTest], np.ndarray],
                         design: TaskDesign, *, max_degradation: float, confidence: float,
                         graph: Graph | None = None) -> Decision:
     """Tests the candidates against the baseline on the confirmation tasks by a graphical procedure (step 2).
@@ -293,7 +298,8 @@ def confirm_in_sequence(candidates: Sequence[CandidateTest], paired_differences:
     Args:
         candidates: Fastest first; the last is the anchor.
         paired_differences: A candidate's per-task scores minus the
-            baseline's on the confirmation tasks (called once per candidate).
+            baseline's on the confirmation tasks (called once per candidate,
+            with the candidate).
         design: The confirmation tasks' design.
         max_degradation: D, in accuracy units.
         confidence: Family-wise confidence.
@@ -303,7 +309,7 @@ def confirm_in_sequence(candidates: Sequence[CandidateTest], paired_differences:
         return Decision((), None, f"no pattern faster than the baseline has a validation lower bound (winner's "
                                   f"curse corrected) within {max_degradation:g}; the baseline is the answer")
     graph = graph or fallback_graph(len(candidates))
-    estimates = [estimate(paired_differences(c.pattern), design) for c in candidates]
+    estimates = [estimate(paired_differences(c), design) for c in candidates]
     confirmed, levels = graphical_test(estimates, graph, max_degradation=max_degradation, alpha=1.0 - confidence)
     tests = tuple(replace(c, test_difference=e.mean, level=float(a), confirmed=bool(ok),
                           lower_bound=e.lower_bound(1.0 - a) if a > 0.0 else None)

@@ -145,18 +145,18 @@ def test_the_reason_says_what_happened() -> None:
     rng = np.random.default_rng(2)
     noise = rng.normal(0, 0.02, 300)
     differences = {"fast": noise - 0.05, "slow": noise - 0.0}
-    decision = confirm_in_sequence(_candidates("fast", "slow"), differences.__getitem__, TaskDesign.none(),
+    decision = confirm_in_sequence(_candidates("fast", "slow"), lambda c: differences[c.pattern], TaskDesign.none(),
                                    max_degradation=D, confidence=0.95)
     assert decision.selected is not None and decision.selected.pattern == "slow"
     assert decision.reason.startswith("slow is the fastest of 1 confirmed candidates out of 2 (fallback")
     assert "not confirmed, though faster: fast (" in decision.reason
     assert decision.candidates[1].level == pytest.approx(ANCHOR_SHARE * 0.05)
-    decision = confirm_in_sequence(_candidates("fast"), differences.__getitem__, TaskDesign.none(),
+    decision = confirm_in_sequence(_candidates("fast"), lambda c: differences[c.pattern], TaskDesign.none(),
                                    max_degradation=D, confidence=0.95)
     assert decision.selected is None and decision.candidates[0].level == pytest.approx(0.05)
     assert decision.reason.startswith("none of the 1 candidates was confirmed") and "baseline" in decision.reason
     assert "no pattern faster than the baseline" in confirm_in_sequence(
-        [], differences.__getitem__, TaskDesign.none(), max_degradation=D, confidence=0.95).reason
+        [], lambda c: differences[c.pattern], TaskDesign.none(), max_degradation=D, confidence=0.95).reason
 
 
 def test_the_power_example_runs_quick_and_its_procedure_keeps_the_error_rate() -> None:

@@ -21,7 +21,9 @@ from patternsearch.search import (
     optimize,
     select,
     steps_param,
+    study_candidates,
 )
+from patternsearch.uncertainty import TaskDesign
 
 from .conftest import SINUSOID, measured_attrs
 
@@ -265,9 +267,11 @@ def test_select_rejects_a_candidate_that_fails_on_test(sinusoid_checkpoint: Path
 
     storage = f"sqlite:///{tmp_path}/s.db"
     study = optimize(16, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, **TINY)
-    choice = choose(study, 1.0)
-    assert len(choice.candidates) >= 2, "need two candidates"
-    first, second = (str(t.user_attrs["pattern"]) for t in choice.candidates[:2])
+    experiment = open_experiment(SINUSOID.but(checkpoint=sinusoid_checkpoint))
+    validation = TaskDesign.of(experiment.tasks("val", TINY["tasks"], 0))
+    proposed = study_candidates(study, validation, max_degradation=1.0, confidence=0.95, max_candidates=5)
+    assert len(proposed) >= 2, "need two candidates"
+    first, second = (c.pattern for c in proposed[:2])
     original = CachedScorer.scores
 
     def worse_first(self, pattern, tasks=None):  # type: ignore[no-untyped-def]

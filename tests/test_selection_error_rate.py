@@ -130,8 +130,8 @@ def test_a_failing_anchor_does_not_end_the_search_as_fixed_sequence_testing_does
     for _ in range(RUNS // 3):
         scores = FabricatedScores(rng, losses)
         for graph in (None, fixed_sequence_graph(len(candidates))):
-            decision = confirm_in_sequence(candidates, scores.differences, scores.design, max_degradation=D,
-                                           confidence=0.95, graph=graph)
+            decision = confirm_in_sequence(candidates, lambda c, paired=scores: paired.differences(c.pattern),
+                                           scores.design, max_degradation=D, confidence=0.95, graph=graph)
             found = decision.selected is not None and decision.selected.pattern == "00010:2"
             fallback, fixed = (fallback + found, fixed) if graph is None else (fallback, fixed + found)
     assert fixed == 0  # the anchor fails first and fixed sequence stops there

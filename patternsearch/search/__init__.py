@@ -17,21 +17,24 @@ from ._samplers import SAMPLERS, make_sampler
 from ._selection import (
     PairedScores,
     Selection,
+    confirm_candidates,
     confirm_pattern,
     decide,
     proposals,
     resolve_study,
     select,
+    study_candidates,
     study_experiment,
 )
 from ._space import DEFAULT_MAX_PHASES, LR_SCALES, SPACES, SearchSpace, flag_param, lr_param, steps_param
-from ._storage import DEFAULT_STORAGE, StorageError, open_storage, safe_url
+from ._storage import DEFAULT_HEARTBEAT_S, DEFAULT_STORAGE, StorageError, creation_lock, open_storage, safe_url
 from ._study import default_study_name, optimize
 from ._summary import StudySummary, list_studies
 
 __all__ = [
     "CONFIG_ATTR",
     "DEFAULT_MAX_PHASES",
+    "DEFAULT_HEARTBEAT_S",
     "DEFAULT_STORAGE",
     "ENVIRONMENT_ATTR",
     "LR_SCALES",
@@ -51,8 +54,10 @@ __all__ = [
     "baseline_trial",
     "choose",
     "completed_trials",
+    "confirm_candidates",
     "confirm_pattern",
     "counts_toward_target",
+    "creation_lock",
     "decide",
     "default_study_name",
     "flag_param",
@@ -70,5 +75,6 @@ __all__ = [
     "steps_param",
     "stopped_early",
     "stopped_early_trials",
+    "study_candidates",
     "study_experiment",
 ]

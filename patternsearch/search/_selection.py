@@ -12,6 +12,7 @@ Intervals account for tasks that share classes (:mod:`patternsearch.uncertainty`
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -51,11 +52,20 @@ class PairedScores:
     def __init__(self, experiment: Experiment, reference: Experiment, baseline: Pattern,
                  tasks: Sequence[Task]) -> None:
         self.design = TaskDesign.of(tasks)
+        self.tasks = list(tasks)
         self.baseline = baseline
         self._candidate = CachedScorer(experiment.model, experiment.benchmark, tasks, experiment.inner_lr)
         self._reference = self._candidate if reference is experiment else CachedScorer(
             reference.model, reference.benchmark, tasks, reference.inner_lr)
         self._experiment = experiment
+
+    def on(self, experiment: Experiment) -> PairedScores:
+        """The same tasks and baseline scorer, with candidates adapted on ``experiment``'s checkpoint."""
+        other = copy.copy(self)
+        if experiment is not self._experiment:
+            other._experiment = experiment
+            other._candidate = CachedScorer(experiment.model, experiment.benchmark, self.tasks, experiment.inner_lr)
+        return other
 
     def candidate_scores(self, pattern: str | Pattern) -> np.ndarray:
         """Per-task scores of ``pattern`` adapted on the candidate's checkpoint."""
@@ -102,6 +112,17 @@ def proposals(study: optuna.Study) -> tuple[list[Proposal], np.ndarray]:
     return result, compared
 
 
+def study_candidates(study: optuna.Study, validation: TaskDesign, *, max_degradation: float, confidence: float,
+                     max_candidates: int) -> list[CandidateTest]:
+    """The candidates validation proposes from a study's trials, fastest first (the last is the anchor).
+
+    See :func:`~patternsearch.confirmation.propose`.
+    """
+    offered, compared = proposals(study)
+    return propose(offered, validation, max_degradation=max_degradation, confidence=confidence,
+                   max_candidates=max_candidates, compared=compared)
+
+
 def decide(study: optuna.Study, validation: TaskDesign, differences: Callable[[str], np.ndarray],
            design: TaskDesign, *, max_degradation: float, confidence: float = 0.95,
            max_candidates: int = 5) -> Decision:
@@ -117,11 +138,10 @@ def decide(study: optuna.Study, validation: TaskDesign, differences: Callable[[s
         confidence: Family-wise confidence of the whole procedure.
         max_candidates: The most candidates tested.
     """
-    offered, compared = proposals(study)
-    candidates = propose(offered, validation, max_degradation=max_degradation, confidence=confidence,
-                         max_candidates=max_candidates, compared=compared)
-    return confirm_in_sequence(candidates, differences, design, max_degradation=max_degradation,
-                               confidence=confidence)
+    candidates = study_candidates(study, validation, max_degradation=max_degradation, confidence=confidence,
+                                  max_candidates=max_candidates)
+    return confirm_in_sequence(candidates, lambda candidate: differences(candidate.pattern), design,
+                               max_degradation=max_degradation, confidence=confidence)
 
 
 @dataclass(frozen=True)
@@ -374,22 +394,75 @@ def confirm_pattern(
         UsageError: Bad arguments.
         CheckpointError: A baseline checkpoint of another benchmark or model.
     """
-    report_tasks = _check_arguments(max_degradation, confidence, 1, test_tasks, report_tasks)
     reference = experiment if baseline_checkpoint is None else experiment.with_checkpoint(baseline_checkpoint)
-    base, candidate = reference.pattern(baseline), experiment.pattern(pattern)
-    decision_tasks, fresh_tasks, disjoint = disjoint_task_sets(experiment.benchmark, "test", test_tasks,
+    candidate = CandidateTest(str(experiment.pattern(pattern)), None, None, None,
+                              checkpoint=str(experiment.checkpoint_path))
+    return confirm_candidates(
+        reference, [(candidate, experiment)], max_degradation, baseline=baseline, confidence=confidence,
+        test_tasks=test_tasks, report_tasks=report_tasks, test_seed=test_seed, latency_tasks=latency_tasks,
+        repeats=repeats,
+        fields_for=lambda _: {"study": None, "trial": None, "val_accuracy": None, "baseline_val_accuracy": None,
+                              "val_speedup": None, "mixed_devices": False})
+
+
+def confirm_candidates(
+    reference: Experiment,
+    contenders: Sequence[tuple[CandidateTest, Experiment]],
+    max_degradation: float,
+    *,
+    fields_for: Callable[[CandidateTest | None], dict[str, Any]],
+    baseline: str = "full",
+    confidence: float = 0.95,
+    test_tasks: int = 600,
+    report_tasks: int | None = None,
+    test_seed: int = 0,
+    latency_tasks: int = 2,
+    repeats: int = 5,
+) -> Selection:
+    """Confirms candidates, each on its own checkpoint, against the baseline on ``reference``; reports the winner.
+
+    The graphical procedure of :func:`~patternsearch.confirmation.confirm_in_sequence`
+    runs on the confirmation tasks of the test split; the selected candidate
+    (or the baseline when none is confirmed) is then measured on the fresh
+    report tasks and timed next to the baseline.
+
+    Args:
+        reference: The experiment whose checkpoint the baseline adapts.
+        contenders: Fastest first, each candidate with the experiment
+            (checkpoint) it adapts; the last is the anchor.
+        max_degradation: D, in accuracy units.
+        fields_for: The study, trial and validation fields of the
+            :class:`Selection` for the selected candidate (None: the baseline).
+        baseline: The baseline's text.
+        confidence: Family-wise confidence.
+        test_tasks: Confirmation tasks.
+        report_tasks: Report tasks (default: as many as ``test_tasks``).
+        test_seed: Seed of the test tasks and of the class halves.
+        latency_tasks: Tasks timed.
+        repeats: Timed rounds.
+
+    Raises:
+        UsageError: Bad arguments.
+    """
+    report_tasks = _check_arguments(max_degradation, confidence, max(1, len(contenders)), test_tasks, report_tasks)
+    base = reference.pattern(baseline)
+    decision_tasks, fresh_tasks, disjoint = disjoint_task_sets(reference.benchmark, "test", test_tasks,
                                                                report_tasks, test_seed)
-    confirmation = PairedScores(experiment, reference, base, [t.to(experiment.device) for t in decision_tasks])
-    decision = confirm_in_sequence([CandidateTest(str(candidate), None, None, None)], confirmation.differences,
-                                   confirmation.design, max_degradation=max_degradation, confidence=confidence)
-    selected = candidate if decision.selected is not None else None
+    confirmation = PairedScores(reference, reference, base, [t.to(reference.device) for t in decision_tasks])
+    scorers = {candidate: confirmation.on(experiment) for candidate, experiment in contenders}
+    decision = confirm_in_sequence([candidate for candidate, _ in contenders],
+                                   lambda c: scorers[c].differences(c.pattern), confirmation.design,
+                                   max_degradation=max_degradation, confidence=confidence)
+    winner = next((experiment for candidate, experiment in contenders
+                   if decision.selected is not None and candidate.pattern == decision.selected.pattern
+                   and candidate.checkpoint == decision.selected.checkpoint), reference)
+    pattern = None if decision.selected is None else winner.pattern(decision.selected.pattern)
     return Selection(**{
-        "study": None, "baseline": str(base), "max_degradation": max_degradation, "confidence": confidence,
-        "mixed_devices": False, "pattern": str(selected or base), "trial": None, "val_accuracy": None,
-        "baseline_val_accuracy": None, "val_speedup": None,
+        **fields_for(decision.selected), "baseline": str(base), "max_degradation": max_degradation,
+        "confidence": confidence, "pattern": str(pattern or base),
         **_decision_fields(decision, test_tasks, confirmation),
-        **_measured_fields(experiment, reference, base, selected, fresh_tasks, disjoint, test_seed,
-                           latency_tasks, repeats),
+        **_measured_fields(winner, reference, base, pattern, fresh_tasks, disjoint, test_seed, latency_tasks,
+                           repeats),
     })
 
 
@@ -413,21 +486,20 @@ def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], *,
     experiment = study_experiment(config, data_root=data_root, checkpoint=checkpoint, device=device,
                                   baseline_checkpoint=baseline_checkpoint)
     reference = experiment if baseline_checkpoint is None else experiment.with_checkpoint(baseline_checkpoint)
-    baseline = reference.pattern(str(measured(choice.baseline).pattern))
-    decision_tasks, fresh_tasks, disjoint = disjoint_task_sets(experiment.benchmark, "test", test_tasks,
-                                                               report_tasks, test_seed)
     validation_design = TaskDesign.of(experiment.benchmark.tasks("val", config.tasks, config.task_seed))
-    confirmation = PairedScores(experiment, reference, baseline, [t.to(experiment.device) for t in decision_tasks])
-    decision = decide(study, validation_design, confirmation.differences, confirmation.design,
-                      max_degradation=max_degradation, confidence=confidence, max_candidates=max_candidates)
-    selected = next((t for t in completed_trials(study) if decision.selected is not None
-                     and t.number == decision.selected.trial), choice.baseline)
-    pattern = None if decision.selected is None else experiment.pattern(str(measured(selected).pattern))
-    return Selection(**{
-        **validation, **_trial_fields(selected), **_decision_fields(decision, test_tasks, confirmation),
-        **_measured_fields(experiment, reference, baseline, pattern, fresh_tasks, disjoint, test_seed,
-                           config.latency_tasks, max(config.repeats, 5)),
-    })
+    candidates = study_candidates(study, validation_design, max_degradation=max_degradation, confidence=confidence,
+                                  max_candidates=max_candidates)
+    trials = {t.number: t for t in completed_trials(study)}
+
+    def fields_for(selected: CandidateTest | None) -> dict[str, Any]:
+        trial = choice.baseline if selected is None or selected.trial is None else trials[selected.trial]
+        return {**validation, **_trial_fields(trial)}
+
+    return confirm_candidates(
+        reference, [(candidate, experiment) for candidate in candidates], max_degradation, fields_for=fields_for,
+        baseline=str(measured(choice.baseline).pattern), confidence=confidence, test_tasks=test_tasks,
+        report_tasks=report_tasks, test_seed=test_seed, latency_tasks=config.latency_tasks,
+        repeats=max(config.repeats, 5))
 
 
 def _decision_fields(decision: Decision, test_tasks: int, confirmation: PairedScores) -> dict[str, Any]:
