@@ -643,13 +643,94 @@ def _print_selection(result: Any) -> None:
               f"({result.confirmation_classes or '-'} classes) at its own level (family-wise "
               f"{1 - result.confidence:.2g}); speedups here are validation estimates:")
         for c in result.candidates:
+            corrected = "" if c.get("val_corrected") is None else f" (corrected {c['val_corrected']:+.4f})"
             validation = "" if c["val_difference"] is None else (
-                f"validation {c['val_difference']:+.4f} (corrected {c['val_corrected']:+.4f}), estimated "
-                f"{c['val_speedup']:.1f}x; ")
+                f"validation {c['val_difference']:+.4f}{corrected}, estimated {c['val_speedup']:.1f}x; ")
             tested = "not tested" if c["lower_bound"] is None else (
                 f"test {c['test_difference']:+.4f}, lower bound {c['lower_bound']:+.4f} at level {c['level']:.3g}: "
                 + ("confirmed" if c["confirmed"] else "not confirmed"))
-            print(f"    {c['pattern']}: {validation}{tested}")
+            where = "" if c.get("checkpoint") in (None, result.baseline_checkpoint) else f" on {c['checkpoint']}"
+            print(f"    {c['pattern']}{where}: {validation}{tested}")
+
+
+def _tune_parser(sub: argparse._SubParsersAction) -> None:
+    from .search import SPACES
+
+    parser = sub.add_parser(
+        "tune", help="search, specialize and confirm: the fastest trusted adaptation of a checkpoint",
+        description="From a checkpoint to its fastest adaptation confirmed within --max-degradation of full MAML on "
+                    "it: reuse (or run) the pattern study, propose the fastest patterns validation finds close "
+                    "enough, specialize them by successive halving within --budget, and confirm the specialized "
+                    "checkpoints together with the parent's own candidates on test tasks. Rerunning continues "
+                    "where it stopped; several workers on one server --storage (and one --out folder) share the "
+                    "work.",
+    )
+    _add_experiment_options(parser)
+    _add_storage_options(parser)
+    parser.add_argument("--max-degradation", type=float, default=0.01,
+                        help="allowed accuracy loss against full MAML on the parent (default 0.01 = one point)")
+    parser.add_argument("--budget", default="2h",
+                        help="specialization time, all candidates together: 90s, 3m, 2h (default 2h)")
+    parser.add_argument("--candidates", type=_positive_int, default=4, help="most patterns specialized (default 4)")
+    parser.add_argument("--margin", type=float, default=None,
+                        help="validation loss beyond D that specialization may close (default 0.015)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder of the specialized checkpoints (default tuned/<study>)")
+    parser.add_argument("--trials", type=_positive_int, default=200,
+                        help="trials of the pattern study when it is made here (default 200)")
+    parser.add_argument("--space", choices=SPACES, default="flags", help="space of a study made here")
+    parser.add_argument("--search-lr", action="store_true", help="search per-phase lr scales in a study made here")
+    parser.add_argument("--val-tasks", type=_positive_int, default=200,
+                        help="validation tasks ranking the candidates between rungs (default 200)")
+    parser.add_argument("--confidence", type=float, default=0.95, help="family-wise confidence (default 0.95)")
+    parser.add_argument("--confirm-candidates", type=_positive_int, default=6,
+                        help="most (pattern, checkpoint) pairs tested on the test split (default 6)")
+    parser.add_argument("--tasks", type=_positive_int, default=600, help="confirmation tasks (default 600)")
+    parser.add_argument("--report-tasks", type=_positive_int, default=None,
+                        help="fresh test tasks for the reported accuracies (default: as many as --tasks)")
+    parser.add_argument("--heartbeat-interval", type=_positive_int, default=10,
+                        help="seconds between heartbeats; a dead worker's unit is retried after 3 intervals")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=_tune)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from .tuning import DEFAULT_MARGIN, parse_duration, tune
+
+    result = tune(
+        args.max_degradation, _spec(args), budget_s=parse_duration(args.budget), storage=args.storage,
+        study_name=args.study, trials=args.trials, search_options={"space": args.space, "search_lr": args.search_lr},
+        candidates=args.candidates, margin=DEFAULT_MARGIN if args.margin is None else args.margin,
+        val_tasks=args.val_tasks, confidence=args.confidence, max_confirmed=args.confirm_candidates,
+        test_tasks=args.tasks, report_tasks=args.report_tasks, out=args.out,
+        heartbeat_interval=args.heartbeat_interval,
+    )
+    if args.json:
+        _print_json(result.as_dict())
+        return 0
+    _print_selection(result.selection)
+    tested = {(c["pattern"], c.get("checkpoint")): c for c in result.selection.candidates}
+    rows = []
+    for history in result.candidates:
+        last = history.rungs[-1] if history.rungs else None
+        test = history.confirmation
+        rows.append((history.pattern, f"{history.speedup:.1f}x", f"{history.val_difference_before:+.4f}",
+                     "-" if last is None else f"{last.val_difference:+.4f}", "-" if last is None else last.iterations,
+                     _tested(test.lower_bound if test else None, test.confirmed if test else None)))
+        tested.pop((history.pattern, history.checkpoint), None)
+    for (pattern, _), test in tested.items():  # the parent's own candidates
+        rows.append((pattern, f"{test['val_speedup'] or 0:.1f}x", f"{test['val_difference'] or 0:+.4f}",
+                     "(parent)", 0, _tested(test["lower_bound"], test["confirmed"])))
+    print("fronts before and after specialization (validation difference to full MAML on the parent; the test "
+          "split's lower bound):")
+    print(_table(["pattern", "speedup", "before", "after", "meta-updates", "confirmation"], rows))
+    return 0
+
+
+def _tested(lower_bound: float | None, confirmed: bool | None) -> str:
+    if lower_bound is None:
+        return "not tested"
+    return f"{lower_bound:+.4f} {'confirmed' if confirmed else 'not confirmed'}"
 
 
 def _checkpoint_experiment(path: Path | None, data_root: str | None, device: str) -> Any:
@@ -745,7 +826,7 @@ def _report(args: argparse.Namespace) -> int:
 
 _PARSERS = [
     _train_parser, _specialize_parser, _import_parser, _evaluate_parser, _groups_parser, _bench_parser,
-    _optimize_parser, _select_parser,
+    _optimize_parser, _select_parser, _tune_parser,
     _studies_parser, _report_parser,
 ]
 
@@ -770,6 +851,8 @@ _EXAMPLES = {
     "select": ["patternsearch select --max-degradation 0.01 --data-root DATA",
                "patternsearch select --pattern 00010:5 --checkpoint runs/special.pt --baseline-checkpoint "
                "patternsearch/checkpoints/omniglot-small-conv4-5w1s.pt --data-root DATA"],
+    "tune": ["patternsearch tune --max-degradation 0.01 --budget 2h --data-root DATA     (rerun to resume)",
+             "patternsearch tune --study flags --storage sqlite:///runs/flags.db --budget 30m --data-root DATA"],
 }
 
 
@@ -832,6 +915,11 @@ def _interrupted(args: argparse.Namespace) -> str:
     if args.command in ("train", "specialize"):
         where = args.out if args.command == "specialize" else args.checkpoint or "the default checkpoint"
         return f"interrupted: the meta-training so far is saved in {where}; {again} resume it"
+    if args.command == "tune":
+        from .search import safe_url
+
+        return (f"interrupted: the specialization so far is saved in {args.out or 'tuned/<study>'} and the tuning "
+                f"study in {safe_url(args.storage)}; {again} continue")
     if args.command == "select":
         return f"interrupted: nothing was saved (select stores its answer when it ends); {again} start over"
     return f"interrupted: nothing was saved; {again} start over"

@@ -38,7 +38,7 @@ from .checkpoint import (
 from .devices import resolve_device
 from .experiment import build_benchmark, checkpoint_path
 from .groups import layer_groups
-from .measurement import score_pattern
+from .measurement import interleaved_latencies, score_pattern
 from .models import create_model
 from .pattern import Pattern
 from .spec import ExperimentSpec
@@ -185,6 +185,41 @@ def accumulate_meta_gradient(
         total += float(loss.detach())
     return total
 
+
+
+def meta_update_seconds(model: torch.nn.Module, benchmark: Benchmark, patterns: Sequence[Pattern], inner_lr: float,
+                        *, meta_batch: int, first_order: bool = False, device: torch.device | None = None,
+                        rounds: int = 3, seed: int = 7) -> list[float]:
+    """Median seconds of one meta-update with each pattern as the inner loop, timed interleaved after a warm-up.
+
+    The weights do not change (no optimizer step; the gradients are
+    dropped), so every pattern is timed on the same work.
+
+    Args:
+        model: The network (its parameters receive and lose gradients).
+        benchmark: Where the training episodes come from.
+        patterns: Inner-loop patterns.
+        inner_lr: Inner-loop learning rate.
+        meta_batch: Tasks per meta-update.
+        first_order: First-order MAML.
+        device: Where the model lives (default: its parameters' device).
+        rounds: Timed rounds.
+        seed: Seed of the timed training episodes.
+    """
+    device = device or next(model.parameters()).device
+    batch = [benchmark.split("train").task(j, seed).to(device) for j in range(meta_batch)]
+
+    def meta_update(pattern: Pattern) -> Callable[[Sequence[Task]], float]:
+        def run(tasks: Sequence[Task]) -> float:
+            model.zero_grad(set_to_none=True)
+            return accumulate_meta_gradient(model, tasks, pattern, inner_lr, benchmark.loss_fn,
+                                            first_order=first_order)
+        return run
+
+    variants = {str(pattern): meta_update(pattern) for pattern in patterns}
+    timed = interleaved_latencies(variants, [batch], device, repeats=rounds)  # type: ignore[list-item]
+    model.zero_grad(set_to_none=True)
+    return [timed[str(pattern)].median_ms / 1000.0 for pattern in patterns]
 
 
 @contextlib.contextmanager
@@ -350,7 +385,7 @@ def train(
     if previous is not None and run.iteration >= total:
         return previous  # finished: nothing to do, nothing rewritten
     check_writable(path)
-    say = tqdm.write if progress else (lambda _: None)
+    say = (lambda message: tqdm.write(message, file=sys.stderr)) if progress else (lambda _: None)
     elapsed = sum(record.get("seconds", 0.0) for record in run.history[-1:])
     began = time.perf_counter() - elapsed
     bar = tqdm(total=total, initial=run.iteration, desc="meta-training", unit="it", disable=not progress,

@@ -1,0 +1,24 @@
+"""``tune``: from a checkpoint to its fastest confirmed adaptation (search, specialize, confirm), resumable."""
+
+from ._plan import DEFAULT_MARGIN, Plan, PlannedCandidate, TuneConfig
+from ._schedule import expected_speedup, format_duration, parse_duration, rung_iterations, rung_sizes, survivors
+from ._tune import CandidateHistory, TuneResult, checkpoint_name, tune
+from ._units import UnitResult
+
+__all__ = [
+    "DEFAULT_MARGIN",
+    "CandidateHistory",
+    "Plan",
+    "PlannedCandidate",
+    "TuneConfig",
+    "TuneResult",
+    "UnitResult",
+    "checkpoint_name",
+    "expected_speedup",
+    "format_duration",
+    "parse_duration",
+    "rung_iterations",
+    "rung_sizes",
+    "survivors",
+    "tune",
+]

@@ -1,0 +1,151 @@
+"""What ``tune`` was asked to do (its configuration) and what it decided before specializing (its plan).
+
+Both are stored in the tuning study, so a rerun or another worker reads
+them back: a changed configuration is refused with its differences, and
+the plan (candidates, their costs, the rungs) is made once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from scipy import stats
+
+from ..errors import UsageError
+from ._schedule import rung_iterations, rung_sizes
+
+CONFIG_ATTR = "tune_config"
+PLAN_ATTR = "tune_plan"
+RESULT_ATTR = "tune_result"
+
+DEFAULT_MARGIN = 0.015
+"""How much more than D a candidate may lose on validation before specialization (see ``docs/tune.md``)."""
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Everything that decides ``tune``'s work; a rerun must repeat it.
+
+    Attributes:
+        search_study: The pattern study candidates come from.
+        parent_sha256: Checksum of the checkpoint the study was made with.
+        max_degradation: D, in accuracy units.
+        margin: Validation loss beyond D that specialization may still close.
+        budget_s: Seconds of specialization (meta-training), all candidates together.
+        candidates: Most candidates specialized.
+        reduction: Successive halving keeps ``1/reduction`` of the candidates per rung.
+        val_tasks: Validation tasks that rank candidates between rungs.
+        seed: Seed of the specialization's training episodes and of those validation tasks.
+        confidence: Family-wise confidence of the confirmation.
+        max_confirmed: Most (pattern, checkpoint) pairs tested on the test split.
+        test_tasks: Confirmation tasks.
+        report_tasks: Fresh report tasks.
+        test_seed: Seed of the test tasks.
+        out: Folder of the specialized checkpoints.
+    """
+
+    search_study: str
+    parent_sha256: str
+    max_degradation: float
+    budget_s: float
+    margin: float = DEFAULT_MARGIN
+    candidates: int = 4
+    reduction: int = 2
+    val_tasks: int = 200
+    seed: int = 1
+    confidence: float = 0.95
+    max_confirmed: int = 6
+    test_tasks: int = 600
+    report_tasks: int = 600
+    test_seed: int = 0
+    out: str = "tuned"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_degradation <= 1.0:
+            raise UsageError(f"--max-degradation must be between 0 and 1, got {self.max_degradation}")
+        if not self.budget_s > 0.0:
+            raise UsageError(f"--budget must be positive, got {self.budget_s}s")
+        if self.margin < 0.0:
+            raise UsageError(f"--margin must be at least 0, got {self.margin}")
+        if self.candidates < 1 or self.max_confirmed < 1:
+            raise UsageError("--candidates and --confirm-candidates must be at least 1")
+        if self.reduction < 2:
+            raise UsageError(f"--reduction must be at least 2, got {self.reduction}")
+        if self.val_tasks < 2 or self.test_tasks < 2 or self.report_tasks < 2:
+            raise UsageError("--val-tasks, --tasks and --report-tasks must be at least 2")
+        if not 0.5 <= self.confidence < 1.0:
+            raise UsageError(f"--confidence must be in [0.5, 1), got {self.confidence}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TuneConfig:
+        """The stored form read back (unknown keys ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def differences(self, stored: TuneConfig) -> list[str]:
+        """``name: stored -> requested`` for every setting that differs."""
+        mine, theirs = self.as_dict(), stored.as_dict()
+        return [f"{name}: {theirs[name]!r} -> {value!r}" for name, value in mine.items() if theirs[name] != value]
+
+
+@dataclass(frozen=True)
+class PlannedCandidate:
+    """A pattern chosen for specialization.
+
+    Attributes:
+        pattern: Its text.
+        speedup: Its speedup over the baseline in the study.
+        val_difference: Its validation difference to the baseline in the
+            study, before specialization.
+        val_corrected: The same, corrected for the winner's curse.
+        seconds_per_iteration: Measured cost of one of its meta-updates.
+        checkpoint: Where its specialization is written.
+    """
+
+    pattern: str
+    speedup: float
+    val_difference: float
+    val_corrected: float
+    seconds_per_iteration: float
+    checkpoint: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The candidates and the rungs of the successive halving."""
+
+    candidates: tuple[PlannedCandidate, ...]
+    rungs: tuple[int, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"candidates": [asdict(c) for c in self.candidates], "rungs": list(self.rungs)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Plan:
+        """The stored form read back."""
+        return cls(tuple(PlannedCandidate(**c) for c in values["candidates"]), tuple(values["rungs"]))
+
+    def target(self, config: TuneConfig, candidate: int, rung: int) -> int:
+        """Meta-updates ``candidate`` has in total at the end of ``rung``."""
+        cost = self.candidates[candidate].seconds_per_iteration
+        return sum(rung_iterations(config.budget_s, self.rungs, r, cost) for r in range(rung + 1))
+
+
+def rungs_for(config: TuneConfig, count: int) -> tuple[int, ...]:
+    """The rung sizes for ``count`` candidates."""
+    return tuple(rung_sizes(count, config.reduction)) if count else ()
+
+
+def validation_lower_bound(difference: float, standard_error: float, confidence: float) -> float:
+    """One-sided ``confidence`` lower bound of a validation difference (the difference itself without an error)."""
+    if not math.isfinite(standard_error):
+        return difference
+    return difference - float(stats.norm.ppf(confidence)) * standard_error
+

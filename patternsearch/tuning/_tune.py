@@ -1,0 +1,423 @@
+"""``tune``: search, propose, specialize and confirm, in one resumable command (see ``docs/tune.md``).
+
+1. **Search**: the pattern study is reused when it exists, else made by
+   :func:`~patternsearch.search.optimize`.
+2. **Propose** on the study's validation tasks only: the fastest patterns
+   whose winner's-curse corrected validation lower bound is within
+   ``D + margin`` (:func:`~patternsearch.confirmation.propose`).
+3. **Specialize** them by synchronous successive halving
+   (:mod:`patternsearch.tuning._schedule`), each unit a trial of the tuning
+   study (:mod:`patternsearch.tuning._units`), ranked on validation tasks
+   of their own.
+4. **Confirm** every specialized candidate that validation still supports,
+   together with the parent's own candidates (the ``select`` answer is
+   among them), against full MAML on the parent by the graphical procedure
+   of :mod:`patternsearch.confirmation`, on test tasks nothing above saw;
+   the winner is reported on fresh test tasks. The family-wise error stays
+   at most ``1 - confidence``: specialization and every choice before the
+   confirmation used training and validation episodes only, so the
+   confirmation's statistics are those of fixed candidates.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from ..checkpoint import check_writable, load_checkpoint
+from ..confirmation import CandidateTest
+from ..errors import StorageError, UsageError
+from ..experiment import Experiment
+from ..measurement import CachedScorer
+from ..search import (
+    CONFIG_ATTR,
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_STORAGE,
+    Selection,
+    StudyConfig,
+    completed_trials,
+    confirm_candidates,
+    creation_lock,
+    default_study_name,
+    measured,
+    open_storage,
+    optimize,
+    safe_url,
+    study_candidates,
+    study_experiment,
+)
+from ..spec import ExperimentSpec
+from ..training import meta_update_seconds, specialize
+from ..uncertainty import TaskDesign, estimate
+from ._plan import (
+    CONFIG_ATTR as TUNE_CONFIG_ATTR,
+)
+from ._plan import (
+    DEFAULT_MARGIN,
+    PLAN_ATTR,
+    RESULT_ATTR,
+    Plan,
+    PlannedCandidate,
+    TuneConfig,
+    rungs_for,
+    validation_lower_bound,
+)
+from ._schedule import expected_speedup, format_duration
+from ._units import UnitResult, Units, enqueue_units, work
+
+TUNE_SUFFIX = ".tune"
+
+
+@dataclass(frozen=True)
+class CandidateHistory:
+    """One specialized candidate from proposal to confirmation.
+
+    Attributes:
+        pattern: Its pattern.
+        checkpoint: Its specialized checkpoint.
+        speedup: Its speedup over full MAML in the study.
+        val_difference_before: Its validation difference on the parent, in the study.
+        rungs: What each rung it took part in measured (iterations, validation difference, score).
+        curve: ``(iteration, validation score)`` pairs of its meta-training.
+        confirmation: How it fared on the test split (None: validation
+            dropped it, or it did not fit among the candidates tested).
+    """
+
+    pattern: str
+    checkpoint: str
+    speedup: float
+    val_difference_before: float
+    rungs: tuple[UnitResult, ...]
+    curve: tuple[tuple[int, float], ...]
+    confirmation: CandidateTest | None
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The answer of ``tune`` and how it was reached.
+
+    Attributes:
+        tuning_study: The Optuna study holding the tuning's work and answer.
+        config: What was asked.
+        selection: The winner, confirmed against full MAML on the parent
+            (pattern, checkpoint, speedup, lower bound, fresh-task
+            accuracies; the parent with ``full`` when nothing was confirmed),
+            and every candidate tested.
+        candidates: Each specialized candidate's history.
+    """
+
+    tuning_study: str
+    config: TuneConfig
+    selection: Selection
+    candidates: tuple[CandidateHistory, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def tune(
+    max_degradation: float,
+    spec: ExperimentSpec | None = None,
+    *,
+    budget_s: float = 7200.0,
+    storage: str = DEFAULT_STORAGE,
+    study_name: str | None = None,
+    trials: int = 200,
+    search_options: dict[str, Any] | None = None,
+    candidates: int = 4,
+    margin: float = DEFAULT_MARGIN,
+    reduction: int = 2,
+    val_tasks: int = 200,
+    seed: int = 1,
+    confidence: float = 0.95,
+    max_confirmed: int = 6,
+    test_tasks: int = 600,
+    report_tasks: int | None = None,
+    test_seed: int = 0,
+    out: str | os.PathLike[str] | None = None,
+    heartbeat_interval: int = DEFAULT_HEARTBEAT_S,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> TuneResult:
+    """From a checkpoint to its fastest confirmed adaptation: search, specialize, confirm (see the module doc).
+
+    Rerunning the same call continues where it stopped; several processes
+    with one server storage (and one ``out`` folder they all see) share the
+    specialization units.
+
+    Args:
+        max_degradation: D: allowed accuracy loss against full MAML on the parent.
+        spec: Benchmark, data, checkpoint (the parent) and device.
+        budget_s: Seconds of specialization, all candidates together.
+        storage: Optuna storage URL of the pattern study and the tuning study.
+        study_name: An existing pattern study (default: the default study,
+            made first if missing).
+        trials: Trials of a pattern study made here.
+        search_options: Further options of :func:`~patternsearch.search.optimize`
+            for a study made here (e.g. ``space``).
+        candidates: Most patterns specialized.
+        margin: Validation loss beyond D that specialization may close.
+        reduction: Successive halving keeps ``1/reduction`` per rung.
+        val_tasks: Validation tasks ranking the candidates between rungs.
+        seed: Seed of the specialization's episodes and of those tasks.
+        confidence: Family-wise confidence of the confirmation.
+        max_confirmed: Most (pattern, checkpoint) pairs confirmed.
+        test_tasks: Confirmation tasks.
+        report_tasks: Fresh report tasks (default: as many as ``test_tasks``).
+        test_seed: Seed of the test tasks.
+        out: Folder of the specialized checkpoints (default ``tuned/<study>``).
+        heartbeat_interval: Seconds between heartbeats of running units.
+        progress: Show progress bars.
+        log: Where messages go (default: standard error).
+
+    Raises:
+        UsageError: Bad settings, an unknown study, another checkpoint than
+            the study's, or settings the tuning study was not made with.
+    """
+    say = log or (lambda message: print(message, file=sys.stderr))
+    spec = spec or ExperimentSpec()
+    requested = dict(max_degradation=max_degradation, budget_s=budget_s, margin=margin, candidates=candidates,
+                     reduction=reduction, val_tasks=val_tasks, seed=seed, confidence=confidence,
+                     max_confirmed=max_confirmed, test_tasks=test_tasks,
+                     report_tasks=test_tasks if report_tasks is None else report_tasks, test_seed=test_seed)
+    TuneConfig(search_study="", parent_sha256="", **requested)  # bad numbers are refused before any work
+    name, study = _search(spec, storage, study_name, trials, search_options or {}, progress, say)
+    study_config = StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR])
+    config = TuneConfig(search_study=name, parent_sha256=study_config.checkpoint_sha256,
+                        out=os.fspath(out or Path("tuned") / name), **requested)
+    tuning_name = name + TUNE_SUFFIX
+    _refuse_changed(storage, tuning_name, config)
+    check_writable(Path(config.out) / "candidate.pt")
+    parent = study_experiment(study_config, data_root=spec.data_root, checkpoint=spec.checkpoint, device=spec.device)
+    say(f"pattern study {name!r}: {len(completed_trials(study))} complete trials; tuning study {tuning_name!r}")
+    session = _Session(config, study, parent, spec.data_root, say, progress)
+    with creation_lock(storage):
+        rdb = open_storage(storage, heartbeat_interval=max(1, heartbeat_interval))
+        tuning = _tuning_study(rdb, tuning_name, config, session)
+    plan = Plan.from_dict(tuning.user_attrs[PLAN_ATTR])
+    units = Units(tuning, rdb, plan)
+    if RESULT_ATTR not in tuning.user_attrs:
+        if plan.candidates:
+            total = sum(u.seconds for u in units.results())
+            say(f"specializing {len(plan.candidates)} candidates ({', '.join(c.pattern for c in plan.candidates)}) "
+                f"by successive halving, rungs of {', '.join(map(str, plan.rungs))}: budget "
+                f"{format_duration(config.budget_s)}, {format_duration(total)} spent so far")
+            work(units, session.run_unit(plan), log=say)
+        selection = session.confirm(plan, units.results())
+        tuning.set_user_attr(RESULT_ATTR, selection.as_dict())
+        tuning = optuna.load_study(study_name=tuning_name, storage=rdb)
+    selection = Selection(**tuning.user_attrs[RESULT_ATTR])
+    return TuneResult(tuning_name, config, selection, _histories(plan, units.results(), selection))
+
+
+def _search(spec: ExperimentSpec, storage: str, study_name: str | None, trials: int, options: dict[str, Any],
+            progress: bool, say: Callable[[str], None]) -> tuple[str, optuna.Study]:
+    """The pattern study: an existing one as it is, else a new one searched now (``--study`` must exist).
+
+    Says nothing of an existing one, so that a refusal after it is the only line printed.
+    """
+    try:
+        rdb = open_storage(storage, create=False)
+    except StorageError:
+        if study_name is not None:
+            raise
+        rdb = None
+    names = [] if rdb is None else [s.study_name for s in optuna.get_all_study_summaries(rdb, False)]
+    if study_name is not None and study_name not in names:
+        raise UsageError(f"no study {study_name!r} in {safe_url(storage)}; studies there: "
+                         f"{', '.join(n for n in names if not n.endswith(TUNE_SUFFIX)) or 'none'}")
+    name = study_name
+    if name is None and spec.checkpoint is None:
+        name = default_study_name(spec.benchmark, spec.model or "conv4", spec.ways, spec.shots)
+    if name is not None and name in names:
+        return name, optuna.load_study(study_name=name, storage=rdb)
+    study = optimize(trials, spec, storage=storage, study_name=name, progress=progress, log=say, **options)
+    return study.study_name, study
+
+
+def _refuse_changed(storage: str, name: str, config: TuneConfig) -> None:
+    """Refuses, reading only the database, a configuration the tuning study ``name`` was not made with."""
+    try:
+        rdb = open_storage(storage, create=False)
+        study_id = rdb.get_study_id_from_name(name)
+    except (StorageError, KeyError):
+        return
+    stored = rdb.get_study_user_attrs(study_id).get(TUNE_CONFIG_ATTR)
+    found = [] if stored is None else config.differences(TuneConfig.from_dict(stored))
+    if found:
+        raise UsageError(f"tuning study {name!r} was made with other settings: {'; '.join(found)}; use the same "
+                         "settings, or another --study")
+
+
+def _tuning_study(storage: optuna.storages.BaseStorage, name: str, config: TuneConfig,
+                  session: _Session) -> optuna.Study:
+    """The tuning study; its creator makes the plan and enqueues the units, others wait for them."""
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage)
+        deadline = time.monotonic() + 30.0
+        while PLAN_ATTR not in study.user_attrs and time.monotonic() < deadline:
+            time.sleep(0.5)
+            study = optuna.load_study(study_name=name, storage=storage)
+        if PLAN_ATTR in study.user_attrs:
+            return study
+    try:  # made by the creator, or by whoever finds its creator gone before the plan
+        plan = session.plan()
+        study.set_user_attr(TUNE_CONFIG_ATTR, config.as_dict())
+        enqueue_units(study, plan)
+        study.set_user_attr(PLAN_ATTR, plan.as_dict())  # last: a study with a plan has its units
+    except BaseException:
+        optuna.delete_study(study_name=name, storage=storage)  # never left half-made: a rerun starts afresh
+        raise
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def checkpoint_name(pattern: str) -> str:
+    """A file name for a pattern's specialized checkpoint: ``00010:1`` -> ``00010-1.pt``."""
+    return re.sub(r"[^0-9A-Za-z.]+", "-", pattern).strip("-") + ".pt"
+
+
+class _Session:
+    """One process's view of the tuning: the parent, the validation tasks and the baseline's scores on them."""
+
+    def __init__(self, config: TuneConfig, study: optuna.Study, parent: Experiment, data_root: str | None,
+                 say: Callable[[str], None], progress: bool) -> None:
+        self.config, self.study, self.parent, self.say, self.progress = config, study, parent, say, progress
+        self.data_root = data_root
+        self.study_config = StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR])
+        self.tasks = [t.to(parent.device) for t in parent.tasks("val", config.val_tasks, config.seed)]
+        self.design = TaskDesign.of(self.tasks)
+
+    @cached_property
+    def baseline_scores(self) -> np.ndarray:
+        """Full MAML on the parent, on the tuning's validation tasks."""
+        scorer = CachedScorer(self.parent.model, self.parent.benchmark, self.tasks, self.parent.inner_lr)
+        return scorer.scores(self.parent.pattern(self.study_config.baseline))
+
+    def plan(self) -> Plan:
+        """The candidates (the fast end of the validation front at D + margin) and their measured costs."""
+        config = self.config
+        validation = TaskDesign.of(self.parent.tasks("val", self.study_config.tasks, self.study_config.task_seed))
+        front = study_candidates(self.study, validation, max_degradation=config.max_degradation + config.margin,
+                                 confidence=config.confidence, max_candidates=len(completed_trials(self.study)))
+        chosen = [c for c in front if c.pattern != self.study_config.baseline][:config.candidates]
+        meta_batch = int(self.parent.checkpoint.config.get("meta_batch") or 1)
+        first_order = bool(self.parent.checkpoint.config.get("first_order", False))
+        self.say(f"timing one meta-update of each of {len(chosen)} candidates (meta-batch {meta_batch})")
+        costs = meta_update_seconds(self.parent.model, self.parent.benchmark,
+                                    [self.parent.pattern(c.pattern) for c in chosen], self.parent.inner_lr,
+                                    meta_batch=meta_batch, first_order=first_order,
+                                    device=self.parent.device) if chosen else []
+        planned = tuple(PlannedCandidate(
+            pattern=c.pattern, speedup=float(c.val_speedup or 0.0), val_difference=float(c.val_difference or 0.0),
+            val_corrected=float(c.val_corrected if c.val_corrected is not None else math.nan),
+            seconds_per_iteration=cost, checkpoint=os.fspath(Path(config.out) / checkpoint_name(c.pattern)))
+            for c, cost in zip(chosen, costs, strict=True))
+        return Plan(planned, rungs_for(config, len(planned)))
+
+    def run_unit(self, plan: Plan) -> Callable[[int, int, int], UnitResult]:
+        """The function that specializes candidate ``c`` to the end of ``rung`` and measures it on validation."""
+        config = self.config
+
+        def run(rung: int, slot: int, candidate: int) -> UnitResult:
+            planned = plan.candidates[candidate]
+            target = plan.target(config, candidate, rung)
+            self.say(f"rung {rung + 1}/{len(plan.rungs)}, candidate {planned.pattern}: specializing to {target} "
+                     f"meta-updates (~{format_duration(target * planned.seconds_per_iteration)} in all)")
+            began = time.perf_counter()
+            specialize(self.parent.checkpoint_path, planned.pattern, target, planned.checkpoint, seed=config.seed,
+                       val_every=target, val_tasks=config.val_tasks, data_root=self.data_root,
+                       device=self.parent.device.type, benchmark=self.parent.benchmark, progress=self.progress)
+            seconds = time.perf_counter() - began
+            return self.measure(planned, rung, candidate, target, seconds)
+
+        return run
+
+    def measure(self, planned: PlannedCandidate, rung: int, candidate: int, iterations: int,
+                seconds: float) -> UnitResult:
+        """A specialized candidate's paired validation difference to the baseline, and its expected speedup."""
+        special = self.parent.with_checkpoint(planned.checkpoint)
+        scores = CachedScorer(special.model, special.benchmark, self.tasks, special.inner_lr).scores(
+            special.pattern(planned.pattern))
+        difference = estimate(scores - self.baseline_scores, self.design)
+        score = expected_speedup(planned.speedup, difference.mean, difference.standard_error,
+                                 self.config.max_degradation)
+        self.say(f"  {planned.pattern} after {iterations} meta-updates: validation difference "
+                 f"{difference.mean:+.4f} +/- {difference.ci95:.4f}, expected speedup {score:.1f}x")
+        return UnitResult(rung=rung, candidate=candidate, iterations=iterations, val_difference=difference.mean,
+                          val_standard_error=difference.standard_error, val_accuracy=float(np.mean(scores)),
+                          score=score, seconds=seconds)
+
+    def confirm(self, plan: Plan, results: Sequence[UnitResult]) -> Selection:
+        """The specialized candidates validation supports and the parent's own, confirmed on the test split."""
+        config, parent = self.config, self.parent
+        parent_path = str(parent.checkpoint_path)
+        final = _final_results(results)
+        contenders: list[tuple[CandidateTest, Experiment]] = []
+        for index, result in sorted(final.items()):
+            planned = plan.candidates[index]
+            bound = validation_lower_bound(result.val_difference, result.val_standard_error, config.confidence)
+            if bound >= -config.max_degradation:
+                contenders.append((CandidateTest(planned.pattern, None, result.val_difference, planned.speedup,
+                                                 val_lower_bound=bound, checkpoint=planned.checkpoint),
+                                   parent.with_checkpoint(planned.checkpoint)))
+        validation = TaskDesign.of(parent.tasks("val", self.study_config.tasks, self.study_config.task_seed))
+        own = study_candidates(self.study, validation, max_degradation=config.max_degradation,
+                               confidence=config.confidence, max_candidates=config.max_confirmed)
+        contenders += [(replace(c, checkpoint=parent_path), parent) for c in own]
+        contenders.sort(key=lambda item: -(item[0].val_speedup or 0.0))  # stable: specialized first at equal speed
+        if len(contenders) > config.max_confirmed:  # the fastest, and the slowest as the anchor
+            contenders = contenders[:config.max_confirmed - 1] + contenders[-1:]
+        self.say(f"confirming {len(contenders)} candidates against {self.study_config.baseline} on the parent, on "
+                 f"{config.test_tasks} test tasks")
+        trials = {t.number: t for t in completed_trials(self.study)}
+
+        def fields_for(selected: CandidateTest | None) -> dict[str, Any]:
+            trial = trials.get(selected.trial) if selected is not None and selected.trial is not None else None
+            return {"study": config.search_study, "trial": None if trial is None else trial.number,
+                    "val_accuracy": None if trial is None else measured(trial).accuracy,
+                    "baseline_val_accuracy": None, "val_speedup": None if selected is None else selected.val_speedup,
+                    "mixed_devices": False}
+
+        return confirm_candidates(parent, contenders, config.max_degradation, fields_for=fields_for,
+                                  baseline=self.study_config.baseline, confidence=config.confidence,
+                                  test_tasks=config.test_tasks, report_tasks=config.report_tasks,
+                                  test_seed=config.test_seed, latency_tasks=self.study_config.latency_tasks,
+                                  repeats=max(self.study_config.repeats, 5))
+
+
+def _final_results(results: Sequence[UnitResult]) -> dict[int, UnitResult]:
+    """Each candidate's result after its last rung."""
+    final: dict[int, UnitResult] = {}
+    for result in sorted(results, key=lambda r: r.rung):
+        final[result.candidate] = result
+    return final
+
+
+def _histories(plan: Plan, results: Sequence[UnitResult], selection: Selection) -> tuple[CandidateHistory, ...]:
+    tested = {(c["pattern"], c.get("checkpoint")): CandidateTest(**c) for c in selection.candidates}
+    histories = []
+    for index, planned in enumerate(plan.candidates):
+        path = Path(planned.checkpoint)
+        curve: tuple[tuple[int, float], ...] = ()
+        if path.is_file():
+            curve = tuple((int(h["iteration"]), float(h["val_score"])) for h in load_checkpoint(path).history)
+        histories.append(CandidateHistory(
+            pattern=planned.pattern, checkpoint=planned.checkpoint, speedup=planned.speedup,
+            val_difference_before=planned.val_difference,
+            rungs=tuple(r for r in sorted(results, key=lambda r: r.rung) if r.candidate == index), curve=curve,
+            confirmation=tested.get((planned.pattern, planned.checkpoint))))
+    return tuple(histories)

@@ -1,0 +1,233 @@
+"""``tune`` at tiny settings: the schedule, resuming at every stage, bad input, the error rate when specialized."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from patternsearch import cli
+from patternsearch.confirmation import CandidateTest, confirm_in_sequence
+from patternsearch.errors import UsageError
+from patternsearch.search import optimize
+from patternsearch.tuning import (
+    Plan,
+    PlannedCandidate,
+    TuneConfig,
+    TuneResult,
+    checkpoint_name,
+    expected_speedup,
+    parse_duration,
+    rung_sizes,
+    survivors,
+    tune,
+)
+from patternsearch.tuning._schedule import RungScore
+from patternsearch.uncertainty import TaskDesign
+
+from .conftest import SINUSOID
+
+TINY_STUDY = dict(tasks=12, latency_tasks=1, repeats=1, progress=False, heartbeat_interval=2)
+TINY_TUNE = dict(budget_s=1.2, candidates=2, margin=5.0, val_tasks=8, test_tasks=10, report_tasks=8,
+                 heartbeat_interval=2, progress=False, log=lambda _: None)
+D = 1.0  # sinusoid scores are negative mean squared errors
+
+
+def test_durations_parse_and_bad_ones_are_refused() -> None:
+    assert [parse_duration(t) for t in ("90s", "3m", "2h", "45", "1.5h")] == [90, 180, 7200, 45, 5400]
+    for bad in ("0", "0s", "two hours", "2d", "-1m", ""):
+        with pytest.raises(UsageError, match="--budget"):
+            parse_duration(bad)
+
+
+def test_successive_halving_keeps_the_best_expected_speedups_and_spends_equal_shares_per_rung() -> None:
+    assert rung_sizes(4, 2) == [4, 2, 1] and rung_sizes(5, 2) == [5, 3, 2, 1] and rung_sizes(1, 2) == [1]
+    assert rung_sizes(9, 3) == [9, 3, 1]
+    # Expected speedup: a fast candidate far beyond D and a slow one surely within it lose to a fast near one.
+    far = expected_speedup(20.0, -0.05, 0.005, 0.01)
+    near = expected_speedup(15.0, -0.008, 0.005, 0.01)
+    safe = expected_speedup(5.0, 0.0, 0.005, 0.01)
+    assert near > safe > far and safe == pytest.approx(5.0 * 0.977, abs=0.01)
+    standings = [RungScore(0, 20.0, far), RungScore(1, 15.0, near), RungScore(2, 5.0, safe), RungScore(3, 9.0, safe)]
+    assert survivors(standings, 2) == [1, 3]  # equal scores: the faster goes on
+    config = TuneConfig(search_study="s", parent_sha256="x", max_degradation=0.01, budget_s=1200.0)
+    plan = Plan(tuple(PlannedCandidate(f"p{i}", 10.0, 0.0, 0.0, cost, f"p{i}.pt")
+                      for i, cost in enumerate([1.0, 2.0, 1.0, 1.0])), (4, 2, 1))
+    # 1200 s in 3 rungs of 400 s: 100 s each of 4, then 200 s each of 2, then 400 s for the last one.
+    assert [plan.target(config, 0, r) for r in range(3)] == [100, 300, 700]
+    assert [plan.target(config, 1, r) for r in range(3)] == [50, 150, 350]  # twice the cost: half the updates
+
+
+def test_checkpoint_names_are_safe_file_names() -> None:
+    assert checkpoint_name("00010:1") == "00010-1.pt"
+    assert checkpoint_name("00010:2+00011:4@0.5") == "00010-2-00011-4-0.5.pt"
+
+
+def test_the_error_rate_holds_when_candidates_are_specialized() -> None:
+    """Fabricated scores: specialized and parent candidates, every one losing exactly D (least favourable).
+
+    Validation decides which specialized checkpoints reach the test split
+    (on its own noise); the confirmation then sees fixed candidates, one
+    pattern on two checkpoints among them. No run may confirm one more often
+    than the 5% family-wise error allows.
+    """
+    rng = np.random.default_rng(0)
+    runs, tasks, errors, confirmed_special = 1500, 120, 0, 0
+    loss = 0.05
+    for _ in range(runs):
+        names = [("00010:1", "special-a.pt"), ("00010:1", "parent.pt"), ("00011:1", "special-b.pt"),
+                 ("00010:5", "parent.pt")]
+        validation = {name: rng.normal(-loss, 0.02) for name in names}  # validation estimate of each
+        kept = [name for name in names if validation[name] - 1.645 * 0.02 >= -loss - 0.03]
+        if not kept:
+            continue
+        candidates = [CandidateTest(p, None, validation[(p, c)], None, checkpoint=c) for p, c in kept]
+        shared = rng.normal(0.0, 0.15, tasks)  # the baseline's per-task noise, common to every difference
+        draws = {(c.pattern, c.checkpoint): -loss + shared * 0.3 + rng.normal(0.0, 0.1, tasks) for c in candidates}
+        decision = confirm_in_sequence(candidates, lambda c, d=draws: d[(c.pattern, c.checkpoint)], TaskDesign.none(),
+                                       max_degradation=loss, confidence=0.95)
+        if decision.selected is not None:
+            errors += 1
+            confirmed_special += decision.selected.checkpoint != "parent.pt"
+    rate = errors / runs
+    assert rate <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / runs), rate
+    assert errors > 0  # the simulation is near the boundary, not trivially safe
+
+
+@pytest.fixture
+def pattern_study(sinusoid_checkpoint: Path, tmp_path: Path) -> tuple[str, Path]:
+    """A small sinusoid pattern study in its own SQLite file."""
+    storage = f"sqlite:///{tmp_path}/study.db"
+    optimize(12, SINUSOID.but(checkpoint=str(sinusoid_checkpoint)), storage=storage, study_name="tiny", **TINY_STUDY)
+    return storage, tmp_path / "study.db"
+
+
+def _fixed_costs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Timing is not what these tests check: fixed costs make two runs plan the same meta-updates.
+    monkeypatch.setattr("patternsearch.tuning._tune.meta_update_seconds",
+                        lambda model, benchmark, patterns, *a, **k: [0.05 + 0.01 * i for i in range(len(patterns))])
+
+
+def _decisions(result: TuneResult) -> dict[str, Any]:
+    """What a run decided, without the times it measured."""
+    return {
+        "plan": [(h.pattern, Path(h.checkpoint).name) for h in result.candidates],
+        "rungs": [[(r.rung, r.iterations, round(r.val_difference, 6), round(r.score, 6)) for r in h.rungs]
+                  for h in result.candidates],
+        "selected": (result.selection.pattern, Path(result.selection.checkpoint or "").name),
+        "tested": [(c["pattern"], Path(c["checkpoint"] or "").name, c["confirmed"],
+                    None if c["lower_bound"] is None else round(c["lower_bound"], 6))
+                   for c in result.selection.candidates],
+    }
+
+
+def _copy_storage(database: Path, into: Path) -> str:
+    into.mkdir()
+    shutil.copy(database, into / "study.db")
+    return f"sqlite:///{into}/study.db"
+
+
+def test_tune_specializes_and_confirms_and_an_interrupted_run_resumes_to_the_same_decisions(
+        pattern_study: tuple[str, Path], sinusoid_checkpoint: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _, database = pattern_study
+    _fixed_costs(monkeypatch)
+    spec = SINUSOID.but(checkpoint=str(sinusoid_checkpoint))
+    straight_storage = _copy_storage(database, tmp_path / "straight")
+    straight = tune(D, spec, storage=straight_storage, study_name="tiny", out=tmp_path / "straight" / "out",
+                    **TINY_TUNE)
+    decided = _decisions(straight)
+    assert len(straight.candidates) == 2 and [len(h.rungs) for h in straight.candidates] in ([2, 1], [1, 2])
+    assert all(Path(h.checkpoint).is_file() and h.curve for h in straight.candidates)
+    assert straight.selection.confirmation_tasks == 10 and straight.selection.candidates
+    # A rerun of the finished tuning does nothing and answers the same.
+    assert _decisions(tune(D, spec, storage=straight_storage, study_name="tiny", out=tmp_path / "straight" / "out",
+                           **TINY_TUNE)) == decided
+
+    import patternsearch.tuning._tune as module
+
+    stages = {"plan": (module._Session, "plan"), "specialize": (module, "specialize"),
+              "measure": (module._Session, "measure"), "confirm": (module._Session, "confirm")}
+    for stage, (owner, name) in stages.items():
+        storage = _copy_storage(database, tmp_path / stage)
+        original = getattr(owner, name)
+        calls = {"n": 0}
+
+        def interrupted(*args: Any, _original: Any = original, _calls: dict[str, int] = calls,
+                        _at: int = 1 if stage in ("plan", "confirm") else 2, **kwargs: Any) -> Any:
+            _calls["n"] += 1
+            if _calls["n"] == _at:
+                raise KeyboardInterrupt
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            tune(D, spec, storage=storage, study_name="tiny", out=tmp_path / stage / "out", **TINY_TUNE)
+        monkeypatch.setattr(owner, name, original)
+        resumed = tune(D, spec, storage=storage, study_name="tiny", out=tmp_path / stage / "out", **TINY_TUNE)
+        assert _decisions(resumed) == decided, stage
+
+
+def test_a_changed_configuration_is_refused_with_its_differences(pattern_study: tuple[str, Path],
+                                                                  sinusoid_checkpoint: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    storage, database = pattern_study
+    _fixed_costs(monkeypatch)
+    spec = SINUSOID.but(checkpoint=str(sinusoid_checkpoint))
+    tune(D, spec, storage=storage, study_name="tiny", out=tmp_path / "out", **TINY_TUNE)
+    with pytest.raises(UsageError, match=r"budget_s: 1\.2 -> 60\.0; candidates: 2 -> 3"):
+        tune(D, spec, storage=storage, study_name="tiny", out=tmp_path / "out",
+             **{**TINY_TUNE, "budget_s": 60.0, "candidates": 3})
+
+
+def _tables(database: Path) -> dict[str, int]:
+    with sqlite3.connect(database) as connection:
+        names = [row[0] for row in connection.execute("select name from sqlite_master where type='table'")]
+        return {name: connection.execute(f"select count(*) from {name}").fetchone()[0] for name in names}
+
+
+@pytest.mark.parametrize("case", ["budget 0", "unknown study", "checkpoint of another benchmark"])
+def test_bad_input_is_one_line_and_writes_nothing(case: str, pattern_study: tuple[str, Path], tmp_path: Path,
+                                                   omniglot_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    storage, database = pattern_study
+    before = _tables(database)
+    out = tmp_path / "out"
+    args = ["tune", "--benchmark", "sinusoid", "--shots", "5", "--queries", "10", "--storage", storage,
+            "--out", str(out), "--device", "cpu"]
+    if case == "budget 0":
+        args += ["--study", "tiny", "--budget", "0"]
+        expected = "--budget must be positive"
+    elif case == "unknown study":
+        args += ["--study", "nope", "--budget", "1m"]
+        expected = "no study 'nope'"
+    else:
+        from patternsearch.checkpoint import shipped_checkpoint
+
+        args += ["--study", "tiny", "--budget", "1m", "--checkpoint",
+                 str(shipped_checkpoint("omniglot-small", "conv4", 5, 1)), "--data-root", str(omniglot_root)]
+        expected = "is not the one the study was made with"
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1, err
+    assert _tables(database) == before and not out.exists()
+
+
+def test_the_tuned_answer_is_reported_with_both_fronts(pattern_study: tuple[str, Path], sinusoid_checkpoint: Path,
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    storage, _ = pattern_study
+    _fixed_costs(monkeypatch)
+    args = ["tune", "--benchmark", "sinusoid", "--shots", "5", "--queries", "10", "--storage", storage,
+            "--study", "tiny", "--checkpoint", str(sinusoid_checkpoint), "--max-degradation", str(D),
+            "--budget", "1.2s", "--candidates", "2", "--margin", "5", "--val-tasks", "8", "--tasks", "10",
+            "--report-tasks", "8", "--out", str(tmp_path / "out"), "--device", "cpu"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("selected ") and "fronts before and after specialization" in out
+    assert "meta-updates" in out and "(parent)" in out
+
