@@ -293,6 +293,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     reference = experiment if args.baseline_checkpoint is None else experiment.with_checkpoint(
         args.baseline_checkpoint)
     pattern, baseline = experiment.pattern(args.pattern), reference.pattern(args.baseline)
+    _warn_if_specialized_for_another(experiment, pattern, reference)
     tasks = experiment.tasks(args.split, args.tasks, args.seed)
     design = TaskDesign.of(tasks)
     scorer = CachedScorer(experiment.model, experiment.benchmark, tasks, experiment.inner_lr)
@@ -336,6 +337,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(_timing_lines(timing))
     print(f"  adaptation FLOPs: {flops:,}")
     return 0
+
+
+def _warn_if_specialized_for_another(experiment: Any, pattern: Any, reference: Any) -> None:
+    """Warns when a specialized checkpoint adapts another pattern than its own, or is its own baseline."""
+    special = experiment.checkpoint
+    if special.pattern is None or not special.parent:
+        return
+    parent = f"{special.parent.get('path', '?')} (sha256 {str(special.parent.get('sha256', ''))[:12]}...)"
+    if str(pattern.canonical()) != special.pattern:
+        print(f"patternsearch: warning: {experiment.checkpoint_path} was specialized for {special.pattern}, not "
+              f"{pattern.canonical()}: with another pattern it is not the network it was trained to be; its parent "
+              f"{parent} is the baseline to compare with (--baseline-checkpoint)", file=sys.stderr)
+    elif reference.checkpoint_path == experiment.checkpoint_path:
+        print(f"patternsearch: warning: the baseline adapts the specialized checkpoint itself; compare with its "
+              f"parent {parent} (--baseline-checkpoint)", file=sys.stderr)
 
 
 def _timing_lines(timing: Any) -> str:
@@ -584,8 +600,12 @@ def _select(args: argparse.Namespace) -> int:
     from .search import confirm_pattern, select
 
     if args.pattern is not None:
+        experiment = _checkpoint_experiment(args.checkpoint, args.data_root, args.device)
+        reference = experiment if args.baseline_checkpoint is None else experiment.with_checkpoint(
+            args.baseline_checkpoint)
+        _warn_if_specialized_for_another(experiment, experiment.pattern(args.pattern), reference)
         result = confirm_pattern(
-            _checkpoint_experiment(args.checkpoint, args.data_root, args.device), args.pattern, args.max_degradation,
+            experiment, args.pattern, args.max_degradation,
             baseline=args.baseline, baseline_checkpoint=args.baseline_checkpoint, confidence=args.confidence,
             test_tasks=args.tasks, report_tasks=args.report_tasks, test_seed=args.seed,
         )

@@ -204,7 +204,7 @@ def test_bad_input_is_one_line_and_writes_nothing(case: str, pattern_study: tupl
         expected = "--budget must be positive"
     elif case == "unknown study":
         args += ["--study", "nope", "--budget", "1m"]
-        expected = "no study 'nope'"
+        expected = "no pattern study 'nope'"
     else:
         from patternsearch.checkpoint import shipped_checkpoint
 
@@ -231,3 +231,28 @@ def test_the_tuned_answer_is_reported_with_both_fronts(pattern_study: tuple[str,
     assert out.startswith("selected ") and "fronts before and after specialization" in out
     assert "meta-updates" in out and "(parent)" in out
 
+
+
+@pytest.mark.parametrize(("pattern", "baseline_is_parent", "warned"), [
+    ("010:2", True, "was specialized for 011:2, not 010:2"),
+    ("010:2", False, "was specialized for 011:2, not 010:2"),
+    ("011:2", False, "the baseline adapts the specialized checkpoint itself"),
+    ("011:2", True, None),  # its own pattern against its parent: nothing to say
+])
+def test_a_specialized_checkpoint_warns_when_used_with_another_pattern_or_baseline(
+        pattern: str, baseline_is_parent: bool, warned: str | None, sinusoid_checkpoint: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from patternsearch.training import specialize
+
+    special = tmp_path / "special.pt"
+    specialize(sinusoid_checkpoint, "011:2", 2, special, val_every=2, val_tasks=2, device="cpu", progress=False)
+    args = ["evaluate", "--checkpoint", str(special), "--pattern", pattern, "--tasks", "4", "--repeats", "1",
+            "--benchmark", "sinusoid", "--shots", "5", "--queries", "10", "--device", "cpu"]
+    if baseline_is_parent:
+        args += ["--baseline-checkpoint", str(sinusoid_checkpoint)]
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    if warned is None:
+        assert "was specialized for" not in err and "the baseline adapts" not in err
+    else:
+        assert warned in err and str(sinusoid_checkpoint) in err

@@ -1,6 +1,14 @@
 """The multi-objective pattern search: study, selection, storage and the study's configuration."""
 
-from ._config import CONFIG_ATTR, ENVIRONMENT_ATTR, SELECTION_ATTR, TARGET_ATTR, TIME_METRICS, StudyConfig
+from ._config import (
+    CONFIG_ATTR,
+    ENVIRONMENT_ATTR,
+    SELECTION_ATTR,
+    TARGET_ATTR,
+    TIME_METRICS,
+    StudyConfig,
+    pattern_study_names,
+)
 from ._pareto import (
     Choice,
     SelectionError,
@@ -68,6 +76,7 @@ __all__ = [
     "open_storage",
     "optimize",
     "pareto_trials",
+    "pattern_study_names",
     "proposals",
     "resolve_study",
     "safe_url",

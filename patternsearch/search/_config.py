@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
+import optuna
+
 from ._space import SearchSpace
 
 CONFIG_ATTR = "patternsearch_config"
@@ -13,6 +15,12 @@ SELECTION_ATTR = "patternsearch_selection"
 ENVIRONMENT_ATTR = "patternsearch_environment"
 
 TIME_METRICS = ("ratio", "latency", "flops")
+
+
+def pattern_study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    """The storage's pattern studies (those with a configuration; ``tune``'s own studies are not), by name."""
+    return sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+                  if CONFIG_ATTR in s.user_attrs)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from ..measurement import CachedScorer, Measurement, deployment_timing, environm
 from ..pattern import Pattern
 from ..spec import ExperimentSpec
 from ..uncertainty import Estimate, TaskDesign, estimate
-from ._config import CONFIG_ATTR, SELECTION_ATTR, StudyConfig
+from ._config import CONFIG_ATTR, SELECTION_ATTR, StudyConfig, pattern_study_names
 from ._pareto import Choice, baseline_trial, choose, completed_trials, measured
 from ._storage import DEFAULT_STORAGE, load_existing_study, open_storage
 from ._study import default_study_name
@@ -244,7 +244,7 @@ def resolve_study(storage: str, study_name: str | None) -> optuna.Study:
 def _resolve_study_name(storage: optuna.storages.BaseStorage, name: str | None) -> str:
     if name:
         return name
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    names = pattern_study_names(storage)
     if len(names) == 1:
         return names[0]
     if not names:

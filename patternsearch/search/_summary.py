@@ -7,7 +7,7 @@ from typing import Any
 
 import optuna
 
-from ._config import CONFIG_ATTR, TARGET_ATTR
+from ._config import CONFIG_ATTR, TARGET_ATTR, pattern_study_names
 from ._pareto import SelectionError, baseline_trial, completed_trials, measured, stopped_early_trials
 from ._storage import DEFAULT_STORAGE, open_storage
 from ._study import best_speedup_within
@@ -47,7 +47,6 @@ def summarize(study: optuna.Study) -> StudySummary:
 
 
 def list_studies(storage: str = DEFAULT_STORAGE) -> list[StudySummary]:
-    """Summaries of every study in the storage, by name."""
+    """Summaries of every pattern study in the storage, by name."""
     rdb = open_storage(storage, create=False)
-    names = sorted(s.study_name for s in optuna.get_all_study_summaries(rdb, include_best_trial=False))
-    return [summarize(optuna.load_study(study_name=name, storage=rdb)) for name in names]
+    return [summarize(optuna.load_study(study_name=name, storage=rdb)) for name in pattern_study_names(rdb)]

@@ -53,6 +53,7 @@ from ..search import (
     measured,
     open_storage,
     optimize,
+    pattern_study_names,
     safe_url,
     study_candidates,
     study_experiment,
@@ -234,10 +235,10 @@ def _search(spec: ExperimentSpec, storage: str, study_name: str | None, trials: 
         if study_name is not None:
             raise
         rdb = None
-    names = [] if rdb is None else [s.study_name for s in optuna.get_all_study_summaries(rdb, False)]
+    names = [] if rdb is None else pattern_study_names(rdb)
     if study_name is not None and study_name not in names:
-        raise UsageError(f"no study {study_name!r} in {safe_url(storage)}; studies there: "
-                         f"{', '.join(n for n in names if not n.endswith(TUNE_SUFFIX)) or 'none'}")
+        raise UsageError(f"no pattern study {study_name!r} in {safe_url(storage)}; pattern studies there: "
+                         f"{', '.join(names) or 'none'}")
     name = study_name
     if name is None and spec.checkpoint is None:
         name = default_study_name(spec.benchmark, spec.model or "conv4", spec.ways, spec.shots)
