@@ -256,3 +256,38 @@ def test_a_specialized_checkpoint_warns_when_used_with_another_pattern_or_baseli
         assert "was specialized for" not in err and "the baseline adapts" not in err
     else:
         assert warned in err and str(sinusoid_checkpoint) in err
+
+
+def test_two_workers_on_a_server_storage_share_the_units(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
+    """Two ``tune`` processes on PostgreSQL: both take units, every unit runs once, both print the same answer."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = "postgresql://postgres@127.0.0.1:5432/test"
+    name = f"tune-{uuid.uuid4().hex[:12]}"
+    optimize(12, SINUSOID.but(checkpoint=str(sinusoid_checkpoint)), storage=storage, study_name=name, **TINY_STUDY)
+    command = [sys.executable, "-m", "patternsearch", "tune", "--storage", storage, "--study", name,
+               "--checkpoint", str(sinusoid_checkpoint), "--benchmark", "sinusoid", "--shots", "5", "--queries",
+               "10", "--device", "cpu", "--max-degradation", str(D), "--budget", "12s", "--candidates", "3",
+               "--margin", "5", "--val-tasks", "8", "--tasks", "10", "--report-tasks", "8", "--out",
+               str(tmp_path / "out"), "--heartbeat-interval", "1", "--json"]
+    logs = [tmp_path / f"worker{i}.err" for i in range(2)]  # files: a full pipe would stall a worker
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"}) for log in logs]
+    answers = []
+    for worker, log in zip(workers, logs, strict=True):
+        out, _ = worker.communicate(timeout=300)
+        assert worker.returncode == 0, log.read_text()[-2000:]
+        answers.append(json.loads(out)["selection"])
+    assert answers[0]["pattern"] == answers[1]["pattern"] and answers[0]["checkpoint"] == answers[1]["checkpoint"]
+    units = [t for t in optuna.load_study(study_name=f"{name}.tune", storage=storage).get_trials(deepcopy=False)
+             if "rung" in t.user_attrs and t.state == TrialState.COMPLETE]
+    keys = [(t.user_attrs["rung"], t.user_attrs["slot"]) for t in units]
+    assert sorted(keys) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0)]  # rungs of 3, 2 and 1, each once
+    assert len({t.user_attrs["worker"] for t in units}) == 2

@@ -15,6 +15,8 @@ validation numbers.
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 import warnings
 from collections.abc import Callable
@@ -23,11 +25,13 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..errors import UsageError
 from ._plan import Plan
 from ._schedule import RungScore, survivors
 
 RUNG_ATTR, SLOT_ATTR, CANDIDATE_ATTR = "rung", "slot", "candidate"
 POLL_S = 2.0
+MAX_FAILURES = 3
 
 
 @dataclass(frozen=True)
@@ -133,14 +137,24 @@ class Units:
         """Enqueues again every unit with no complete, waiting or running trial.
 
         Such a unit's worker stopped between failing it and enqueueing it
-        again; a worker interrupted normally enqueues its unit itself, and a
-        killed one's unit is retried through its heartbeat.
+        again, or failed in it with an error; a worker interrupted normally
+        enqueues its unit itself, and a killed one's unit is retried through
+        its heartbeat.
+
+        Raises:
+            UsageError: A unit failed ``MAX_FAILURES`` times (its last error).
         """
-        held = {_unit_key(t) for t in self.trials()
-                if t.state in (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)}
+        trials = self.trials()
+        held = {_unit_key(t) for t in trials if t.state in (TrialState.COMPLETE, TrialState.WAITING,
+                                                             TrialState.RUNNING)}
         for key in self.all_keys():
-            if key not in held:
-                self.requeue(key)
+            if key in held:
+                continue
+            failed = [t for t in trials if _unit_key(t) == key and t.state == TrialState.FAIL]
+            if len(failed) >= MAX_FAILURES:
+                reason = " ".join(str(failed[-1].system_attrs.get("fail_reason", "unknown error")).split())
+                raise UsageError(f"unit {key} of the tuning failed {len(failed)} times (last: {reason})")
+            self.requeue(key)
 
     def earlier_waiting(self, rung: int) -> bool:
         """Whether a unit of an earlier rung waits for a worker (it must run before ``rung`` can)."""
@@ -178,6 +192,7 @@ class _Objective:
         if key is None:
             raise _NoUnit
         self.held = key
+        trial.set_user_attr("worker", f"{platform.node()}:{os.getpid()}")
         rung, slot = key
         candidate = self.units.candidate_for(rung, slot)
         while candidate is None:
@@ -214,6 +229,7 @@ def work(units: Units, run_unit: Callable[[int, int, int], UnitResult], *, log: 
                 log("waiting for units other workers are running")
                 said_waiting = True
             units.fail_stale()
+            units.requeue_lost()  # a unit whose worker failed in it (and exited) runs again here
             time.sleep(POLL_S)
             continue
         objective = _Objective(units, run_unit)
