@@ -21,8 +21,8 @@ import platform
 import torch
 
 from patternsearch import ExperimentSpec, open_experiment
-from patternsearch.measurement import environment, interleaved_latencies
-from patternsearch.training import accumulate_meta_gradient
+from patternsearch.measurement import environment
+from patternsearch.training import meta_update_times
 
 
 def _cpu_name() -> str:
@@ -51,23 +51,14 @@ def main() -> None:
 
     experiment = open_experiment(ExperimentSpec(benchmark=args.benchmark, data_root=args.data_root,
                                                 checkpoint=args.checkpoint, device=args.device))
-    model, benchmark, checkpoint = experiment.model, experiment.benchmark, experiment.checkpoint
+    checkpoint = experiment.checkpoint
     meta_batch = args.meta_batch or int(checkpoint.config.get("meta_batch", 4))
-    train = benchmark.split("train")
-    batches = [[train.task(b * meta_batch + j, 7).to(experiment.device) for j in range(meta_batch)]
-               for b in range(args.batches)]
     patterns = {text: experiment.pattern(text) for text in
                 dict.fromkeys([f"{'1' * len(experiment.groups)}:{checkpoint.train_steps or 1}", *args.patterns])}
-
-    def meta_update(pattern):  # type: ignore[no-untyped-def]
-        def run(tasks):  # type: ignore[no-untyped-def]
-            model.zero_grad(set_to_none=True)
-            return accumulate_meta_gradient(model, tasks, pattern, experiment.inner_lr, benchmark.loss_fn,
-                                            first_order=args.first_order)
-        return run
-
-    stats = interleaved_latencies({text: meta_update(p) for text, p in patterns.items()}, batches,
-                                  experiment.device, repeats=args.rounds)
+    timed = meta_update_times(experiment.model, experiment.benchmark, list(patterns.values()), experiment.inner_lr,
+                              meta_batch=meta_batch, batches=args.batches, first_order=args.first_order,
+                              device=experiment.device, rounds=args.rounds)
+    stats = {text: timed[str(pattern)] for text, pattern in patterns.items()}
     groups = len(experiment.groups)
     rows = []
     for text, stat in stats.items():

@@ -38,7 +38,7 @@ from .checkpoint import (
 from .devices import resolve_device
 from .experiment import build_benchmark, checkpoint_path
 from .groups import layer_groups
-from .measurement import interleaved_latencies, score_pattern
+from .measurement import LatencyStats, interleaved_latencies, score_pattern
 from .models import create_model
 from .pattern import Pattern
 from .spec import ExperimentSpec
@@ -187,13 +187,14 @@ def accumulate_meta_gradient(
 
 
 
-def meta_update_seconds(model: torch.nn.Module, benchmark: Benchmark, patterns: Sequence[Pattern], inner_lr: float,
-                        *, meta_batch: int, first_order: bool = False, device: torch.device | None = None,
-                        rounds: int = 3, seed: int = 7) -> list[float]:
-    """Median seconds of one meta-update with each pattern as the inner loop, timed interleaved after a warm-up.
+def meta_update_times(model: torch.nn.Module, benchmark: Benchmark, patterns: Sequence[Pattern], inner_lr: float,
+                      *, meta_batch: int, batches: int = 1, first_order: bool = False,
+                      device: torch.device | None = None, rounds: int = 3, seed: int = 7) -> dict[str, LatencyStats]:
+    """Times one meta-update with each pattern as the inner loop, interleaved, after a warm-up round.
 
-    The weights do not change (no optimizer step; the gradients are
-    dropped), so every pattern is timed on the same work.
+    One meta-update is what :func:`train` does per iteration, without the
+    optimizer step (the same for every pattern): the weights never change
+    (the gradients are dropped), so every pattern is timed on the same work.
 
     Args:
         model: The network (its parameters receive and lose gradients).
@@ -201,13 +202,19 @@ def meta_update_seconds(model: torch.nn.Module, benchmark: Benchmark, patterns: 
         patterns: Inner-loop patterns.
         inner_lr: Inner-loop learning rate.
         meta_batch: Tasks per meta-update.
+        batches: Meta-batches timed per round.
         first_order: First-order MAML.
         device: Where the model lives (default: its parameters' device).
         rounds: Timed rounds.
         seed: Seed of the timed training episodes.
+
+    Returns:
+        Per pattern (its text), the times of its meta-updates (milliseconds).
     """
     device = device or next(model.parameters()).device
-    batch = [benchmark.split("train").task(j, seed).to(device) for j in range(meta_batch)]
+    source = benchmark.split("train")
+    timed_batches = [[source.task(b * meta_batch + j, seed).to(device) for j in range(meta_batch)]
+                     for b in range(batches)]
 
     def meta_update(pattern: Pattern) -> Callable[[Sequence[Task]], float]:
         def run(tasks: Sequence[Task]) -> float:
@@ -216,10 +223,10 @@ def meta_update_seconds(model: torch.nn.Module, benchmark: Benchmark, patterns: 
                                             first_order=first_order)
         return run
 
-    variants = {str(pattern): meta_update(pattern) for pattern in patterns}
-    timed = interleaved_latencies(variants, [batch], device, repeats=rounds)  # type: ignore[list-item]
+    times = interleaved_latencies({str(p): meta_update(p) for p in patterns}, timed_batches,  # type: ignore[arg-type]
+                                  device, repeats=rounds)
     model.zero_grad(set_to_none=True)
-    return [timed[str(pattern)].median_ms / 1000.0 for pattern in patterns]
+    return times
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import pytest
 from patternsearch import cli
 from patternsearch.confirmation import CandidateTest, confirm_in_sequence
 from patternsearch.errors import UsageError
+from patternsearch.measurement import LatencyStats
 from patternsearch.search import optimize
 from patternsearch.tuning import (
     Plan,
@@ -107,10 +108,13 @@ def pattern_study(sinusoid_checkpoint: Path, tmp_path: Path) -> tuple[str, Path]
     return storage, tmp_path / "study.db"
 
 
+def _fixed_times(model: Any, benchmark: Any, patterns: Any, *args: Any, **kwargs: Any) -> dict[str, LatencyStats]:
+    return {str(p): LatencyStats((50.0 + 10.0 * i,)) for i, p in enumerate(patterns)}
+
+
 def _fixed_costs(monkeypatch: pytest.MonkeyPatch) -> None:
     # Timing is not what these tests check: fixed costs make two runs plan the same meta-updates.
-    monkeypatch.setattr("patternsearch.tuning._tune.meta_update_seconds",
-                        lambda model, benchmark, patterns, *a, **k: [0.05 + 0.01 * i for i in range(len(patterns))])
+    monkeypatch.setattr("patternsearch.tuning._tune.meta_update_times", _fixed_times)
 
 
 def _decisions(result: TuneResult) -> dict[str, Any]:

@@ -59,7 +59,7 @@ from ..search import (
     study_experiment,
 )
 from ..spec import ExperimentSpec
-from ..training import meta_update_seconds, specialize
+from ..training import meta_update_times, specialize
 from ..uncertainty import TaskDesign, estimate
 from ._plan import (
     CONFIG_ATTR as TUNE_CONFIG_ATTR,
@@ -318,10 +318,10 @@ class _Session:
         meta_batch = int(self.parent.checkpoint.config.get("meta_batch") or 1)
         first_order = bool(self.parent.checkpoint.config.get("first_order", False))
         self.say(f"timing one meta-update of each of {len(chosen)} candidates (meta-batch {meta_batch})")
-        costs = meta_update_seconds(self.parent.model, self.parent.benchmark,
-                                    [self.parent.pattern(c.pattern) for c in chosen], self.parent.inner_lr,
-                                    meta_batch=meta_batch, first_order=first_order,
-                                    device=self.parent.device) if chosen else []
+        patterns = [self.parent.pattern(c.pattern) for c in chosen]
+        times = meta_update_times(self.parent.model, self.parent.benchmark, patterns, self.parent.inner_lr,
+                                  meta_batch=meta_batch, first_order=first_order, device=self.parent.device)
+        costs = [times[str(p)].median_ms / 1000.0 for p in patterns]
         planned = tuple(PlannedCandidate(
             pattern=c.pattern, speedup=float(c.val_speedup or 0.0), val_difference=float(c.val_difference or 0.0),
             val_corrected=float(c.val_corrected if c.val_corrected is not None else math.nan),
