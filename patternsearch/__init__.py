@@ -14,6 +14,7 @@ from .reference import reference_adapt
 from .search import confirm_pattern, optimize, select
 from .spec import ExperimentSpec
 from .training import TrainConfig, ensure_checkpoint, specialize, train
+from .tuning import TuneResult, tune
 
 __all__ = [
     "Benchmark",
@@ -26,6 +27,7 @@ __all__ = [
     "Phase",
     "Task",
     "TrainConfig",
+    "TuneResult",
     "__version__",
     "adapt",
     "adaptation_plan",
@@ -48,4 +50,5 @@ __all__ = [
     "select",
     "specialize",
     "train",
+    "tune",
 ]

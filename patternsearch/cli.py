@@ -729,25 +729,16 @@ def _tune(args: argparse.Namespace) -> int:
         _print_json(result.as_dict())
         return 0
     _print_selection(result.selection)
-    tested = {(c["pattern"], c.get("checkpoint")): c for c in result.selection.candidates}
-    rows = []
-    for history in result.candidates:
-        last = history.rungs[-1] if history.rungs else None
-        test = history.confirmation
-        rows.append((history.pattern, f"{history.speedup:.1f}x", f"{history.val_difference_before:+.4f}",
-                     "-" if last is None else f"{last.val_difference:+.4f}", "-" if last is None else last.iterations,
-                     _tested(test.lower_bound if test else None, test.confirmed if test else None)))
-        tested.pop((history.pattern, history.checkpoint), None)
-    for (pattern, _), test in tested.items():  # the parent's own candidates
-        rows.append((pattern, f"{test['val_speedup'] or 0:.1f}x", f"{test['val_difference'] or 0:+.4f}",
-                     "(parent)", 0, _tested(test["lower_bound"], test["confirmed"])))
     print("fronts before and after specialization (validation difference to full MAML on the parent; the test "
           "split's lower bound):")
-    print(_table(["pattern", "speedup", "before", "after", "meta-updates", "confirmation"], rows))
+    print(_table(["pattern", "checkpoint", "speedup", "before", "after", "meta-updates", "confirmation"],
+                 [(r.pattern, "parent" if r.after is None else Path(r.checkpoint).name, f"{r.speedup:.1f}x",
+                   "-" if r.before is None else f"{r.before:+.4f}", "-" if r.after is None else f"{r.after:+.4f}",
+                   r.meta_updates, _tested(r.lower_bound, r.confirmed)) for r in result.fronts()]))
     return 0
 
 
-def _tested(lower_bound: float | None, confirmed: bool | None) -> str:
+def _tested(lower_bound: float | None, confirmed: bool) -> str:
     if lower_bound is None:
         return "not tested"
     return f"{lower_bound:+.4f} {'confirmed' if confirmed else 'not confirmed'}"
@@ -814,12 +805,14 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
 def _report(args: argparse.Namespace) -> int:
     from .report import build_report
     from .search import SelectionError, resolve_study
+    from .tuning import load_result
 
     if args.max_degradation is not None and not 0.0 <= args.max_degradation <= 1.0:
         raise SelectionError(f"--max-degradation must be between 0 and 1, got {args.max_degradation}")
     study = resolve_study(args.storage, args.study)
     files, data = build_report(study, args.out, max_degradation=args.max_degradation, data_root=args.data_root,
-                               checkpoint=args.checkpoint, device=args.device)
+                               checkpoint=args.checkpoint, device=args.device,
+                               tuned=load_result(args.storage, study.study_name))
     for note in data["notes"]:
         print(f"patternsearch: note: {note}", file=sys.stderr)
     print(f"study {data['study']}: {data['complete']} complete + {data['stopped_early']} stopped early, target "

@@ -16,7 +16,7 @@ import json
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from .search import (
     stopped_early_trials,
     study_experiment,
 )
+from .tuning import TuneResult
 from .uncertainty import TaskDesign, estimate, support
 
 DEFAULT_MAX_DEGRADATION = 0.01
@@ -290,6 +291,11 @@ _COLUMNS: dict[str, tuple[str, str]] = {
     "test_difference": ("difference (confirmation tasks)", "difference"),
     "lower_bound": ("lower bound (confirmation tasks)", "difference"),
     "confirmed": ("confirmed", "yes/no"),
+    "checkpoint": ("checkpoint", "text"),
+    "speedup": ("estimated speedup (validation)", "speedup"),
+    "before": ("difference before specialization (validation)", "difference"),
+    "after": ("difference after specialization (validation)", "difference"),
+    "meta_updates": ("meta-updates of specialization", "number"),
 }
 
 
@@ -364,6 +370,20 @@ def _selection_html(selection: dict[str, Any], percent: bool) -> str:
             f"{_html_table(rows, ['quantity', 'value'], percent)}{table}")
 
 
+def _tune_html(tuned: dict[str, Any] | None, percent: bool) -> str:
+    """``tune``'s answer and the fronts before and after specialization (nothing when it has not run)."""
+    if not tuned:
+        return ""
+    fronts = [{**row, "checkpoint": "parent" if row["after"] is None else Path(row["checkpoint"]).name}
+              for row in tuned["fronts"]]
+    study = html.escape(tuned["tuning_study"])
+    return (f"<h2>Tuned (tune: specialized checkpoints, held-out test tasks; study {study})</h2>"
+            f"{_selection_html(tuned['selection'], percent)}<h3>Fronts before and after specialization "
+            "(validation difference to full MAML on the parent)</h3>"
+            + _html_table(fronts, ["pattern", "checkpoint", "speedup", "before", "after", "meta_updates",
+                                   "lower_bound", "confirmed"], percent))
+
+
 def _html(data: dict[str, Any], png: bytes) -> str:
     scores = [row["val_accuracy"] for row in data["trials"]]
     percent = 0.0 <= min(scores) and 0.0 < max(scores) <= 1.0  # accuracies, not e.g. a negative MSE
@@ -391,7 +411,7 @@ td:first-child{{text-align:left}}img{{max-width:100%}}.answer{{font-size:1.15em;
 speedup is timed by <code>select</code> on held-out tasks; every other speedup on this page is the study's
 estimate on validation tasks, and every accuracy below the selection is a validation accuracy. {trials}</p>
 <img alt="Pareto front: validation accuracy against estimated speedup" src="data:image/png;base64,{image}">
-<h2>Selection (select, held-out test tasks)</h2>{selection_html}
+<h2>Selection (select, held-out test tasks)</h2>{selection_html}{_tune_html(data.get("tune"), percent)}
 <h2>Pareto front (validation)</h2>
 {_html_table(data["pareto"], ["pattern", "val_accuracy", "val_ci95", "latency_ms", "val_speedup", "flops"], percent)}
 <h2>Best pattern per step count (validation)</h2>
@@ -411,6 +431,7 @@ def build_report(
     data_root: str | os.PathLike[str] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     device: str = "auto",
+    tuned: TuneResult | None = None,
 ) -> tuple[ReportFiles, dict[str, Any]]:
     """Writes ``pareto.png``, ``report.html`` and ``report.json`` for a study.
 
@@ -422,13 +443,15 @@ def build_report(
         data_root: Data folder, to score full MAML at step counts the study lacks.
         checkpoint: The study's checkpoint, for the same purpose.
         device: Where that scoring runs.
+        tuned: ``tune``'s answer on this study, if it ran (a section of its own).
 
     Returns:
         The paths and the report's numbers (the content of ``report.json``):
         ``headline`` (see :func:`headline`), ``notes`` (warnings: noisy
         timing, tables left incomplete), ``selection`` (what select stored),
         ``validation_choice``, ``pareto``, ``per_step``, ``importance``,
-        ``trials``, ``config`` and ``plot``.
+        ``trials``, ``config``, ``plot`` and ``tune`` (None, or ``tune``'s
+        selection and the fronts before and after specialization).
     """
     config = StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR])
     selection = study.user_attrs.get(SELECTION_ATTR)
@@ -463,6 +486,8 @@ def build_report(
         "per_step": per_step_table(study, full),
         "importance": importances(study, config),
         "trials": [_row(t) for t in completed_trials(study)],
+        "tune": None if tuned is None else {"tuning_study": tuned.tuning_study, "selection": tuned.selection.as_dict(),
+                                            "fronts": [asdict(row) for row in tuned.fronts()]},
     }
     window = _accuracy_window(choice, [float(measured(t).accuracy) for t in completed_trials(study)],
                               max_degradation)

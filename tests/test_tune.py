@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import sqlite3
@@ -233,7 +234,14 @@ def test_the_tuned_answer_is_reported_with_both_fronts(pattern_study: tuple[str,
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert out.startswith("selected ") and "fronts before and after specialization" in out
-    assert "meta-updates" in out and "(parent)" in out
+    assert "meta-updates" in out and " parent " in out
+    # The study's report shows tune's answer and both fronts next to select's.
+    assert cli.main(["report", "--storage", storage, "--study", "tiny", "--out", str(tmp_path / "report")]) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    fronts = report["tune"]["fronts"]
+    assert report["tune"]["tuning_study"] == "tiny.tune" and len(fronts) >= 2
+    assert {row["after"] is None for row in fronts} == {True, False}  # specialized ones and the parent's own
+    assert "Fronts before and after specialization" in (tmp_path / "report" / "report.html").read_text()
 
 
 

@@ -2,12 +2,13 @@
 
 from ._plan import DEFAULT_MARGIN, Plan, PlannedCandidate, TuneConfig
 from ._schedule import expected_speedup, format_duration, parse_duration, rung_iterations, rung_sizes, survivors
-from ._tune import CandidateHistory, TuneResult, checkpoint_name, tune
+from ._tune import CandidateHistory, FrontRow, TuneResult, checkpoint_name, load_result, tune
 from ._units import UnitResult
 
 __all__ = [
     "DEFAULT_MARGIN",
     "CandidateHistory",
+    "FrontRow",
     "Plan",
     "PlannedCandidate",
     "TuneConfig",
@@ -16,6 +17,7 @@ __all__ = [
     "checkpoint_name",
     "expected_speedup",
     "format_duration",
+    "load_result",
     "parse_duration",
     "rung_iterations",
     "rung_sizes",

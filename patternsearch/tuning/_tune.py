@@ -127,6 +127,46 @@ class TuneResult:
         """JSON-ready form."""
         return asdict(self)
 
+    def fronts(self) -> list[FrontRow]:
+        """The fronts before and after specialization: the specialized candidates, then the parent's tested ones."""
+        rows, parent_tests = [], list(self.selection.candidates)
+        for history in self.candidates:
+            last, test = (history.rungs[-1] if history.rungs else None), history.confirmation
+            rows.append(FrontRow(history.pattern, history.checkpoint, history.speedup, history.val_difference_before,
+                                 None if last is None else last.val_difference, 0 if last is None else last.iterations,
+                                 None if test is None else test.lower_bound, test is not None and test.confirmed))
+            parent_tests = [c for c in parent_tests if (c["pattern"], c.get("checkpoint")) !=
+                            (history.pattern, history.checkpoint)]
+        rows += [FrontRow(c["pattern"], c.get("checkpoint") or "", float(c["val_speedup"] or 0.0),
+                          c["val_difference"], None, 0, c["lower_bound"], bool(c["confirmed"]))
+                 for c in parent_tests]
+        return rows
+
+
+@dataclass(frozen=True)
+class FrontRow:
+    """One pattern before and after specialization, and its confirmation.
+
+    Attributes:
+        pattern: The pattern.
+        checkpoint: The checkpoint it adapts (the parent for the parent's own candidates).
+        speedup: Its speedup over full MAML in the study (validation).
+        before: Its validation difference to full MAML on the parent (the study's).
+        after: The same after specialization (None: not specialized).
+        meta_updates: Its specialization's meta-updates.
+        lower_bound: Its lower bound on the confirmation tasks (None: not tested).
+        confirmed: Whether it was confirmed.
+    """
+
+    pattern: str
+    checkpoint: str
+    speedup: float
+    before: float | None
+    after: float | None
+    meta_updates: int
+    lower_bound: float | None
+    confirmed: bool
+
 
 def tune(
     max_degradation: float,
@@ -219,8 +259,26 @@ def tune(
         selection = session.confirm(plan, units.results())
         tuning.set_user_attr(RESULT_ATTR, selection.as_dict())
         tuning = optuna.load_study(study_name=tuning_name, storage=rdb)
+    return _result(tuning, rdb)
+
+
+def load_result(storage: str, study_name: str) -> TuneResult | None:
+    """The stored answer of ``tune`` on a pattern study, or None when it has not finished (nothing is written)."""
+    try:
+        rdb = open_storage(storage, create=False)
+        tuning = optuna.load_study(study_name=study_name + TUNE_SUFFIX, storage=rdb)
+    except (StorageError, KeyError):
+        return None
+    return _result(tuning, rdb) if RESULT_ATTR in tuning.user_attrs else None
+
+
+def _result(tuning: optuna.Study, storage: optuna.storages.BaseStorage) -> TuneResult:
+    """A finished tuning study's answer and its candidates' histories."""
+    plan = Plan.from_dict(tuning.user_attrs[PLAN_ATTR])
     selection = Selection(**tuning.user_attrs[RESULT_ATTR])
-    return TuneResult(tuning_name, config, selection, _histories(plan, units.results(), selection))
+    results = Units(tuning, storage, plan).results()
+    return TuneResult(tuning.study_name, TuneConfig.from_dict(tuning.user_attrs[TUNE_CONFIG_ATTR]), selection,
+                      _histories(plan, results, selection))
 
 
 def _search(spec: ExperimentSpec, storage: str, study_name: str | None, trials: int, options: dict[str, Any],
