@@ -558,6 +558,16 @@ def _optimize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_confirmation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-degradation", type=float, default=0.01,
+                        help="allowed accuracy loss against full MAML, in accuracy units (default 0.01 = one point)")
+    parser.add_argument("--confidence", type=float, default=0.95,
+                        help="probability that the answer is truly within the budget (default 0.95)")
+    parser.add_argument("--tasks", type=int, default=600, help="confirmation tasks (default 600)")
+    parser.add_argument("--report-tasks", type=int, default=None,
+                        help="fresh test tasks for the reported accuracies (default: as many as --tasks)")
+
+
 def _select_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "select", help="pick the fastest pattern confirmed within an accuracy budget on test tasks",
@@ -569,15 +579,9 @@ def _select_parser(sub: argparse._SubParsersAction) -> None:
                     "and speedup are then measured on fresh test tasks that took no part in the decision.",
     )
     _add_storage_options(parser)
-    parser.add_argument("--max-degradation", type=float, default=0.01,
-                        help="allowed accuracy loss, in accuracy units (default 0.01 = one point)")
-    parser.add_argument("--confidence", type=float, default=0.95,
-                        help="probability that the selected pattern is truly within the budget (default 0.95)")
+    _add_confirmation_options(parser)
     parser.add_argument("--candidates", type=_positive_int, default=5,
                         help="most candidates tested on the test split (default 5)")
-    parser.add_argument("--tasks", type=int, default=600, help="confirmation tasks (default 600)")
-    parser.add_argument("--report-tasks", type=int, default=None,
-                        help="fresh test tasks for the reported accuracies (default: as many as --tasks)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the test tasks (default 0)")
     parser.add_argument("--no-confirm", action="store_true", help="skip the test split (validation only)")
     parser.add_argument("--data-root", default=None, help="folder holding the benchmark's archives")
@@ -687,8 +691,7 @@ def _tune_parser(sub: argparse._SubParsersAction) -> None:
     )
     _add_experiment_options(parser)
     _add_storage_options(parser)
-    parser.add_argument("--max-degradation", type=float, default=0.01,
-                        help="allowed accuracy loss against full MAML on the parent (default 0.01 = one point)")
+    _add_confirmation_options(parser)
     parser.add_argument("--budget", default="2h",
                         help="specialization time, all candidates together: 90s, 3m, 2h (default 2h)")
     parser.add_argument("--candidates", type=_positive_int, default=4, help="most patterns specialized (default 4)")
@@ -702,12 +705,8 @@ def _tune_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--search-lr", action="store_true", help="search per-phase lr scales in a study made here")
     parser.add_argument("--val-tasks", type=_positive_int, default=200,
                         help="validation tasks ranking the candidates between rungs (default 200)")
-    parser.add_argument("--confidence", type=float, default=0.95, help="family-wise confidence (default 0.95)")
     parser.add_argument("--confirm-candidates", type=_positive_int, default=6,
                         help="most (pattern, checkpoint) pairs tested on the test split (default 6)")
-    parser.add_argument("--tasks", type=_positive_int, default=600, help="confirmation tasks (default 600)")
-    parser.add_argument("--report-tasks", type=_positive_int, default=None,
-                        help="fresh test tasks for the reported accuracies (default: as many as --tasks)")
     parser.add_argument("--heartbeat-interval", type=_positive_int, default=10,
                         help="seconds between heartbeats; a dead worker's unit is retried after 3 intervals")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
