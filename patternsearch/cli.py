@@ -707,6 +707,7 @@ def _tune_parser(sub: argparse._SubParsersAction) -> None:
                         help="validation tasks ranking the candidates between rungs (default 200)")
     parser.add_argument("--confirm-candidates", type=_positive_int, default=6,
                         help="most (pattern, checkpoint) pairs tested on the test split (default 6)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the test tasks (default 0)")
     parser.add_argument("--heartbeat-interval", type=_positive_int, default=10,
                         help="seconds between heartbeats; a dead worker's unit is retried after 3 intervals")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -721,7 +722,7 @@ def _tune(args: argparse.Namespace) -> int:
         study_name=args.study, trials=args.trials, search_options={"space": args.space, "search_lr": args.search_lr},
         candidates=args.candidates, margin=DEFAULT_MARGIN if args.margin is None else args.margin,
         val_tasks=args.val_tasks, confidence=args.confidence, max_confirmed=args.confirm_candidates,
-        test_tasks=args.tasks, report_tasks=args.report_tasks, out=args.out,
+        test_tasks=args.tasks, report_tasks=args.report_tasks, test_seed=args.seed, out=args.out,
         heartbeat_interval=args.heartbeat_interval,
     )
     if args.json:

@@ -39,7 +39,7 @@ APPENDED = {
     "bench": ["--tasks", "2", "--repeats", "1", "--warmup", "0"],
     "train": ["--iterations", "2", "--meta-batch", "2", "--val-tasks", "4"],
     "specialize": ["--iterations", "2", "--meta-batch", "2", "--val-tasks", "4"],
-    "tune": ["--tasks", "12", "--val-tasks", "4", "--budget", "2s"],
+    "tune": ["--tasks", "12", "--val-tasks", "4", "--budget", "2s", "--candidates", "2"],
 }
 # The Python blocks' long calls, made tiny the same way.
 PYTHON = {

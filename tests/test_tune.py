@@ -286,7 +286,7 @@ def test_two_workers_on_a_server_storage_share_the_units(sinusoid_checkpoint: Pa
     optimize(12, SINUSOID.but(checkpoint=str(sinusoid_checkpoint)), storage=storage, study_name=name, **TINY_STUDY)
     command = [sys.executable, "-m", "patternsearch", "tune", "--storage", storage, "--study", name,
                "--checkpoint", str(sinusoid_checkpoint), "--benchmark", "sinusoid", "--shots", "5", "--queries",
-               "10", "--device", "cpu", "--max-degradation", str(D), "--budget", "12s", "--candidates", "3",
+               "10", "--device", "cpu", "--max-degradation", str(D), "--budget", "8s", "--candidates", "3",
                "--margin", "5", "--val-tasks", "8", "--tasks", "10", "--report-tasks", "8", "--out",
                str(tmp_path / "out"), "--heartbeat-interval", "1", "--json"]
     logs = [tmp_path / f"worker{i}.err" for i in range(2)]  # files: a full pipe would stall a worker
@@ -303,3 +303,15 @@ def test_two_workers_on_a_server_storage_share_the_units(sinusoid_checkpoint: Pa
     keys = [(t.user_attrs["rung"], t.user_attrs["slot"]) for t in units]
     assert sorted(keys) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0)]  # rungs of 3, 2 and 1, each once
     assert len({t.user_attrs["worker"] for t in units}) == 2
+
+
+def test_the_shipped_tuned_checkpoint_is_a_specialization_of_the_shipped_one() -> None:
+    from patternsearch.checkpoint import file_checksum, load_checkpoint, shipped_folder
+
+    parent = shipped_folder() / "omniglot-small-conv4-5w1s.pt"
+    tuned = load_checkpoint(shipped_folder() / "omniglot-small-conv4-5w1s-tuned.pt")
+    assert tuned.parent["sha256"] == file_checksum(parent)
+    assert tuned.parent["path"] == "patternsearch/checkpoints/omniglot-small-conv4-5w1s.pt"
+    assert tuned.pattern is not None and tuned.mode == load_checkpoint(parent).mode
+    assert (tuned.benchmark, tuned.model, tuned.ways, tuned.shots) == ("omniglot-small", "conv4", 5, 1)
+    assert tuned.config["parent_sha256"] == tuned.parent["sha256"] and tuned.training["iteration"] > 0
