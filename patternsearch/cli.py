@@ -293,7 +293,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     reference = experiment if args.baseline_checkpoint is None else experiment.with_checkpoint(
         args.baseline_checkpoint)
     pattern, baseline = experiment.pattern(args.pattern), reference.pattern(args.baseline)
-    _warn_if_specialized_for_another(experiment, pattern, reference)
+    _warn_if_specialized_for_another(experiment, pattern, args.baseline_checkpoint)
     tasks = experiment.tasks(args.split, args.tasks, args.seed)
     design = TaskDesign.of(tasks)
     scorer = CachedScorer(experiment.model, experiment.benchmark, tasks, experiment.inner_lr)
@@ -339,7 +339,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warn_if_specialized_for_another(experiment: Any, pattern: Any, reference: Any) -> None:
+def _warn_if_specialized_for_another(experiment: Any, pattern: Any, baseline_checkpoint: Path | None) -> None:
     """Warns when a specialized checkpoint adapts another pattern than its own, or is its own baseline."""
     special = experiment.checkpoint
     if special.pattern is None or not special.parent:
@@ -349,7 +349,7 @@ def _warn_if_specialized_for_another(experiment: Any, pattern: Any, reference: A
         print(f"patternsearch: warning: {experiment.checkpoint_path} was specialized for {special.pattern}, not "
               f"{pattern.canonical()}: with another pattern it is not the network it was trained to be; its parent "
               f"{parent} is the baseline to compare with (--baseline-checkpoint)", file=sys.stderr)
-    elif reference.checkpoint_path == experiment.checkpoint_path:
+    elif baseline_checkpoint is None or Path(baseline_checkpoint).resolve() == experiment.checkpoint_path.resolve():
         print(f"patternsearch: warning: the baseline adapts the specialized checkpoint itself; compare with its "
               f"parent {parent} (--baseline-checkpoint)", file=sys.stderr)
 
@@ -605,9 +605,7 @@ def _select(args: argparse.Namespace) -> int:
 
     if args.pattern is not None:
         experiment = _checkpoint_experiment(args.checkpoint, args.data_root, args.device)
-        reference = experiment if args.baseline_checkpoint is None else experiment.with_checkpoint(
-            args.baseline_checkpoint)
-        _warn_if_specialized_for_another(experiment, experiment.pattern(args.pattern), reference)
+        _warn_if_specialized_for_another(experiment, experiment.pattern(args.pattern), args.baseline_checkpoint)
         result = confirm_pattern(
             experiment, args.pattern, args.max_degradation,
             baseline=args.baseline, baseline_checkpoint=args.baseline_checkpoint, confidence=args.confidence,

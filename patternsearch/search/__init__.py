@@ -36,7 +36,7 @@ from ._selection import (
 )
 from ._space import DEFAULT_MAX_PHASES, LR_SCALES, SPACES, SearchSpace, flag_param, lr_param, steps_param
 from ._storage import DEFAULT_HEARTBEAT_S, DEFAULT_STORAGE, StorageError, creation_lock, open_storage, safe_url
-from ._study import default_study_name, optimize
+from ._study import default_study_name, fail_stale_trials, optimize
 from ._summary import StudySummary, list_studies
 
 __all__ = [
@@ -68,6 +68,7 @@ __all__ = [
     "creation_lock",
     "decide",
     "default_study_name",
+    "fail_stale_trials",
     "flag_param",
     "list_studies",
     "lr_param",

@@ -138,7 +138,7 @@ class _DatabaseTrials:
                 if "repeat_of" not in t.user_attrs and measured(t).tasks_scored == tasks]
 
 
-def _fail_stale_trials(study: optuna.Study) -> None:
+def fail_stale_trials(study: optuna.Study) -> None:
     """Fails trials whose worker stopped sending heartbeats; the storage's callback enqueues their retry."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -175,7 +175,7 @@ class _Objective:
             if not any(t.number < trial.number for t in same):
                 return None
             time.sleep(0.5)  # an earlier trial is measuring this pattern right now
-            _fail_stale_trials(trial.study)  # unless its worker died
+            fail_stale_trials(trial.study)  # unless its worker died
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         if self.trials.is_surplus(trial, self.target):
@@ -385,7 +385,7 @@ def _run(study: optuna.Study, objective: _Objective, target: int, heartbeat_inte
                     say(f"waiting for {len(running)} running trial(s) of other workers; a trial whose worker died "
                         f"is retried after {3 * heartbeat_interval}s without heartbeat")
                     waiting_said = True
-                _fail_stale_trials(study)
+                fail_stale_trials(study)
                 time.sleep(min(1.0, heartbeat_interval / 2))
                 continue
             # A fresh cache per trial: Optuna's would never see a retry that committed late.

@@ -366,12 +366,17 @@ class _Session:
         scorer = CachedScorer(self.parent.model, self.parent.benchmark, self.tasks, self.parent.inner_lr)
         return scorer.scores(self.parent.pattern(self.study_config.baseline))
 
+    @cached_property
+    def study_validation(self) -> TaskDesign:
+        """The design of the study's own validation tasks (what its proposals rest on)."""
+        return TaskDesign.of(self.parent.tasks("val", self.study_config.tasks, self.study_config.task_seed))
+
     def plan(self) -> Plan:
         """The candidates (the fast end of the validation front at D + margin) and their measured costs."""
         config = self.config
-        validation = TaskDesign.of(self.parent.tasks("val", self.study_config.tasks, self.study_config.task_seed))
-        front = study_candidates(self.study, validation, max_degradation=config.max_degradation + config.margin,
-                                 confidence=config.confidence, max_candidates=len(completed_trials(self.study)))
+        front = study_candidates(self.study, self.study_validation,
+                                 max_degradation=config.max_degradation + config.margin, confidence=config.confidence,
+                                 max_candidates=len(completed_trials(self.study)))
         chosen = [c for c in front if c.pattern != self.study_config.baseline][:config.candidates]
         meta_batch = int(self.parent.checkpoint.config.get("meta_batch") or 1)
         first_order = bool(self.parent.checkpoint.config.get("first_order", False))
@@ -433,8 +438,7 @@ class _Session:
                 contenders.append((CandidateTest(planned.pattern, None, result.val_difference, planned.speedup,
                                                  val_lower_bound=bound, checkpoint=planned.checkpoint),
                                    parent.with_checkpoint(planned.checkpoint)))
-        validation = TaskDesign.of(parent.tasks("val", self.study_config.tasks, self.study_config.task_seed))
-        own = study_candidates(self.study, validation, max_degradation=config.max_degradation,
+        own = study_candidates(self.study, self.study_validation, max_degradation=config.max_degradation,
                                confidence=config.confidence, max_candidates=config.max_confirmed)
         contenders += [(replace(c, checkpoint=parent_path), parent) for c in own]
         contenders.sort(key=lambda item: -(item[0].val_speedup or 0.0))  # stable: specialized first at equal speed

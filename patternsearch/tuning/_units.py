@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import platform
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import UsageError
+from ..search import fail_stale_trials
 from ._plan import Plan
 from ._schedule import RungScore, survivors
 
@@ -167,9 +167,7 @@ class Units:
 
     def fail_stale(self) -> None:
         """Fails units whose worker stopped sending heartbeats; the storage's callback enqueues their retry."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(self.study)
+        fail_stale_trials(self.study)
 
 
 class _NoUnit(Exception):
