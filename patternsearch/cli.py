@@ -703,8 +703,8 @@ def _tune_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--search-lr", action="store_true", help="search per-phase lr scales in a study made here")
     parser.add_argument("--val-tasks", type=_positive_int, default=200,
                         help="validation tasks ranking the candidates between rungs (default 200)")
-    parser.add_argument("--confirm-candidates", type=_positive_int, default=6,
-                        help="most (pattern, checkpoint) pairs tested on the test split (default 6)")
+    parser.add_argument("--confirm-candidates", type=_positive_int, default=4,
+                        help="most (pattern, checkpoint) pairs tested on the test split (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the test tasks (default 0)")
     parser.add_argument("--heartbeat-interval", type=_positive_int, default=10,
                         help="seconds between heartbeats; a dead worker's unit is retried after 3 intervals")

@@ -63,6 +63,9 @@ def test_successive_halving_keeps_the_best_expected_speedups_and_spends_equal_sh
     # 1200 s in 3 rungs of 400 s: 100 s each of 4, then 200 s each of 2, then 400 s for the last one.
     assert [plan.target(config, 0, r) for r in range(3)] == [100, 300, 700]
     assert [plan.target(config, 1, r) for r in range(3)] == [50, 150, 350]  # twice the cost: half the updates
+    # A rung's fixed cost (its validations) comes off each share before it is spent on meta-updates.
+    validated = Plan((PlannedCandidate("p", 10.0, 0.0, 0.0, 1.0, "p.pt", seconds_per_unit=40.0),), (4, 2, 1))
+    assert [validated.target(config, 0, r) for r in range(3)] == [60, 220, 580]
 
 
 def test_checkpoint_names_are_safe_file_names() -> None:
@@ -116,6 +119,8 @@ def _fixed_times(model: Any, benchmark: Any, patterns: Any, *args: Any, **kwargs
 def _fixed_costs(monkeypatch: pytest.MonkeyPatch) -> None:
     # Timing is not what these tests check: fixed costs make two runs plan the same meta-updates.
     monkeypatch.setattr("patternsearch.tuning._tune.meta_update_times", _fixed_times)
+    monkeypatch.setattr("patternsearch.tuning._tune._sampling_seconds", lambda *args: 0.0)
+    monkeypatch.setattr("patternsearch.tuning._tune._Session.unit_seconds", lambda self, pattern: 0.0)
 
 
 def _decisions(result: TuneResult) -> dict[str, Any]:
@@ -150,6 +155,12 @@ def test_tune_specializes_and_confirms_and_an_interrupted_run_resumes_to_the_sam
     assert len(straight.candidates) == 2 and [len(h.rungs) for h in straight.candidates] in ([2, 1], [1, 2])
     assert all(Path(h.checkpoint).is_file() and h.curve for h in straight.candidates)
     assert straight.selection.confirmation_tasks == 10 and straight.selection.candidates
+    # The parent's version of a pattern whose specialized version passed validation is not tested beside it.
+    tested = [(c["pattern"], Path(c["checkpoint"]).parent == tmp_path / "straight" / "out")
+              for c in straight.selection.candidates]
+    specialized = {pattern for pattern, is_specialized in tested if is_specialized}
+    assert specialized and not [p for p, is_specialized in tested if not is_specialized and p in specialized]
+    assert len(tested) <= 4
     # A rerun of the finished tuning does nothing and answers the same.
     assert _decisions(tune(D, spec, storage=straight_storage, study_name="tiny", out=tmp_path / "straight" / "out",
                            **TINY_TUNE)) == decided

@@ -56,7 +56,7 @@ class TuneConfig:
     val_tasks: int = 200
     seed: int = 1
     confidence: float = 0.95
-    max_confirmed: int = 6
+    max_confirmed: int = 4
     test_tasks: int = 600
     report_tasks: int = 600
     test_seed: int = 0
@@ -104,8 +104,11 @@ class PlannedCandidate:
         val_difference: Its validation difference to the baseline in the
             study, before specialization.
         val_corrected: The same, corrected for the winner's curse.
-        seconds_per_iteration: Measured cost of one of its meta-updates.
+        seconds_per_iteration: Measured cost of one of its meta-updates
+            (the meta-gradient and the sampling of its tasks).
         checkpoint: Where its specialization is written.
+        seconds_per_unit: Measured fixed cost of one rung's work on it
+            (its two validations: one by the training, one ranking it).
     """
 
     pattern: str
@@ -114,6 +117,7 @@ class PlannedCandidate:
     val_corrected: float
     seconds_per_iteration: float
     checkpoint: str
+    seconds_per_unit: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -134,8 +138,9 @@ class Plan:
 
     def target(self, config: TuneConfig, candidate: int, rung: int) -> int:
         """Meta-updates ``candidate`` has in total at the end of ``rung``."""
-        cost = self.candidates[candidate].seconds_per_iteration
-        return sum(rung_iterations(config.budget_s, self.rungs, r, cost) for r in range(rung + 1))
+        planned = self.candidates[candidate]
+        return sum(rung_iterations(config.budget_s, self.rungs, r, planned.seconds_per_iteration,
+                                   planned.seconds_per_unit) for r in range(rung + 1))
 
 
 def rungs_for(config: TuneConfig, count: int) -> tuple[int, ...]:

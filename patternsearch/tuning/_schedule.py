@@ -69,9 +69,14 @@ def rung_sizes(candidates: int, reduction: int) -> list[int]:
     return sizes
 
 
-def rung_iterations(budget_s: float, sizes: Sequence[int], rung: int, seconds_per_iteration: float) -> int:
-    """Meta-updates one candidate adds in ``rung``: its equal share of the rung's equal share of the budget."""
-    share = budget_s / len(sizes) / sizes[rung]
+def rung_iterations(budget_s: float, sizes: Sequence[int], rung: int, seconds_per_iteration: float,
+                    seconds_per_unit: float = 0.0) -> int:
+    """Meta-updates one candidate adds in ``rung``: its equal share of the rung's equal share of the budget.
+
+    ``seconds_per_unit`` (loading, validating) comes off each share first,
+    so the budget bounds the wall time of the specialization, not only of its meta-updates.
+    """
+    share = budget_s / len(sizes) / sizes[rung] - seconds_per_unit
     return max(1, int(share / max(seconds_per_iteration, 1e-9)))
 
 

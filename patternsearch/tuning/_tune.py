@@ -35,11 +35,13 @@ from typing import Any
 import numpy as np
 import optuna
 
+from ..benchmarks import Benchmark
 from ..checkpoint import check_writable, load_checkpoint
 from ..confirmation import CandidateTest
 from ..errors import StorageError, UsageError
 from ..experiment import Experiment
 from ..measurement import CachedScorer
+from ..pattern import Pattern
 from ..search import (
     CONFIG_ATTR,
     DEFAULT_HEARTBEAT_S,
@@ -76,6 +78,9 @@ from ._plan import (
 )
 from ._schedule import expected_speedup, format_duration
 from ._units import UnitResult, Units, enqueue_units, work
+
+_TIMED_VALIDATION_TASKS = 10
+"""Validation tasks timed to plan a rung's fixed cost (scaled to all of them)."""
 
 TUNE_SUFFIX = ".tune"
 
@@ -183,7 +188,7 @@ def tune(
     val_tasks: int = 200,
     seed: int = 1,
     confidence: float = 0.95,
-    max_confirmed: int = 6,
+    max_confirmed: int = 4,
     test_tasks: int = 600,
     report_tasks: int | None = None,
     test_seed: int = 0,
@@ -384,13 +389,22 @@ class _Session:
         patterns = [self.parent.pattern(c.pattern) for c in chosen]
         times = meta_update_times(self.parent.model, self.parent.benchmark, patterns, self.parent.inner_lr,
                                   meta_batch=meta_batch, first_order=first_order, device=self.parent.device)
-        costs = [times[str(p)].median_ms / 1000.0 for p in patterns]
+        sampling = _sampling_seconds(self.parent.benchmark, meta_batch, config.seed)
         planned = tuple(PlannedCandidate(
             pattern=c.pattern, speedup=float(c.val_speedup or 0.0), val_difference=float(c.val_difference or 0.0),
             val_corrected=float(c.val_corrected if c.val_corrected is not None else math.nan),
-            seconds_per_iteration=cost, checkpoint=os.fspath(Path(config.out) / checkpoint_name(c.pattern)))
-            for c, cost in zip(chosen, costs, strict=True))
+            seconds_per_iteration=times[str(p)].median_ms / 1000.0 + sampling,
+            checkpoint=os.fspath(Path(config.out) / checkpoint_name(c.pattern)),
+            seconds_per_unit=self.unit_seconds(p))
+            for c, p in zip(chosen, patterns, strict=True))
         return Plan(planned, rungs_for(config, len(planned)))
+
+    def unit_seconds(self, pattern: Pattern) -> float:
+        """A rung's fixed cost on one candidate: two validations (training's, ranking's), timed on a few tasks."""
+        sample = self.tasks[:_TIMED_VALIDATION_TASKS]
+        began = time.perf_counter()
+        CachedScorer(self.parent.model, self.parent.benchmark, sample, self.parent.inner_lr).scores(pattern)
+        return 2.0 * (time.perf_counter() - began) * len(self.tasks) / len(sample)
 
     def run_unit(self, plan: Plan) -> Callable[[int, int, int], UnitResult]:
         """The function that specializes candidate ``c`` to the end of ``rung`` and measures it on validation."""
@@ -399,8 +413,10 @@ class _Session:
         def run(rung: int, slot: int, candidate: int) -> UnitResult:
             planned = plan.candidates[candidate]
             target = plan.target(config, candidate, rung)
+            added = target - (plan.target(config, candidate, rung - 1) if rung else 0)
+            expected = added * planned.seconds_per_iteration + planned.seconds_per_unit
             self.say(f"rung {rung + 1}/{len(plan.rungs)}, candidate {planned.pattern}: specializing to {target} "
-                     f"meta-updates (~{format_duration(target * planned.seconds_per_iteration)} in all)")
+                     f"meta-updates (~{format_duration(expected)} for this rung)")
             began = time.perf_counter()
             specialize(self.parent.checkpoint_path, planned.pattern, target, planned.checkpoint, seed=config.seed,
                        val_every=target, val_tasks=config.val_tasks, data_root=self.data_root,
@@ -438,9 +454,11 @@ class _Session:
                 contenders.append((CandidateTest(planned.pattern, None, result.val_difference, planned.speedup,
                                                  val_lower_bound=bound, checkpoint=planned.checkpoint),
                                    parent.with_checkpoint(planned.checkpoint)))
+        specialized = {test.pattern for test, _ in contenders}
         own = study_candidates(self.study, self.study_validation, max_degradation=config.max_degradation,
                                confidence=config.confidence, max_candidates=config.max_confirmed)
-        contenders += [(replace(c, checkpoint=parent_path), parent) for c in own]
+        # the parent's version of a pattern that was specialized for it and passes validation would only split alpha
+        contenders += [(replace(c, checkpoint=parent_path), parent) for c in own if c.pattern not in specialized]
         contenders.sort(key=lambda item: -(item[0].val_speedup or 0.0))  # stable: specialized first at equal speed
         if len(contenders) > config.max_confirmed:  # the fastest, and the slowest as the anchor
             contenders = contenders[:config.max_confirmed - 1] + contenders[-1:]
@@ -460,6 +478,15 @@ class _Session:
                                   test_tasks=config.test_tasks, report_tasks=config.report_tasks,
                                   test_seed=config.test_seed, latency_tasks=self.study_config.latency_tasks,
                                   repeats=max(self.study_config.repeats, 5))
+
+
+def _sampling_seconds(benchmark: Benchmark, meta_batch: int, seed: int, batches: int = 4) -> float:
+    """The time to draw one meta-batch of training tasks (not in :func:`meta_update_times`)."""
+    source = benchmark.split("train")
+    began = time.perf_counter()
+    for index in range(batches * meta_batch):
+        source.task(index, seed)
+    return (time.perf_counter() - began) / batches
 
 
 def _final_results(results: Sequence[UnitResult]) -> dict[int, UnitResult]:
