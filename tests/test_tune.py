@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 import pytest
 
 from patternsearch import cli
@@ -24,6 +25,7 @@ from patternsearch.tuning import (
     TuneResult,
     checkpoint_name,
     expected_speedup,
+    load_result,
     parse_duration,
     rung_sizes,
     survivors,
@@ -116,11 +118,14 @@ def _fixed_times(model: Any, benchmark: Any, patterns: Any, *args: Any, **kwargs
     return {str(p): LatencyStats((50.0 + 10.0 * i,)) for i, p in enumerate(patterns)}
 
 
-def _fixed_costs(monkeypatch: pytest.MonkeyPatch) -> None:
+def _fixed_costs(monkeypatch: pytest.MonkeyPatch, *, timed_speedups: bool = False) -> None:
     # Timing is not what these tests check: fixed costs make two runs plan the same meta-updates.
     monkeypatch.setattr("patternsearch.tuning._tune.meta_update_times", _fixed_times)
     monkeypatch.setattr("patternsearch.tuning._tune._sampling_seconds", lambda *args: 0.0)
     monkeypatch.setattr("patternsearch.tuning._tune._Session.unit_seconds", lambda self, pattern: 0.0)
+    if not timed_speedups:
+        monkeypatch.setattr("patternsearch.tuning._tune._Session.measured_speedups",
+                            lambda self, patterns: {p: 20.0 - i for i, p in enumerate(dict.fromkeys(patterns))})
 
 
 def _decisions(result: TuneResult) -> dict[str, Any]:
@@ -237,7 +242,7 @@ def test_the_tuned_answer_is_reported_with_both_fronts(pattern_study: tuple[str,
                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     storage, _ = pattern_study
-    _fixed_costs(monkeypatch)
+    _fixed_costs(monkeypatch, timed_speedups=True)
     args = ["tune", "--benchmark", "sinusoid", "--shots", "5", "--queries", "10", "--storage", storage,
             "--study", "tiny", "--checkpoint", str(sinusoid_checkpoint), "--max-degradation", str(D),
             "--budget", "1.2s", "--candidates", "2", "--margin", "5", "--val-tasks", "8", "--tasks", "10",
@@ -246,6 +251,13 @@ def test_the_tuned_answer_is_reported_with_both_fronts(pattern_study: tuple[str,
     out = capsys.readouterr().out
     assert out.startswith("selected ") and "fronts before and after specialization" in out
     assert "meta-updates" in out and " parent " in out
+    # The candidates are the fastest by the speedups timed when planning, which the parent's tested ones use too.
+    result = load_result(storage, "tiny")
+    assert result is not None
+    speedups = [h.speedup for h in result.candidates]
+    assert all(math.isfinite(x) and x > 0.0 for x in speedups) and speedups == sorted(speedups, reverse=True)
+    timed = optuna.load_study(study_name="tiny.tune", storage=storage).user_attrs["tune_plan"]["speedups"]
+    assert all(c["val_speedup"] == pytest.approx(timed[c["pattern"]]) for c in result.selection.candidates)
     # The study's report shows tune's answer and both fronts next to select's.
     assert cli.main(["report", "--storage", storage, "--study", "tiny", "--out", str(tmp_path / "report")]) == 0
     report = json.loads((tmp_path / "report" / "report.json").read_text())

@@ -8,7 +8,7 @@ the plan (candidates, their costs, the rungs) is made once.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from scipy import stats
@@ -100,7 +100,7 @@ class PlannedCandidate:
 
     Attributes:
         pattern: Its text.
-        speedup: Its speedup over the baseline in the study.
+        speedup: Its speedup over the baseline, timed when planning (see :attr:`Plan.speedups`).
         val_difference: Its validation difference to the baseline in the
             study, before specialization.
         val_corrected: The same, corrected for the winner's curse.
@@ -109,6 +109,7 @@ class PlannedCandidate:
         checkpoint: Where its specialization is written.
         seconds_per_unit: Measured fixed cost of one rung's work on it
             (its two validations: one by the training, one ranking it).
+        study_speedup: Its speedup as the study estimated it (a few timings per trial).
     """
 
     pattern: str
@@ -118,23 +119,39 @@ class PlannedCandidate:
     seconds_per_iteration: float
     checkpoint: str
     seconds_per_unit: float = 0.0
+    study_speedup: float = math.nan
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The candidates and the rungs of the successive halving."""
+    """The candidates, the rungs of the successive halving, and the speedups timed when planning.
+
+    Attributes:
+        candidates: The patterns specialized, fastest first.
+        rungs: Candidates in each rung.
+        speedups: Pattern text -> speedup over the baseline on the parent,
+            timed interleaved on validation tasks when planning, for the
+            patterns near the front's fast end and the parent's own
+            candidates. The study times each trial a few times, enough to
+            steer a search but not to tell close candidates apart (its
+            fastest estimates are the lucky ones), so the choice of
+            candidates and the order of the confirmation rest on these.
+    """
 
     candidates: tuple[PlannedCandidate, ...]
     rungs: tuple[int, ...]
+    speedups: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"candidates": [asdict(c) for c in self.candidates], "rungs": list(self.rungs)}
+        return {"candidates": [asdict(c) for c in self.candidates], "rungs": list(self.rungs),
+                "speedups": dict(self.speedups)}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Plan:
         """The stored form read back."""
-        return cls(tuple(PlannedCandidate(**c) for c in values["candidates"]), tuple(values["rungs"]))
+        return cls(tuple(PlannedCandidate(**c) for c in values["candidates"]), tuple(values["rungs"]),
+                   dict(values.get("speedups", {})))
 
     def target(self, config: TuneConfig, candidate: int, rung: int) -> int:
         """Meta-updates ``candidate`` has in total at the end of ``rung``."""

@@ -40,12 +40,14 @@ from ..checkpoint import check_writable, load_checkpoint
 from ..confirmation import CandidateTest
 from ..errors import StorageError, UsageError
 from ..experiment import Experiment
-from ..measurement import CachedScorer
+from ..measurement import CachedScorer, adaptation_call, interleaved_latencies
 from ..pattern import Pattern
 from ..search import (
     CONFIG_ATTR,
     DEFAULT_HEARTBEAT_S,
     DEFAULT_STORAGE,
+    REPORT_LATENCY_TASKS,
+    REPORT_REPEATS,
     Selection,
     StudyConfig,
     completed_trials,
@@ -81,6 +83,8 @@ from ._units import UnitResult, Units, enqueue_units, work
 
 _TIMED_VALIDATION_TASKS = 10
 """Validation tasks timed to plan a rung's fixed cost (scaled to all of them)."""
+_TIMED_PER_CANDIDATE = 3
+"""Patterns of the front's fast end timed when planning, per candidate to choose."""
 
 TUNE_SUFFIX = ".tune"
 
@@ -92,7 +96,7 @@ class CandidateHistory:
     Attributes:
         pattern: Its pattern.
         checkpoint: Its specialized checkpoint.
-        speedup: Its speedup over full MAML in the study.
+        speedup: Its speedup over full MAML on the parent, timed when planning.
         val_difference_before: Its validation difference on the parent, in the study.
         rungs: What each rung it took part in measured (iterations, validation difference, score).
         curve: ``(iteration, validation score)`` pairs of its meta-training.
@@ -155,7 +159,7 @@ class FrontRow:
     Attributes:
         pattern: The pattern.
         checkpoint: The checkpoint it adapts (the parent for the parent's own candidates).
-        speedup: Its speedup over full MAML in the study (validation).
+        speedup: Its speedup over full MAML, timed when planning (the study's estimate for an old plan).
         before: Its validation difference to full MAML on the parent (the study's).
         after: The same after specialization (None: not specialized).
         meta_updates: Its specialization's meta-updates.
@@ -377,12 +381,18 @@ class _Session:
         return TaskDesign.of(self.parent.tasks("val", self.study_config.tasks, self.study_config.task_seed))
 
     def plan(self) -> Plan:
-        """The candidates (the fast end of the validation front at D + margin) and their measured costs."""
+        """The candidates (the fast end of the validation front at D + margin), their speedups and their costs."""
         config = self.config
-        front = study_candidates(self.study, self.study_validation,
-                                 max_degradation=config.max_degradation + config.margin, confidence=config.confidence,
-                                 max_candidates=len(completed_trials(self.study)))
-        chosen = [c for c in front if c.pattern != self.study_config.baseline][:config.candidates]
+        front = [c for c in study_candidates(self.study, self.study_validation,
+                                             max_degradation=config.max_degradation + config.margin,
+                                             confidence=config.confidence,
+                                             max_candidates=len(completed_trials(self.study)))
+                 if c.pattern != self.study_config.baseline][:_TIMED_PER_CANDIDATE * config.candidates]
+        speedups = self.measured_speedups([c.pattern for c in front] +
+                                          [c.pattern for c in self.own_candidates()])
+        self.say("speedups timed on the parent (the study's estimates in brackets): " + ", ".join(
+            f"{c.pattern} {speedups[c.pattern]:.1f}x ({c.val_speedup or 0.0:.1f}x)" for c in front))
+        chosen = sorted(front, key=lambda c: -speedups[c.pattern])[:config.candidates]
         meta_batch = int(self.parent.checkpoint.config.get("meta_batch") or 1)
         first_order = bool(self.parent.checkpoint.config.get("first_order", False))
         self.say(f"timing one meta-update of each of {len(chosen)} candidates (meta-batch {meta_batch})")
@@ -391,13 +401,29 @@ class _Session:
                                   meta_batch=meta_batch, first_order=first_order, device=self.parent.device)
         sampling = _sampling_seconds(self.parent.benchmark, meta_batch, config.seed)
         planned = tuple(PlannedCandidate(
-            pattern=c.pattern, speedup=float(c.val_speedup or 0.0), val_difference=float(c.val_difference or 0.0),
+            pattern=c.pattern, speedup=speedups[c.pattern], val_difference=float(c.val_difference or 0.0),
             val_corrected=float(c.val_corrected if c.val_corrected is not None else math.nan),
             seconds_per_iteration=times[str(p)].median_ms / 1000.0 + sampling,
             checkpoint=os.fspath(Path(config.out) / checkpoint_name(c.pattern)),
-            seconds_per_unit=self.unit_seconds(p))
+            seconds_per_unit=self.unit_seconds(p), study_speedup=float(c.val_speedup or 0.0))
             for c, p in zip(chosen, patterns, strict=True))
-        return Plan(planned, rungs_for(config, len(planned)))
+        return Plan(planned, rungs_for(config, len(planned)), speedups)
+
+    def own_candidates(self) -> list[CandidateTest]:
+        """The parent's own candidates at D: what ``select`` would test (the safe fallback)."""
+        config = self.config
+        return study_candidates(self.study, self.study_validation, max_degradation=config.max_degradation,
+                                confidence=config.confidence, max_candidates=config.max_confirmed)
+
+    def measured_speedups(self, patterns: Sequence[str]) -> dict[str, float]:
+        """Each pattern's speedup over the baseline on the parent, timed interleaved on a few validation tasks."""
+        parent, baseline = self.parent, self.study_config.baseline
+        names = list(dict.fromkeys([baseline, *patterns]))
+        variants = {name: adaptation_call(parent.model, parent.pattern(name), parent.inner_lr,
+                                          parent.benchmark.loss_fn) for name in names}
+        stats = interleaved_latencies(variants, self.tasks[:REPORT_LATENCY_TASKS], parent.device,
+                                      repeats=REPORT_REPEATS)
+        return {name: stats[name].speedup_over(stats[baseline]) for name in names if name != baseline}
 
     def unit_seconds(self, pattern: Pattern) -> float:
         """A rung's fixed cost on one candidate: two validations (training's, ranking's), timed on a few tasks."""
@@ -455,10 +481,9 @@ class _Session:
                                                  val_lower_bound=bound, checkpoint=planned.checkpoint),
                                    parent.with_checkpoint(planned.checkpoint)))
         specialized = {test.pattern for test, _ in contenders}
-        own = study_candidates(self.study, self.study_validation, max_degradation=config.max_degradation,
-                               confidence=config.confidence, max_candidates=config.max_confirmed)
         # the parent's version of a pattern that was specialized for it and passes validation would only split alpha
-        contenders += [(replace(c, checkpoint=parent_path), parent) for c in own if c.pattern not in specialized]
+        contenders += [(replace(c, checkpoint=parent_path, val_speedup=plan.speedups.get(c.pattern, c.val_speedup)),
+                        parent) for c in self.own_candidates() if c.pattern not in specialized]
         contenders.sort(key=lambda item: -(item[0].val_speedup or 0.0))  # stable: specialized first at equal speed
         if len(contenders) > config.max_confirmed:  # the fastest, and the slowest as the anchor
             contenders = contenders[:config.max_confirmed - 1] + contenders[-1:]
@@ -476,8 +501,9 @@ class _Session:
         return confirm_candidates(parent, contenders, config.max_degradation, fields_for=fields_for,
                                   baseline=self.study_config.baseline, confidence=config.confidence,
                                   test_tasks=config.test_tasks, report_tasks=config.report_tasks,
-                                  test_seed=config.test_seed, latency_tasks=self.study_config.latency_tasks,
-                                  repeats=max(self.study_config.repeats, 5))
+                                  test_seed=config.test_seed,
+                                  latency_tasks=max(self.study_config.latency_tasks, REPORT_LATENCY_TASKS),
+                                  repeats=max(self.study_config.repeats, REPORT_REPEATS))
 
 
 def _sampling_seconds(benchmark: Benchmark, meta_batch: int, seed: int, batches: int = 4) -> float:
