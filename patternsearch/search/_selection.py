@@ -38,10 +38,9 @@ from ._pareto import Choice, baseline_trial, choose, completed_trials, measured
 from ._storage import DEFAULT_STORAGE, load_existing_study, open_storage
 from ._study import default_study_name
 
-REPORT_LATENCY_TASKS = 5
-REPORT_REPEATS = 10
-"""The answer's reported speedup rests on at least this many fresh tasks timed for this many interleaved rounds
-(50 samples per variant, a few seconds: the study's 6 per trial are enough to rank, not to report)."""
+REPORT_LATENCY_TASKS = 2
+REPORT_REPEATS = 5
+"""The answer's reported speedup rests on at least this many fresh tasks timed for this many interleaved rounds."""
 
 
 class PairedScores:

@@ -85,6 +85,8 @@ _TIMED_VALIDATION_TASKS = 10
 """Validation tasks timed to plan a rung's fixed cost (scaled to all of them)."""
 _TIMED_PER_CANDIDATE = 3
 """Patterns of the front's fast end timed when planning, per candidate to choose."""
+_TIMED_TASKS, _TIMED_ROUNDS = 5, 10
+"""Validation tasks and interleaved rounds of that timing (50 samples per pattern)."""
 
 TUNE_SUFFIX = ".tune"
 
@@ -421,8 +423,7 @@ class _Session:
         names = list(dict.fromkeys([baseline, *patterns]))
         variants = {name: adaptation_call(parent.model, parent.pattern(name), parent.inner_lr,
                                           parent.benchmark.loss_fn) for name in names}
-        stats = interleaved_latencies(variants, self.tasks[:REPORT_LATENCY_TASKS], parent.device,
-                                      repeats=REPORT_REPEATS)
+        stats = interleaved_latencies(variants, self.tasks[:_TIMED_TASKS], parent.device, repeats=_TIMED_ROUNDS)
         return {name: stats[name].speedup_over(stats[baseline]) for name in names if name != baseline}
 
     def unit_seconds(self, pattern: Pattern) -> float:
