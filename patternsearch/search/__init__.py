@@ -23,8 +23,6 @@ from ._pareto import (
 )
 from ._samplers import SAMPLERS, make_sampler
 from ._selection import (
-    REPORT_LATENCY_TASKS,
-    REPORT_REPEATS,
     PairedScores,
     Selection,
     confirm_candidates,
@@ -43,8 +41,6 @@ from ._summary import StudySummary, list_studies
 
 __all__ = [
     "CONFIG_ATTR",
-    "REPORT_LATENCY_TASKS",
-    "REPORT_REPEATS",
     "DEFAULT_MAX_PHASES",
     "DEFAULT_HEARTBEAT_S",
     "DEFAULT_STORAGE",

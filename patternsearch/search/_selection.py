@@ -38,10 +38,6 @@ from ._pareto import Choice, baseline_trial, choose, completed_trials, measured
 from ._storage import DEFAULT_STORAGE, load_existing_study, open_storage
 from ._study import default_study_name
 
-REPORT_LATENCY_TASKS = 2
-REPORT_REPEATS = 5
-"""The answer's reported speedup rests on at least this many fresh tasks timed for this many interleaved rounds."""
-
 
 class PairedScores:
     """Candidates and the baseline scored on one fixed task list, each on its own checkpoint.
@@ -370,8 +366,8 @@ def confirm_pattern(
     test_tasks: int = 600,
     report_tasks: int | None = None,
     test_seed: int = 0,
-    latency_tasks: int = REPORT_LATENCY_TASKS,
-    repeats: int = REPORT_REPEATS,
+    latency_tasks: int = 2,
+    repeats: int = 5,
 ) -> Selection:
     """Confirms one given pattern against the baseline with the selection's rule, without a study.
 
@@ -420,8 +416,8 @@ def confirm_candidates(
     test_tasks: int = 600,
     report_tasks: int | None = None,
     test_seed: int = 0,
-    latency_tasks: int = REPORT_LATENCY_TASKS,
-    repeats: int = REPORT_REPEATS,
+    latency_tasks: int = 2,
+    repeats: int = 5,
 ) -> Selection:
     """Confirms candidates, each on its own checkpoint, against the baseline on ``reference``; reports the winner.
 
@@ -502,8 +498,8 @@ def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], *,
     return confirm_candidates(
         reference, [(candidate, experiment) for candidate in candidates], max_degradation, fields_for=fields_for,
         baseline=str(measured(choice.baseline).pattern), confidence=confidence, test_tasks=test_tasks,
-        report_tasks=report_tasks, test_seed=test_seed, latency_tasks=max(config.latency_tasks, REPORT_LATENCY_TASKS),
-        repeats=max(config.repeats, REPORT_REPEATS))
+        report_tasks=report_tasks, test_seed=test_seed, latency_tasks=config.latency_tasks,
+        repeats=max(config.repeats, 5))
 
 
 def _decision_fields(decision: Decision, test_tasks: int, confirmation: PairedScores) -> dict[str, Any]:

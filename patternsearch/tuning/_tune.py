@@ -46,8 +46,6 @@ from ..search import (
     CONFIG_ATTR,
     DEFAULT_HEARTBEAT_S,
     DEFAULT_STORAGE,
-    REPORT_LATENCY_TASKS,
-    REPORT_REPEATS,
     Selection,
     StudyConfig,
     completed_trials,
@@ -502,9 +500,8 @@ class _Session:
         return confirm_candidates(parent, contenders, config.max_degradation, fields_for=fields_for,
                                   baseline=self.study_config.baseline, confidence=config.confidence,
                                   test_tasks=config.test_tasks, report_tasks=config.report_tasks,
-                                  test_seed=config.test_seed,
-                                  latency_tasks=max(self.study_config.latency_tasks, REPORT_LATENCY_TASKS),
-                                  repeats=max(self.study_config.repeats, REPORT_REPEATS))
+                                  test_seed=config.test_seed, latency_tasks=self.study_config.latency_tasks,
+                                  repeats=max(self.study_config.repeats, 5))
 
 
 def _sampling_seconds(benchmark: Benchmark, meta_batch: int, seed: int, batches: int = 4) -> float:
