@@ -6,8 +6,10 @@ Each run fabricates the confirmation part of omniglot-small's test split
 (600 5-way tasks from 17 characters x 4 rotations, 15 queries per way),
 per-query Bernoulli accuracies with class difficulty and per-character
 pattern effects, and five candidates (fastest first) with known true losses;
-every procedure then tests the same estimates (``patternsearch.uncertainty``)
-with ``patternsearch.confirmation.graphical_test``. Printed per front and
+every procedure then tests the same estimates (``patternsearch.uncertainty``):
+the graphs with Bonferroni tests (``patternsearch.confirmation.graphical_test``)
+and the shipped fallback also with parametric tests that use the candidates'
+estimated correlation (``closed_test``, as ``select`` does). Printed per front and
 procedure: how often a pattern truly within D is selected, the mean speedup
 of the selection (1 for the baseline), and how often a candidate at or beyond
 D is confirmed (the family-wise error; 5% allowed). ``--quick`` runs 40 runs
@@ -19,19 +21,22 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from patternsearch.confirmation import (
     ANCHOR_SHARE,
-    Graph,
+    IntersectionLevels,
+    closed_test,
     fallback_graph,
     fixed_sequence_graph,
     graphical_test,
     holm_graph,
+    statistic_correlation,
 )
-from patternsearch.uncertainty import TaskDesign, estimate
+from patternsearch.uncertainty import Estimate, TaskDesign, estimate
 
 D, CONFIDENCE = 0.01, 0.95
 UNITS, ROTATIONS, WAYS, QUERIES, TASKS = 17, 4, 5, 15, 600
@@ -54,11 +59,23 @@ NULLS = {
 }
 
 
-def procedures() -> dict[str, Graph]:
-    """Today's fixed sequence, the shipped fallback and the alternatives considered, for five candidates."""
+Procedure = Callable[[list[Estimate], "np.ndarray | None"], np.ndarray]
+"""Which candidates a procedure confirms, given their estimates and estimated correlation."""
+SHIPPED = f"{fallback_graph(5).name}, parametric"
+
+
+def procedures() -> dict[str, Procedure]:
+    """The fixed sequence, the graphs with Bonferroni tests, and the shipped parametric fallback (5 candidates)."""
     graphs = [fixed_sequence_graph(5), fallback_graph(5)]
     graphs += [fallback_graph(5, share) for share in (0.4, 0.6, 0.8) if share != ANCHOR_SHARE]
-    return {g.name: g for g in [*graphs, holm_graph(5)]}
+    alpha = 1.0 - CONFIDENCE
+    found: dict[str, Procedure] = {
+        graph.name: lambda estimates, _, graph=graph: graphical_test(estimates, graph, max_degradation=D,
+                                                                     alpha=alpha)[0]
+        for graph in [*graphs, holm_graph(5)]}
+    found[SHIPPED] = lambda estimates, correlation: closed_test(
+        estimates, IntersectionLevels(fallback_graph(5), alpha, correlation), max_degradation=D)[0]
+    return found
 
 
 def fabricate(rng: np.random.Generator, losses: np.ndarray,
@@ -77,21 +94,22 @@ def fabricate(rng: np.random.Generator, losses: np.ndarray,
 
 
 def simulate(losses: list[float], correlated: bool, runs: int, rng: np.random.Generator,
-             graphs: dict[str, Graph]) -> dict[str, dict[str, float]]:
+             tested: dict[str, Procedure]) -> dict[str, dict[str, float]]:
     """Per procedure: share of runs selecting a pattern within D, mean selected speedup, family-wise error."""
     true = np.asarray(losses) * D
-    within, speed, errors = ({name: 0.0 for name in graphs} for _ in range(3))
+    within, speed, errors = ({name: 0.0 for name in tested} for _ in range(3))
     for _ in range(runs):
         design, differences = fabricate(rng, true, correlated)
         estimates = [estimate(d, design) for d in differences]
-        for name, graph in graphs.items():
-            confirmed, _ = graphical_test(estimates, graph, max_degradation=D, alpha=1.0 - CONFIDENCE)
+        correlation = statistic_correlation(differences, estimates, design)
+        for name, procedure in tested.items():
+            confirmed = procedure(estimates, correlation)
             first = int(np.argmax(confirmed))
             within[name] += bool(confirmed.any() and true[first] < D - 1e-12)
             speed[name] += SPEEDUPS[first] if confirmed.any() else 1.0
             errors[name] += bool((confirmed & (true >= D - 1e-12)).any())
     return {name: {"selects_within_d": within[name] / runs, "mean_speedup": speed[name] / runs,
-                   "familywise_error": errors[name] / runs} for name in graphs}
+                   "familywise_error": errors[name] / runs} for name in tested}
 
 
 def main() -> None:
@@ -102,13 +120,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="40 runs per front (a smoke test)")
     args = parser.parse_args()
     runs = 40 if args.quick else args.runs
-    rng, graphs, start = np.random.default_rng(args.seed), procedures(), time.perf_counter()
+    rng, tested, start = np.random.default_rng(args.seed), procedures(), time.perf_counter()
     with threadpool_limits(1):  # small matrices: BLAS threads only contend
-        power = {front: simulate(losses, False, runs, rng, graphs) for front, losses in FRONTS.items()}
-        error = {name: simulate(losses, correlated, runs, rng, graphs)
+        power = {front: simulate(losses, False, runs, rng, tested) for front, losses in FRONTS.items()}
+        error = {name: simulate(losses, correlated, runs, rng, tested)
                  for name, (losses, correlated) in NULLS.items()}
     result = {"runs": runs, "seed": args.seed, "max_degradation": D, "confidence": CONFIDENCE,
-              "speedups": SPEEDUPS.tolist(), "procedures": list(graphs), "shipped": fallback_graph(5).name,
+              "speedups": SPEEDUPS.tolist(), "procedures": list(tested), "shipped": SHIPPED,
               "fronts": {front: {"losses_in_d": FRONTS[front], **power[front]} for front in FRONTS},
               "least_favourable": {name: {"losses_in_d": NULLS[name][0], "correlated": NULLS[name][1], **error[name]}
                                    for name in NULLS},
@@ -118,7 +136,7 @@ def main() -> None:
         return
     print(f"{runs} runs per front, seed {args.seed}, D = {D:g}, confidence {CONFIDENCE:.0%}; candidates' speedups "
           f"{', '.join(f'{s:g}x' for s in SPEEDUPS)} (fastest first); shipped: {result['shipped']}")
-    width = max(len(name) for name in graphs)
+    width = max(len(name) for name in tested)
     for front, numbers in power.items():
         print(f"\n{front}: true losses {FRONTS[front]} D")
         print(f"  {'procedure':{width}}  selects within D  mean speedup  family-wise error")

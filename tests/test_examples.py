@@ -103,3 +103,19 @@ def test_scoring_paths_example_compares_threads_and_batching(omniglot_root: Path
     assert [row["pattern"] for row in result["rows"]] == ["00011:1+00001:1@2"]
     assert result["rows"][0]["threads_s"] > 0 and result["rows"][0]["batched_s"] > 0
     assert result["largest_score_difference"] <= 2.01 / 75  # at most two flipped queries of 75
+
+
+def test_confirmation_width_example_splits_the_bound(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/s.db"
+    optimize(3, SINUSOID.but(checkpoint=sinusoid_checkpoint), tasks=6, latency_tasks=1, repeats=1, max_steps=3,
+             baseline="111:3", storage=storage, progress=False, study_name="sinusoid")
+    out = subprocess.run([sys.executable, str(EXAMPLES / "confirmation_width.py"), "--storage", storage,
+                          "--study", "sinusoid", "--checkpoint", str(sinusoid_checkpoint), "--tasks", "20",
+                          "--patterns", "001:1", "011:2", "--json"],
+                         check=True, capture_output=True, text=True, timeout=300, env=os.environ)
+    result = json.loads(out.stdout)
+    assert result["baseline"] == "111:3" and [r["pattern"] for r in result["patterns"]] == ["001:1", "011:2"]
+    for row in result["patterns"]:
+        # Independent tasks (sinusoid has no classes): the same standard error both ways, a t bound below the normal.
+        assert row["standard_error"] == row["independent_standard_error"] > 0
+        assert row["lower_bound"] < row["known_variance_bound"] < row["difference"]

@@ -106,7 +106,7 @@ def proposals(study: optuna.Study) -> tuple[list[Proposal], np.ndarray]:
         result.append(Proposal(
             pattern=record.pattern, speedup=record.speedup, val_difference=record.accuracy - baseline.accuracy,
             val_differences=scores - base_scores if scores.size == base_scores.size else np.empty(0),
-            trial=number))
+            trial=number, plain=Pattern.parse(record.pattern).is_single_phase))
     compared = np.array([record.accuracy - baseline.accuracy for _, record in unique.values()
                          if record.pattern != baseline.pattern])
     return result, compared
