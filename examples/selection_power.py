@@ -12,8 +12,8 @@ and the shipped fallback also with parametric tests that use the candidates'
 estimated correlation (``closed_test``, as ``select`` does). Printed per front and
 procedure: how often a pattern truly within D is selected, the mean speedup
 of the selection (1 for the baseline), and how often a candidate at or beyond
-D is confirmed (the family-wise error; 5% allowed). ``--quick`` runs 40 runs
-per front for a smoke test; ``--json`` prints the numbers as JSON.
+D is confirmed (the family-wise error; 5% allowed). ``--runs 10`` is a smoke
+test; ``--json`` prints the numbers as JSON.
 """
 
 from __future__ import annotations
@@ -117,9 +117,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1000, help="simulated confirmations per front")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    parser.add_argument("--quick", action="store_true", help="40 runs per front (a smoke test)")
     args = parser.parse_args()
-    runs = 40 if args.quick else args.runs
+    runs = args.runs
     rng, tested, start = np.random.default_rng(args.seed), procedures(), time.perf_counter()
     with threadpool_limits(1):  # small matrices: BLAS threads only contend
         power = {front: simulate(losses, False, runs, rng, tested) for front, losses in FRONTS.items()}

@@ -270,14 +270,15 @@ def test_the_reason_says_what_happened() -> None:
         [], lambda c: differences[c.pattern], TaskDesign.none(), max_degradation=D, confidence=0.95).reason
 
 
-def test_the_power_example_runs_quick_and_its_procedure_keeps_the_error_rate() -> None:
-    out = subprocess.run([sys.executable, str(EXAMPLES / "selection_power.py"), "--quick", "--json"],
+def test_the_power_example_runs_and_reports_every_procedure() -> None:
+    # 10 runs per front: a smoke test of the script (its error rates are asserted above and in
+    # tests/test_selection_error_rate.py, on enough runs to mean something).
+    out = subprocess.run([sys.executable, str(EXAMPLES / "selection_power.py"), "--runs", "10", "--json"],
                          check=True, capture_output=True, text=True, timeout=300)
     result = json.loads(out.stdout)
     assert {"runs", "seed", "procedures", "shipped", "fronts", "least_favourable"} <= set(result)
-    assert result["shipped"] in result["procedures"] and "fixed sequence" in result["procedures"]
+    assert result["runs"] == 10 and result["shipped"] in result["procedures"]
+    assert {"fixed sequence", "fallback (40% on the slowest)"} <= set(result["procedures"])
     for numbers in [*result["fronts"].values(), *result["least_favourable"].values()]:
-        assert set(result["procedures"]) <= set(numbers)
-        assert {"selects_within_d", "mean_speedup", "familywise_error"} <= set(numbers[result["shipped"]])
-    for numbers in result["least_favourable"].values():
-        assert numbers[result["shipped"]]["familywise_error"] <= 0.075
+        for row in (numbers[name] for name in result["procedures"]):
+            assert 0.0 <= row["familywise_error"] <= 1.0 and 1.0 <= row["mean_speedup"] <= 17.0
