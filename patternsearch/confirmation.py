@@ -507,7 +507,9 @@ def confirm_in_sequence(candidates: Sequence[CandidateTest],
     graph = graph or fallback_graph(len(candidates))
     differences = [np.asarray(paired_differences(c), dtype=np.float64) for c in candidates]
     estimates = [estimate(d, design) for d in differences]
-    levels_of = IntersectionLevels(graph, 1.0 - confidence, statistic_correlation(differences, estimates, design))
+    correlation = (statistic_correlation(differences, estimates, design)
+                   if len(candidates) <= MAX_PARAMETRIC_CANDIDATES else None)  # not estimated where it is not used
+    levels_of = IntersectionLevels(graph, 1.0 - confidence, correlation)
     confirmed, levels = (closed_test(estimates, levels_of, max_degradation=max_degradation) if levels_of.parametric
                          else graphical_test(estimates, graph, max_degradation=max_degradation,
                                              alpha=1.0 - confidence))
