@@ -24,8 +24,12 @@ previous estimator, the naive ``sd / sqrt(n)``, and the oracle that knows the
 sd of the mean), the new bound's mean distance below the mean divided by the
 oracle's (``1.645 x`` the sd of the mean over the runs), the share of runs in
 which REML puts the unit variance at zero and the new bound's coverage in
-those runs. Monte Carlo standard error of a coverage near 95%:
-``sqrt(0.95 * 0.05 / runs)`` (1.1 points at 400 runs).
+those runs, and how often the bound misses at the smaller levels a
+candidate holds when several are confirmed (2% and 0.75%: the bound at 98%
+and 99.25%). Monte Carlo standard error of a coverage near 95%:
+``sqrt(0.95 * 0.05 / runs)`` (1.1 points at 400 runs). ``--tails`` runs only
+the confirmation's own design (17 characters, 600 paired tasks) at 800 runs
+per cell, for those tail levels.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from patternsearch.uncertainty import TaskDesign, estimate
 WAYS, QUERIES, ROTATIONS = 5, 15, 4
 TASK_SD, BASELINE_UNIT_SD, SAME_QUERY = 0.01, 0.01, 0.8
 Z95 = float(stats.norm.ppf(0.95))
+TAIL_LEVELS = (0.05, 0.02, 0.0075)
 
 
 @dataclass(frozen=True)
@@ -143,12 +148,14 @@ def run_cell(cell: Cell, runs: int, seed: int) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     truth = true_mean(cell)
     means, new, old, naive, zero, unreliable = [], [], [], [], [], 0
+    tails: list[list[float]] = []
     for _ in range(runs):
         scores, classes = simulate(rng, cell)
         result = estimate(scores, design_of(classes))
         unreliable += not result.reliable
         means.append(result.mean)
         new.append(result.lower_bound(0.95))
+        tails.append([result.lower_bound(1.0 - level) for level in TAIL_LEVELS])
         old.append(previous_lower_bound(scores, classes, cell.units))
         naive.append(estimate(scores).lower_bound(0.95))
         zero.append(_unit_variance_at_zero(scores, classes))
@@ -164,6 +171,8 @@ def run_cell(cell: Cell, runs: int, seed: int) -> dict[str, float]:
             "zero_share": float(zeros.mean()),
             "zero_coverage": float(np.mean(new_bound[zeros] <= truth)) if zeros.any() else math.nan,
             "previous_zero_coverage": float(np.mean(old_bound[zeros] <= truth)) if zeros.any() else math.nan,
+            "miss_rates": {str(level): float(np.mean(np.array(tails)[:, i] > truth))
+                           for i, level in enumerate(TAIL_LEVELS)},
             "unreliable": unreliable}
 
 
@@ -193,8 +202,10 @@ def power(unit_sd: float, runs: int, seed: int, units: int = 17, tasks: int = 60
             "oracle": float(np.mean(mean - Z95 * mean.std() > -0.01))}
 
 
-def grid(quick: bool) -> list[Cell]:
-    """The calibration grid (a few cells with ``quick``)."""
+def grid(quick: bool, tails: bool = False) -> list[Cell]:
+    """The calibration grid (a few cells with ``quick``; the confirmation's design with ``tails``)."""
+    if tails:
+        return [Cell(17, 600, sd, base, True) for base, sd in itertools.product([0.96, 0.99], [0.0, 0.01, 0.03])]
     if quick:
         return [Cell(17, 20, 0.01, 0.96, False), Cell(17, 600, 0.0, 0.99, True), Cell(9, 10, 0.01, 0.96, False)]
     kinds = [(0.96, False), (0.99, False), (0.99, True)]
@@ -206,13 +217,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=400, help="simulated studies per cell")
     parser.add_argument("--quick", action="store_true", help="three cells, 40 runs: a smoke test")
+    parser.add_argument("--tails", action="store_true",
+                        help="only the confirmation's design (17 units, 600 paired tasks), 800 runs: tail levels")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    runs = 40 if args.quick else args.runs
+    runs = 40 if args.quick else 800 if args.tails and args.runs == 400 else args.runs
     started = time.perf_counter()
-    cells = [run_cell(cell, runs, args.seed + i) for i, cell in enumerate(grid(args.quick))]
-    powers = [power(sd, runs, args.seed + 1000 + i) for i, sd in enumerate([0.0, 0.01])]
+    cells = [run_cell(cell, runs, args.seed + i) for i, cell in enumerate(grid(args.quick, args.tails))]
+    powers = [] if args.tails else [power(sd, runs, args.seed + 1000 + i) for i, sd in enumerate([0.0, 0.01])]
     if args.json:
         print(json.dumps({"runs": runs, "cells": cells, "power": powers,
                           "seconds": time.perf_counter() - started}, allow_nan=True))
@@ -220,14 +233,18 @@ def main() -> None:
     se = math.sqrt(0.95 * 0.05 / runs)
     print(f"One-sided 95% lower bounds, {runs} runs per cell (Monte Carlo se of a coverage near 95%: {se:.3f})")
     print(f"{'units':>5} {'tasks':>5} {'unit sd':>7} {'kind':<17} {'new':>6} {'prev':>6} {'naive':>6} {'oracle':>6} "
-          f"{'width':>6} {'s2=0':>5} {'cov|0':>6} {'prev|0':>6}")
+          f"{'width':>6} {'s2=0':>5} {'cov|0':>6} {'prev|0':>6} {'miss2%':>6} {'miss.75%':>8}")
     for c in cells:
         print(f"{c['units']:>5} {c['tasks']:>5} {c['unit_sd']:>7.2f} {c['kind']:<17} {c['coverage']:>6.3f} "
               f"{c['previous_coverage']:>6.3f} {c['naive_coverage']:>6.3f} {c['oracle_coverage']:>6.3f} "
               f"{c['width_ratio']:>6.2f} {c['zero_share']:>5.2f} {c['zero_coverage']:>6.3f} "
-              f"{c['previous_zero_coverage']:>6.3f}")
+              f"{c['previous_zero_coverage']:>6.3f} {c['miss_rates']['0.02']:>6.3f} {c['miss_rates']['0.0075']:>8.3f}")
     print("width: mean (mean - lower bound) / (1.645 x sd of the mean); s2=0: share of runs with the REML unit "
-          "variance at zero; cov|0, prev|0: new and previous coverage in those runs")
+          "variance at zero; cov|0, prev|0: new and previous coverage in those runs; miss2%, miss.75%: share of "
+          "runs whose 98% and 99.25% bounds are above the truth")
+    if not powers:
+        print(f"\n{time.perf_counter() - started:.0f} s")
+        return
     print("\nPower: P(lower bound of a paired difference with true mean -0.006 > -0.01), 17 units, 600 tasks")
     print(f"{'unit sd':>7} {'new':>6} {'prev':>6} {'oracle':>6}")
     for p in powers:

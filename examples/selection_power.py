@@ -9,7 +9,13 @@ pattern effects, and five candidates (fastest first) with known true losses;
 every procedure then tests the same estimates (``patternsearch.uncertainty``):
 the graphs with Bonferroni tests (``patternsearch.confirmation.graphical_test``)
 and the shipped fallback also with parametric tests that use the candidates'
-estimated correlation (``closed_test``, as ``select`` does). Printed per front and
+estimated correlation (``closed_test``, as ``select`` and ``tune`` do), with
+the previous fixed shares (40% on the anchor) or with the shipped ones, half
+of them set by each candidate's validation evidence (``power_graph``: each
+run also draws the candidates' validation differences, their true losses
+plus noise of ``VALIDATION_ERROR``, independent of the confirmation tasks;
+``--validation-bias 0.5`` makes validation overstate every candidate by half
+a D, a winner's curse left uncorrected). Printed per front and
 procedure: how often a pattern truly within D is selected, the mean speedup
 of the selection (1 for the baseline), and how often a candidate at or beyond
 D is confirmed (the family-wise error; 5% allowed). ``--runs 10`` is a smoke
@@ -24,16 +30,19 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from scipy import stats
 from threadpoolctl import threadpool_limits
 
 from patternsearch.confirmation import (
     ANCHOR_SHARE,
+    CandidateTest,
     IntersectionLevels,
     closed_test,
     fallback_graph,
     fixed_sequence_graph,
     graphical_test,
     holm_graph,
+    power_graph,
     statistic_correlation,
 )
 from patternsearch.uncertainty import Estimate, TaskDesign, estimate
@@ -41,6 +50,7 @@ from patternsearch.uncertainty import Estimate, TaskDesign, estimate
 D, CONFIDENCE = 0.01, 0.95
 UNITS, ROTATIONS, WAYS, QUERIES, TASKS = 17, 4, 5, 15, 600
 SPEEDUPS = np.array([17.0, 14.0, 12.0, 10.0, 8.0])  # fastest first
+VALIDATION_ERROR = 0.004  # standard error of a candidate's validation difference (0.2-0.45 points measured)
 # True losses in units of D, fastest first; the last candidate is the anchor (tested first by fixed sequence).
 FRONTS = {
     "A flags-like: fast ones lose 0.6-1.2 D": [1.2, 1.0, 0.6, 0.4, 0.4],
@@ -59,23 +69,34 @@ NULLS = {
 }
 
 
-Procedure = Callable[[list[Estimate], "np.ndarray | None"], np.ndarray]
-"""Which candidates a procedure confirms, given their estimates and estimated correlation."""
-SHIPPED = f"{fallback_graph(5).name}, parametric"
+Procedure = Callable[[list[Estimate], "np.ndarray | None", np.ndarray], np.ndarray]
+"""Which candidates a procedure confirms, given their estimates, estimated correlation and validation differences."""
+PREVIOUS = f"{fallback_graph(5).name}, parametric"
+SHIPPED = "fallback, half the weights by validation power, parametric"
 
 
 def procedures() -> dict[str, Procedure]:
-    """The fixed sequence, the graphs with Bonferroni tests, and the shipped parametric fallback (5 candidates)."""
+    """The fixed sequence, the graphs with Bonferroni tests, the previous and the shipped parametric fallbacks."""
     graphs = [fixed_sequence_graph(5), fallback_graph(5)]
     graphs += [fallback_graph(5, share) for share in (0.4, 0.6, 0.8) if share != ANCHOR_SHARE]
     alpha = 1.0 - CONFIDENCE
     found: dict[str, Procedure] = {
-        graph.name: lambda estimates, _, graph=graph: graphical_test(estimates, graph, max_degradation=D,
+        graph.name: lambda estimates, _, __, graph=graph: graphical_test(estimates, graph, max_degradation=D,
                                                                      alpha=alpha)[0]
         for graph in [*graphs, holm_graph(5)]}
-    found[SHIPPED] = lambda estimates, correlation: closed_test(
+    found[PREVIOUS] = lambda estimates, correlation, _: closed_test(
         estimates, IntersectionLevels(fallback_graph(5), alpha, correlation), max_degradation=D)[0]
+    found[SHIPPED] = lambda estimates, correlation, seen: closed_test(
+        estimates, IntersectionLevels(power_graph(validated(seen), max_degradation=D, confidence=CONFIDENCE),
+                                      alpha, correlation), max_degradation=D)[0]
     return found
+
+
+def validated(seen: np.ndarray) -> list[CandidateTest]:
+    """The candidates as validation saw them: differences ``seen``, standard error ``VALIDATION_ERROR``."""
+    quantile = float(stats.norm.ppf(CONFIDENCE))
+    return [CandidateTest(str(i), None, float(x), float(SPEEDUPS[i]), val_corrected=float(x),
+                          val_lower_bound=float(x) - quantile * VALIDATION_ERROR) for i, x in enumerate(seen)]
 
 
 def fabricate(rng: np.random.Generator, losses: np.ndarray,
@@ -94,7 +115,7 @@ def fabricate(rng: np.random.Generator, losses: np.ndarray,
 
 
 def simulate(losses: list[float], correlated: bool, runs: int, rng: np.random.Generator,
-             tested: dict[str, Procedure]) -> dict[str, dict[str, float]]:
+             tested: dict[str, Procedure], validation_bias: float = 0.0) -> dict[str, dict[str, float]]:
     """Per procedure: share of runs selecting a pattern within D, mean selected speedup, family-wise error."""
     true = np.asarray(losses) * D
     within, speed, errors = ({name: 0.0 for name in tested} for _ in range(3))
@@ -102,8 +123,9 @@ def simulate(losses: list[float], correlated: bool, runs: int, rng: np.random.Ge
         design, differences = fabricate(rng, true, correlated)
         estimates = [estimate(d, design) for d in differences]
         correlation = statistic_correlation(differences, estimates, design)
+        seen = -true + validation_bias * D + VALIDATION_ERROR * rng.normal(size=true.size)
         for name, procedure in tested.items():
-            confirmed = procedure(estimates, correlation)
+            confirmed = procedure(estimates, correlation, seen)
             first = int(np.argmax(confirmed))
             within[name] += bool(confirmed.any() and true[first] < D - 1e-12)
             speed[name] += SPEEDUPS[first] if confirmed.any() else 1.0
@@ -116,16 +138,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000, help="simulated confirmations per front")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--validation-bias", type=float, default=0.0,
+                        help="how much validation overstates every candidate, in D (default 0)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args()
     runs = args.runs
     rng, tested, start = np.random.default_rng(args.seed), procedures(), time.perf_counter()
     with threadpool_limits(1):  # small matrices: BLAS threads only contend
-        power = {front: simulate(losses, False, runs, rng, tested) for front, losses in FRONTS.items()}
-        error = {name: simulate(losses, correlated, runs, rng, tested)
+        power = {front: simulate(losses, False, runs, rng, tested, args.validation_bias)
+                 for front, losses in FRONTS.items()}
+        error = {name: simulate(losses, correlated, runs, rng, tested, args.validation_bias)
                  for name, (losses, correlated) in NULLS.items()}
-    result = {"runs": runs, "seed": args.seed, "max_degradation": D, "confidence": CONFIDENCE,
-              "speedups": SPEEDUPS.tolist(), "procedures": list(tested), "shipped": SHIPPED,
+    result = {"runs": runs, "seed": args.seed, "validation_bias": args.validation_bias, "max_degradation": D,
+              "confidence": CONFIDENCE, "speedups": SPEEDUPS.tolist(), "procedures": list(tested), "shipped": SHIPPED,
               "fronts": {front: {"losses_in_d": FRONTS[front], **power[front]} for front in FRONTS},
               "least_favourable": {name: {"losses_in_d": NULLS[name][0], "correlated": NULLS[name][1], **error[name]}
                                    for name in NULLS},
@@ -133,8 +158,9 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{runs} runs per front, seed {args.seed}, D = {D:g}, confidence {CONFIDENCE:.0%}; candidates' speedups "
-          f"{', '.join(f'{s:g}x' for s in SPEEDUPS)} (fastest first); shipped: {result['shipped']}")
+    print(f"{runs} runs per front, seed {args.seed}, validation bias {args.validation_bias:g} D, D = {D:g}, "
+          f"confidence {CONFIDENCE:.0%}; candidates' speedups {', '.join(f'{s:g}x' for s in SPEEDUPS)} "
+          f"(fastest first); shipped: {result['shipped']}")
     width = max(len(name) for name in tested)
     for front, numbers in power.items():
         print(f"\n{front}: true losses {FRONTS[front]} D")

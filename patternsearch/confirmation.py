@@ -32,15 +32,18 @@ The promise: the selected pattern's accuracy is within ``max_degradation``
    one-sided non-inferiority hypotheses ``H_i: loss_i >= D``: candidate
    ``i`` passes at level ``a`` when the one-sided ``1 - a`` lower bound of
    its paired difference to the baseline on the confirmation tasks is at
-   least ``-D``. The default graph is a fallback chain (Wiens 2003):
-   ``ANCHOR_SHARE`` of ``alpha = 1 - confidence`` goes to the anchor, the rest
-   in equal parts to the other candidates; a confirmed candidate passes its
-   whole level to the next faster one not yet confirmed (the fastest one
-   passes it back to the slowest). Unlike fixed-sequence testing (the graph
-   with everything on the anchor, :func:`fixed_sequence_graph`), a candidate
-   that fails does not end the search: every faster one is still tested at
-   its own share. The fastest confirmed candidate is selected (none: the
-   baseline is the answer).
+   least ``-D``. The graph is a fallback chain (Wiens 2003): a confirmed
+   candidate passes its whole level to the next faster one not yet
+   confirmed (the fastest one passes it back to the slowest). Unlike
+   fixed-sequence testing (the graph with everything on the anchor,
+   :func:`fixed_sequence_graph`), a candidate that fails does not end the
+   search: every faster one is still tested at its own share. The initial
+   shares of ``alpha = 1 - confidence`` (:func:`power_graph`) are half
+   :func:`fallback_graph`'s (``ANCHOR_SHARE`` on the anchor, the rest in
+   equal parts) and half those that maximize the expected speedup of the
+   answer predicted from each candidate's validation difference: the level
+   goes where validation says the speed is, but not all of it. The fastest
+   confirmed candidate is selected (none: the baseline is the answer).
 3. **The candidates' correlation is used** (:func:`closed_test`): their
    paired differences share the baseline's scores and the tasks, so their
    statistics are positively correlated, and Bonferroni levels (each
@@ -68,6 +71,7 @@ probability at least ``confidence``.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -186,7 +190,7 @@ def fallback_graph(candidates: int, anchor_share: float = ANCHOR_SHARE) -> Graph
 def fixed_sequence_graph(candidates: int) -> Graph:
     """Fixed-sequence testing, slowest first: the whole level on the slowest, passed on to the next faster."""
     weights = np.zeros(candidates)
-    weights[-1] = 1.0
+    weights[-1:] = 1.0
     return Graph(weights, _chain(candidates), "fixed sequence")
 
 
@@ -195,6 +199,84 @@ def holm_graph(candidates: int) -> Graph:
     transitions = np.full((candidates, candidates), 1.0 / max(candidates - 1, 1))
     np.fill_diagonal(transitions, 0.0)
     return Graph(np.full(candidates, 1.0 / candidates), transitions, "Holm")
+
+
+POWER_GRID_STEPS = 20
+"""The initial weights :func:`power_graph` searches are multiples of ``1/20`` (coarser for many candidates)."""
+_POWER_GRID_ROWS = 200_000
+POWER_SHARE = 0.5
+"""Share of :func:`power_graph`'s initial weights set by validation power (the rest: :func:`fallback_graph`'s)."""
+
+
+def predicted_power(mean: np.ndarray, standard_error: np.ndarray, levels: np.ndarray,
+                    max_degradation: float) -> np.ndarray:
+    """The chance that a candidate passes at each level on confirmation tasks, taking validation at its word.
+
+    Plug-in: the candidate's true difference is its validation ``mean``, and
+    the confirmation's mean scatters around it by the validation standard
+    error ``s`` (a design of the same size); it passes at level ``a`` when
+    that mean minus ``z_(1-a) s`` is at least ``-D``:
+    ``P = Phi((mean + D) / s - z_(1-a))``. Zero at level 0. (Adding the
+    uncertainty of the true difference itself favours long shots: fast
+    candidates far from D; simulated, that lost speed on every front where
+    validation already orders the candidates right.)
+    """
+    mean, error, levels = np.asarray(mean), np.asarray(standard_error), np.asarray(levels, dtype=np.float64)
+    quantile = stats.norm.isf(np.clip(levels, 1e-300, 0.5))
+    power = stats.norm.cdf((mean + max_degradation) / error - quantile)
+    return np.where(levels > 0.0, power, 0.0)
+
+
+def power_graph(candidates: Sequence[CandidateTest], *, max_degradation: float, confidence: float) -> Graph:
+    """The fallback chain with initial weights half where validation says the speed is, half as usual.
+
+    The weights that maximize the expected speedup of the selection (the
+    fastest confirmed candidate; 1 for the baseline) are found among the
+    weights in multiples of ``1/``:data:`POWER_GRID_STEPS` (summing to 1;
+    coarser when that grid has over 200,000 points), each candidate's chance
+    of passing at its initial level from :func:`predicted_power` on its
+    winner's-curse corrected validation difference (``val_corrected``, else
+    ``val_difference``) and the standard error behind its validation lower
+    bound, the candidates taken as independent and the levels passed on
+    ignored. Those predictions are rough (the confirmation's standard error
+    and degrees of freedom differ from validation's; a winner's curse may
+    remain), so the graph takes the mean of these weights and
+    :func:`fallback_graph`'s (``POWER_SHARE`` of each). A fast candidate
+    that validation puts well within D gets a large share; one that
+    validation puts beyond D keeps only its fallback share. The weights
+    depend on validation only, so the family-wise error bound holds as for
+    any fixed graph. :func:`fallback_graph` itself when some candidate lacks
+    a validation speedup, difference or bound.
+    """
+    count = len(candidates)
+    means = [c.val_corrected if c.val_corrected is not None else c.val_difference for c in candidates]
+    if count < 2:
+        return fixed_sequence_graph(count)
+    fallback = fallback_graph(count)
+    if any(m is None or c.val_lower_bound is None or not c.val_speedup
+           for m, c in zip(means, candidates, strict=True)):
+        return fallback
+    quantile = float(stats.norm.ppf(confidence))
+    errors = np.array([max((m - c.val_lower_bound) / quantile, 1e-9)
+                       for m, c in zip(means, candidates, strict=True)])
+    speedups = np.array([c.val_speedup for c in candidates], dtype=np.float64)
+    steps = next(n for n in range(POWER_GRID_STEPS, 0, -1) if math.comb(n + count - 1, count - 1) <= _POWER_GRID_ROWS)
+    weights = _simplex_grid(count, steps)
+    power = predicted_power(np.asarray(means)[None, :], errors[None, :], (1.0 - confidence) * weights,
+                            max_degradation)
+    # The fastest confirmed is selected: candidate i when it passes and every faster one fails.
+    none_faster = np.cumprod(np.hstack([np.ones((len(weights), 1)), 1.0 - power[:, :-1]]), axis=1)
+    expected = (power * none_faster) @ speedups + np.prod(1.0 - power, axis=1)
+    best = POWER_SHARE * weights[int(np.argmax(expected))] + (1.0 - POWER_SHARE) * fallback.weights
+    return Graph(best, fallback.transitions, f"fallback, {POWER_SHARE:.0%} of the weights by validation power")
+
+
+def _simplex_grid(parts: int, steps: int) -> np.ndarray:
+    """Every vector of ``parts`` multiples of ``1/steps`` summing to 1, one per row (stars and bars)."""
+    bars = np.array(list(itertools.combinations(range(steps + parts - 1), parts - 1)), dtype=np.int64)
+    bars = bars.reshape(-1, parts - 1)
+    edges = np.hstack([np.full((len(bars), 1), -1), bars, np.full((len(bars), 1), steps + parts - 1)])
+    return (np.diff(edges, axis=1) - 1) / steps
 
 
 def _chain(candidates: int) -> np.ndarray:
@@ -499,12 +581,13 @@ def confirm_in_sequence(candidates: Sequence[CandidateTest],
         design: The confirmation tasks' design.
         max_degradation: D, in accuracy units.
         confidence: Family-wise confidence.
-        graph: The procedure (default: :func:`fallback_graph`).
+        graph: The procedure (default: :func:`power_graph`, which is
+            :func:`fallback_graph` where validation evidence is missing).
     """
     if not candidates:
         return Decision((), None, f"no pattern faster than the baseline has a validation lower bound (winner's "
                                   f"curse corrected) within {max_degradation:g}; the baseline is the answer")
-    graph = graph or fallback_graph(len(candidates))
+    graph = graph or power_graph(candidates, max_degradation=max_degradation, confidence=confidence)
     differences = [np.asarray(paired_differences(c), dtype=np.float64) for c in candidates]
     estimates = [estimate(d, design) for d in differences]
     correlation = (statistic_correlation(differences, estimates, design)

@@ -17,6 +17,7 @@ from scipy import stats
 from patternsearch.confirmation import (
     ANCHOR_SHARE,
     CandidateTest,
+    Graph,
     IntersectionLevels,
     Proposal,
     closed_test,
@@ -27,6 +28,8 @@ from patternsearch.confirmation import (
     holm_graph,
     intersection_weights,
     p_value,
+    power_graph,
+    predicted_power,
     propose,
     statistic_correlation,
 )
@@ -195,6 +198,59 @@ def test_the_parametric_fallback_spends_the_whole_error_rate_and_no_more(
         assert error >= ALPHA - 0.017
 
 
+def _validated(pattern: str, speedup: float, difference: float, error: float = D / 3) -> CandidateTest:
+    """A candidate whose validation says ``difference`` with standard error ``error``."""
+    bound = difference - float(stats.norm.ppf(0.95)) * error
+    return CandidateTest(pattern, None, difference, speedup, val_corrected=difference, val_lower_bound=bound)
+
+
+def test_validation_power_puts_half_the_level_where_validation_says_the_speed_is() -> None:
+    fallback = fallback_graph(3).weights
+    within = power_graph([_validated("fast", 16.0, 0.0), _validated("mid", 12.0, -0.002),
+                          _validated("anchor", 5.0, 0.0)], max_degradation=D, confidence=0.95)
+    assert within.weights.sum() == pytest.approx(1.0) and within.weights[0] >= 0.5 * fallback[0] + 0.4
+    beyond = power_graph([_validated("fast", 16.0, -0.015), _validated("mid", 12.0, -0.002),
+                          _validated("anchor", 5.0, 0.0)], max_degradation=D, confidence=0.95)
+    assert beyond.weights[0] == pytest.approx(0.5 * fallback[0])  # only its fallback half
+    assert beyond.weights[1] >= 0.5 * fallback[1] + 0.4
+    assert within.transitions.tolist() == fallback_graph(3).transitions.tolist()
+    # Without validation evidence for every candidate: the fallback graph.
+    unknown = [_validated("fast", 16.0, 0.0), CandidateTest("anchor", None, None, 5.0)]
+    assert power_graph(unknown, max_degradation=D, confidence=0.95).weights.tolist() == [0.6, 0.4]
+    assert power_graph([], max_degradation=D, confidence=0.95).weights.size == 0
+
+
+def test_predicted_power_is_the_chance_of_passing_when_validation_is_right() -> None:
+    rng, error, levels = np.random.default_rng(3), D / 3, np.array([0.0, 0.005, 0.02, 0.05])
+    confirmation = -0.004 + error * rng.normal(size=200_000)  # the truth is validation's -0.4 points
+    passes = [float(np.mean(confirmation - stats.norm.isf(a) * error >= -D)) if a else 0.0 for a in levels]
+    predicted = predicted_power(np.full(4, -0.004), np.full(4, error), levels, D)
+    assert predicted == pytest.approx(passes, abs=0.005) and predicted[0] == 0.0
+
+
+def test_weights_chosen_from_validation_keep_the_familywise_error() -> None:
+    # Every candidate truly at D; each run's validation (independent of its confirmation) sets the graph.
+    rng, runs, m, error = np.random.default_rng(4), 3000, 4, D / 3
+    speedups, wrong = [16.0, 12.0, 9.0, 5.0], 0
+    for _ in range(runs):
+        seen = -D + error * rng.normal(size=m)
+        graph = power_graph([_validated(str(i), speedups[i], float(seen[i])) for i in range(m)],
+                            max_degradation=D, confidence=0.95)
+        estimates = [_Normal(float(x), error) for x in -D + error * rng.normal(size=m)]
+        confirmed, _ = graphical_test(estimates, graph, max_degradation=D, alpha=ALPHA)  # type: ignore[arg-type]
+        wrong += bool(confirmed.any())
+    assert wrong / runs <= ALPHA + 0.012  # 3000 runs: standard error 0.4 points at 5%
+
+
+def test_the_parametric_closed_test_takes_a_graph_with_zero_weights() -> None:
+    graph = Graph(np.array([0.0, 0.6, 0.4]), fallback_graph(3).transitions, "zero on the fastest")
+    error = _familywise_error([1.0, 1.0, 1.0], 0.5, lambda m: graph, runs=1000, parametric=True)
+    assert error <= ALPHA + 0.021  # 1000 runs: standard error 0.7 points at 5%
+    levels_of = IntersectionLevels(graph, ALPHA, _equicorrelated(3, 0.5))
+    confirmed, levels = closed_test([_with_p_value(0.001)] * 3, levels_of, max_degradation=D)
+    assert confirmed.tolist() == [True, True, True] and levels[0] > 0.0  # the fastest is tested at a level passed on
+
+
 def _proposal(pattern: str, speedup: float, difference: float, error: float = 0.002, tasks: int = 200,
               seed: int = 0, plain: bool = True) -> Proposal:
     """A proposal whose per-task validation differences have mean ``difference`` and standard error ``error``."""
@@ -278,7 +334,8 @@ def test_the_power_example_runs_and_reports_every_procedure() -> None:
     result = json.loads(out.stdout)
     assert {"runs", "seed", "procedures", "shipped", "fronts", "least_favourable"} <= set(result)
     assert result["runs"] == 10 and result["shipped"] in result["procedures"]
-    assert {"fixed sequence", "fallback (40% on the slowest)"} <= set(result["procedures"])
+    assert {"fixed sequence", "fallback (40% on the slowest)", "fallback (40% on the slowest), parametric",
+            "fallback, half the weights by validation power, parametric"} <= set(result["procedures"])
     for numbers in [*result["fronts"].values(), *result["least_favourable"].values()]:
         for row in (numbers[name] for name in result["procedures"]):
             assert 0.0 <= row["familywise_error"] <= 1.0 and 1.0 <= row["mean_speedup"] <= 17.0

@@ -14,7 +14,7 @@ import optuna
 import pytest
 
 from patternsearch import cli
-from patternsearch.confirmation import CandidateTest, confirm_in_sequence
+from patternsearch.confirmation import CandidateTest, confirm_in_sequence, power_graph
 from patternsearch.errors import UsageError
 from patternsearch.measurement import LatencyStats
 from patternsearch.search import optimize
@@ -79,9 +79,10 @@ def test_the_error_rate_holds_when_candidates_are_specialized() -> None:
     """Fabricated scores: specialized and parent candidates, every one losing exactly D (least favourable).
 
     Validation decides which specialized checkpoints reach the test split
-    (on its own noise); the confirmation then sees fixed candidates, one
-    pattern on two checkpoints among them. No run may confirm one more often
-    than the 5% family-wise error allows.
+    (on its own noise) and, as in ``tune``, their initial shares of the
+    error rate (:func:`power_graph`); the confirmation then sees fixed
+    candidates, one pattern on two checkpoints among them. No run may
+    confirm one more often than the 5% family-wise error allows.
     """
     rng = np.random.default_rng(0)
     runs, tasks, errors, confirmed_special = 1500, 120, 0, 0
@@ -93,11 +94,14 @@ def test_the_error_rate_holds_when_candidates_are_specialized() -> None:
         kept = [name for name in names if validation[name] - 1.645 * 0.02 >= -loss - 0.03]
         if not kept:
             continue
-        candidates = [CandidateTest(p, None, validation[(p, c)], None, checkpoint=c) for p, c in kept]
+        speedups = {"00010:1": 16.0, "00011:1": 13.0, "00010:5": 8.0}
+        candidates = [CandidateTest(p, None, validation[(p, c)], speedups[p], val_corrected=validation[(p, c)],
+                                    val_lower_bound=validation[(p, c)] - 1.645 * 0.02, checkpoint=c) for p, c in kept]
         shared = rng.normal(0.0, 0.15, tasks)  # the baseline's per-task noise, common to every difference
         draws = {(c.pattern, c.checkpoint): -loss + shared * 0.3 + rng.normal(0.0, 0.1, tasks) for c in candidates}
         decision = confirm_in_sequence(candidates, lambda c, d=draws: d[(c.pattern, c.checkpoint)], TaskDesign.none(),
-                                       max_degradation=loss, confidence=0.95)
+                                       max_degradation=loss, confidence=0.95,
+                                       graph=power_graph(candidates, max_degradation=loss, confidence=0.95))
         if decision.selected is not None:
             errors += 1
             confirmed_special += decision.selected.checkpoint != "parent.pt"

@@ -101,6 +101,8 @@ def test_interval_calibration_example_quick_mode() -> None:
                 "zero_coverage", "previous_zero_coverage", "truth"} <= cell.keys()
         assert 0.8 <= cell["coverage"] <= 1.0 and 0.5 <= cell["oracle_coverage"] <= 1.0
         assert 0.8 < cell["width_ratio"] < 6.0 and 0.0 <= cell["zero_share"] <= 1.0
+        misses = [cell["miss_rates"][level] for level in ("0.05", "0.02", "0.0075")]
+        assert misses == sorted(misses, reverse=True) and misses[0] == pytest.approx(1.0 - cell["coverage"])
     for row in result["power"]:
         assert row["true_difference"] == pytest.approx(-0.006, abs=1e-9)
         assert 0.0 <= row["new"] <= 1.0 and 0.0 <= row["previous"] <= 1.0 and row["oracle"] >= 0.3

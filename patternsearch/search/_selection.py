@@ -24,7 +24,7 @@ import optuna
 
 from ..benchmarks import Task, disjoint_task_sets
 from ..checkpoint import CheckpointError, default_checkpoint_path, file_checksum, load_checkpoint
-from ..confirmation import CandidateTest, Decision, Proposal, confirm_in_sequence, propose
+from ..confirmation import CandidateTest, Decision, Graph, Proposal, confirm_in_sequence, propose
 from ..devices import device_name
 from ..errors import UsageError
 from ..experiment import Experiment, check_pairable, open_experiment
@@ -418,6 +418,7 @@ def confirm_candidates(
     test_seed: int = 0,
     latency_tasks: int = 2,
     repeats: int = 5,
+    graph: Graph | None = None,
 ) -> Selection:
     """Confirms candidates, each on its own checkpoint, against the baseline on ``reference``; reports the winner.
 
@@ -440,6 +441,8 @@ def confirm_candidates(
         test_seed: Seed of the test tasks and of the class halves.
         latency_tasks: Tasks timed.
         repeats: Timed rounds.
+        graph: The multiple-testing procedure (default: ``select``'s,
+            :func:`~patternsearch.confirmation.fallback_graph`).
 
     Raises:
         UsageError: Bad arguments.
@@ -452,7 +455,7 @@ def confirm_candidates(
     scorers = {candidate: confirmation.on(experiment) for candidate, experiment in contenders}
     decision = confirm_in_sequence([candidate for candidate, _ in contenders],
                                    lambda c: scorers[c].differences(c.pattern), confirmation.design,
-                                   max_degradation=max_degradation, confidence=confidence)
+                                   max_degradation=max_degradation, confidence=confidence, graph=graph)
     winner = next((experiment for candidate, experiment in contenders
                    if decision.selected is not None and candidate.pattern == decision.selected.pattern
                    and candidate.checkpoint == decision.selected.checkpoint), reference)

@@ -37,7 +37,7 @@ import optuna
 
 from ..benchmarks import Benchmark
 from ..checkpoint import check_writable, load_checkpoint
-from ..confirmation import CandidateTest
+from ..confirmation import CandidateTest, power_graph
 from ..errors import StorageError, UsageError
 from ..experiment import Experiment
 from ..measurement import CachedScorer, adaptation_call, interleaved_latencies
@@ -477,7 +477,8 @@ class _Session:
             bound = validation_lower_bound(result.val_difference, result.val_standard_error, config.confidence)
             if bound >= -config.max_degradation:
                 contenders.append((CandidateTest(planned.pattern, None, result.val_difference, planned.speedup,
-                                                 val_lower_bound=bound, checkpoint=planned.checkpoint),
+                                                 val_corrected=result.val_difference, val_lower_bound=bound,
+                                                 checkpoint=planned.checkpoint),
                                    parent.with_checkpoint(planned.checkpoint)))
         specialized = {test.pattern for test, _ in contenders}
         # the parent's version of a pattern that was specialized for it and passes validation would only split alpha
@@ -486,8 +487,12 @@ class _Session:
         contenders.sort(key=lambda item: -(item[0].val_speedup or 0.0))  # stable: specialized first at equal speed
         if len(contenders) > config.max_confirmed:  # the fastest, and the slowest as the anchor
             contenders = contenders[:config.max_confirmed - 1] + contenders[-1:]
+        graph = power_graph([test for test, _ in contenders], max_degradation=config.max_degradation,
+                            confidence=config.confidence)
         self.say(f"confirming {len(contenders)} candidates against {self.study_config.baseline} on the parent, on "
-                 f"{config.test_tasks} test tasks")
+                 f"{config.test_tasks} test tasks; initial shares of the error rate (from validation): "
+                 + ", ".join(f"{test.pattern} {weight:.0%}" for (test, _), weight in zip(contenders, graph.weights,
+                                                                                       strict=True)))
         trials = {t.number: t for t in completed_trials(self.study)}
 
         def fields_for(selected: CandidateTest | None) -> dict[str, Any]:
@@ -501,7 +506,7 @@ class _Session:
                                   baseline=self.study_config.baseline, confidence=config.confidence,
                                   test_tasks=config.test_tasks, report_tasks=config.report_tasks,
                                   test_seed=config.test_seed, latency_tasks=self.study_config.latency_tasks,
-                                  repeats=max(self.study_config.repeats, 5))
+                                  repeats=max(self.study_config.repeats, 5), graph=graph)
 
 
 def _sampling_seconds(benchmark: Benchmark, meta_batch: int, seed: int, batches: int = 4) -> float:
