@@ -215,14 +215,14 @@ def grid(quick: bool, tails: bool = False) -> list[Cell]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=400, help="simulated studies per cell")
+    parser.add_argument("--runs", type=int, default=None, help="simulated studies per cell (400; 800 with --tails)")
     parser.add_argument("--quick", action="store_true", help="three cells, 40 runs: a smoke test")
     parser.add_argument("--tails", action="store_true",
                         help="only the confirmation's design (17 units, 600 paired tasks), 800 runs: tail levels")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    runs = 40 if args.quick else 800 if args.tails and args.runs == 400 else args.runs
+    runs = 40 if args.quick else args.runs or (800 if args.tails else 400)
     started = time.perf_counter()
     cells = [run_cell(cell, runs, args.seed + i) for i, cell in enumerate(grid(args.quick, args.tails))]
     powers = [] if args.tails else [power(sd, runs, args.seed + 1000 + i) for i, sd in enumerate([0.0, 0.01])]
