@@ -23,6 +23,8 @@ from ._pareto import (
 )
 from ._samplers import SAMPLERS, make_sampler
 from ._selection import (
+    REPORT_TIMED_ROUNDS,
+    REPORT_TIMED_TASKS,
     PairedScores,
     Selection,
     confirm_candidates,
@@ -46,6 +48,8 @@ __all__ = [
     "DEFAULT_STORAGE",
     "ENVIRONMENT_ATTR",
     "LR_SCALES",
+    "REPORT_TIMED_ROUNDS",
+    "REPORT_TIMED_TASKS",
     "SAMPLERS",
     "SELECTION_ATTR",
     "SPACES",

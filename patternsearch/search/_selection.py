@@ -80,6 +80,10 @@ class PairedScores:
         return self.candidate_scores(pattern) - self.baseline_scores()
 
 
+REPORT_TIMED_TASKS, REPORT_TIMED_ROUNDS = 5, 10
+"""The fewest tasks and interleaved rounds a reported speedup rests on (50 paired adaptations of each pattern)."""
+
+
 def proposals(study: optuna.Study) -> tuple[list[Proposal], np.ndarray]:
     """Every pattern of the study faster than the baseline as a proposal, and every pattern's validation difference.
 
@@ -387,8 +391,8 @@ def confirm_pattern(
         test_tasks: Confirmation tasks.
         report_tasks: Report tasks (default: as many as ``test_tasks``).
         test_seed: Seed of the test tasks and of the class halves.
-        latency_tasks: Tasks timed.
-        repeats: Timed rounds.
+        latency_tasks: Tasks timed (at least ``REPORT_TIMED_TASKS``).
+        repeats: Timed rounds (at least ``REPORT_TIMED_ROUNDS``).
 
     Raises:
         UsageError: Bad arguments.
@@ -439,8 +443,8 @@ def confirm_candidates(
         test_tasks: Confirmation tasks.
         report_tasks: Report tasks (default: as many as ``test_tasks``).
         test_seed: Seed of the test tasks and of the class halves.
-        latency_tasks: Tasks timed.
-        repeats: Timed rounds.
+        latency_tasks: Tasks timed (at least ``REPORT_TIMED_TASKS``).
+        repeats: Timed rounds (at least ``REPORT_TIMED_ROUNDS``).
         graph: The multiple-testing procedure (default: ``select``'s,
             :func:`~patternsearch.confirmation.fallback_graph`).
 
@@ -464,8 +468,8 @@ def confirm_candidates(
         **fields_for(decision.selected), "baseline": str(base), "max_degradation": max_degradation,
         "confidence": confidence, "pattern": str(pattern or base),
         **_decision_fields(decision, test_tasks, confirmation),
-        **_measured_fields(winner, reference, base, pattern, fresh_tasks, disjoint, test_seed, latency_tasks,
-                           repeats),
+        **_measured_fields(winner, reference, base, pattern, fresh_tasks, disjoint, test_seed,
+                           max(latency_tasks, REPORT_TIMED_TASKS), max(repeats, REPORT_TIMED_ROUNDS)),
     })
 
 
@@ -502,7 +506,7 @@ def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], *,
         reference, [(candidate, experiment) for candidate in candidates], max_degradation, fields_for=fields_for,
         baseline=str(measured(choice.baseline).pattern), confidence=confidence, test_tasks=test_tasks,
         report_tasks=report_tasks, test_seed=test_seed, latency_tasks=config.latency_tasks,
-        repeats=max(config.repeats, 5))
+        repeats=config.repeats)
 
 
 def _decision_fields(decision: Decision, test_tasks: int, confirmation: PairedScores) -> dict[str, Any]:

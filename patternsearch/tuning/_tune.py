@@ -46,6 +46,8 @@ from ..search import (
     CONFIG_ATTR,
     DEFAULT_HEARTBEAT_S,
     DEFAULT_STORAGE,
+    REPORT_TIMED_ROUNDS,
+    REPORT_TIMED_TASKS,
     Selection,
     StudyConfig,
     completed_trials,
@@ -83,8 +85,6 @@ _TIMED_VALIDATION_TASKS = 10
 """Validation tasks timed to plan a rung's fixed cost (scaled to all of them)."""
 _TIMED_PER_CANDIDATE = 3
 """Patterns of the front's fast end timed when planning, per candidate to choose."""
-_TIMED_TASKS, _TIMED_ROUNDS = 5, 10
-"""Validation tasks and interleaved rounds of that timing (50 samples per pattern)."""
 
 TUNE_SUFFIX = ".tune"
 
@@ -421,7 +421,8 @@ class _Session:
         names = list(dict.fromkeys([baseline, *patterns]))
         variants = {name: adaptation_call(parent.model, parent.pattern(name), parent.inner_lr,
                                           parent.benchmark.loss_fn) for name in names}
-        stats = interleaved_latencies(variants, self.tasks[:_TIMED_TASKS], parent.device, repeats=_TIMED_ROUNDS)
+        stats = interleaved_latencies(variants, self.tasks[:REPORT_TIMED_TASKS], parent.device,
+                                      repeats=REPORT_TIMED_ROUNDS)
         return {name: stats[name].speedup_over(stats[baseline]) for name in names if name != baseline}
 
     def unit_seconds(self, pattern: Pattern) -> float:
@@ -506,7 +507,7 @@ class _Session:
                                   baseline=self.study_config.baseline, confidence=config.confidence,
                                   test_tasks=config.test_tasks, report_tasks=config.report_tasks,
                                   test_seed=config.test_seed, latency_tasks=self.study_config.latency_tasks,
-                                  repeats=max(self.study_config.repeats, 5), graph=graph)
+                                  repeats=self.study_config.repeats, graph=graph)
 
 
 def _sampling_seconds(benchmark: Benchmark, meta_batch: int, seed: int, batches: int = 4) -> float:
