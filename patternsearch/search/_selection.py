@@ -1,10 +1,10 @@
 """``select``: a study's candidates confirmed on test tasks, and reported on fresh ones.
 
-The statistical rule (proposal on validation, fixed-sequence confirmation)
-is :mod:`patternsearch.confirmation`; this module feeds it a study's Pareto
-trials and real adaptations, then measures the selected pattern on **report
-tasks**: tasks from the test split's other units (a third of its characters
-for Omniglot) when the benchmark exposes them, which took no part in the
+The statistical rule (proposal on validation, a graphical confirmation over
+the candidates) is :mod:`patternsearch.confirmation`; this module feeds it a
+study's Pareto trials and real adaptations, then measures the selected
+pattern on **report tasks**: tasks from the test split's other units (a
+quarter of its characters for Omniglot) when the benchmark exposes them, which took no part in the
 decision, so the accuracies ``select`` prints are unbiased.
 
 Intervals account for tasks that share classes (:mod:`patternsearch.uncertainty`).
