@@ -22,6 +22,14 @@ D is confirmed (the family-wise error; 5% allowed). ``--characters 17``
 simulates the split used before 2026-12-03 (two thirds of the characters),
 ``--shipped-only`` only the shipped procedure. ``--runs 10`` is a smoke
 test; ``--json`` prints the numbers as JSON.
+
+``--long-fronts`` simulates the step before: which five of a longer
+validation front (``LONG_FRONTS``: 13 patterns, speeds as in the 2026-12-03
+flags study) to test. Validation draws each pattern's difference as above,
+the front keeps a pattern only when its validation bound beats every faster
+one's, and the shipped procedure tests either the picks spread evenly along
+that front (the rule before 2026-12-03 evening) or
+``patternsearch.confirmation.pick_candidates``'s.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from patternsearch.confirmation import (
     fixed_sequence_graph,
     graphical_test,
     holm_graph,
+    pick_candidates,
     power_graph,
     statistic_correlation,
 )
@@ -69,6 +78,19 @@ NULLS = {
     "all exactly D, correlated": ([1.0] * 5, True),
     "no-loss slowest, the others exactly D, correlated": ([1.0, 1.0, 1.0, 1.0, 0.0], True),
 }
+
+# Longer validation fronts (--long-fronts): speedups of the 2026-12-03 flags study's front, fastest first (the last
+# is the anchor), and true losses in D.
+LONG_SPEEDUPS = np.array([15.7, 13.9, 10.8, 9.5, 8.9, 8.6, 8.5, 7.5, 6.1, 6.0, 3.3, 3.0, 1.85])
+LONG_FRONTS = {
+    "F flags-like: the fastest loses D, the next ones half of it": [1.0, 0.6, 0.5, 0.45, 0.4, 0.4, 0.3, 0.3, 0.2, 0.1,
+                                                                    0.05, 0.0, 0.0],
+    "G losses fall steadily with speed": [1.2, 1.0, 0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0],
+    "H all within D": [0.3, 0.3, 0.2, 0.2, 0.1, 0.1, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+    "I only the slow end within D": [1.5, 1.4, 1.3, 1.2, 1.2, 1.1, 1.0, 1.0, 0.8, 0.5, 0.2, 0.0, 0.0],
+}
+LONG_NULL = ("every pattern but the anchor loses exactly D", [1.0] * 12 + [0.0])
+PICKS = 5
 
 
 Procedure = Callable[[list[Estimate], "np.ndarray | None", np.ndarray], np.ndarray]
@@ -137,6 +159,82 @@ def simulate(losses: list[float], correlated: bool, runs: int, rng: np.random.Ge
                    "familywise_error": errors[name] / runs} for name in tested}
 
 
+def spread_evenly(front: list[CandidateTest]) -> list[CandidateTest]:
+    """The previous pick: ``PICKS`` candidates spread evenly along the front by position, both ends included."""
+    picks = sorted({int(i) for i in np.round(np.linspace(0, len(front) - 1, min(PICKS, len(front))))})
+    return [front[i] for i in picks]
+
+
+def picked_by_power(front: list[CandidateTest]) -> list[CandidateTest]:
+    """The shipped pick (:func:`~patternsearch.confirmation.pick_candidates`)."""
+    return pick_candidates(front, max_candidates=PICKS, max_degradation=D, confidence=CONFIDENCE)
+
+
+PICK_RULES = {"spread evenly (previous)": spread_evenly, "by predicted speedup (shipped)": picked_by_power}
+
+
+def simulate_picks(losses: list[float], runs: int, rng: np.random.Generator,
+                   characters: int = UNITS) -> dict[str, dict[str, float]]:
+    """Per pick rule, with the shipped procedure: share within D, mean speedup, family-wise error, mean picks."""
+    true = np.asarray(losses) * D
+    quantile = float(stats.norm.ppf(CONFIDENCE))
+    numbers = {name: {"selects_within_d": 0.0, "mean_speedup": 0.0, "familywise_error": 0.0, "picks": 0.0}
+               for name in PICK_RULES}
+    for _ in range(runs):
+        design, differences = fabricate(rng, true, False, characters)
+        seen = -true + VALIDATION_ERROR * rng.normal(size=true.size)
+        front: list[CandidateTest] = []
+        for i, x in enumerate(seen):  # the front: a pattern stays when more reliable than every faster one kept
+            if i == true.size - 1 or not front or x > front[-1].val_difference:
+                front.append(CandidateTest(str(i), None, float(x), float(LONG_SPEEDUPS[i]), val_corrected=float(x),
+                                           val_lower_bound=float(x) - quantile * VALIDATION_ERROR))
+        estimated: dict[int, Estimate] = {}
+        for name, rule in PICK_RULES.items():
+            picked = [int(c.pattern) for c in rule(front)]
+            for i in picked:
+                estimated.setdefault(i, estimate(differences[i], design))
+            estimates = [estimated[i] for i in picked]
+            correlation = statistic_correlation([differences[i] for i in picked], estimates, design)
+            graph = power_graph([front_item for front_item in front if int(front_item.pattern) in picked],
+                                max_degradation=D, confidence=CONFIDENCE)
+            confirmed = closed_test(estimates, IntersectionLevels(graph, 1.0 - CONFIDENCE, correlation),
+                                    max_degradation=D)[0]
+            first = picked[int(np.argmax(confirmed))]
+            row = numbers[name]
+            row["selects_within_d"] += bool(confirmed.any() and true[first] < D - 1e-12) / runs
+            row["mean_speedup"] += (LONG_SPEEDUPS[first] if confirmed.any() else 1.0) / runs
+            row["familywise_error"] += bool(any(c and true[i] >= D - 1e-12 for c, i in zip(confirmed, picked,
+                                                                                           strict=True))) / runs
+            row["picks"] += len(picked) / runs
+    return numbers
+
+
+def long_fronts(runs: int, rng: np.random.Generator, characters: int, as_json: bool) -> None:
+    """Prints (or dumps as JSON) how each pick rule does on ``LONG_FRONTS`` and on ``LONG_NULL``."""
+    start = time.perf_counter()
+    with threadpool_limits(1):
+        rows = {front: simulate_picks(losses, runs, rng, characters) for front, losses in LONG_FRONTS.items()}
+        null = simulate_picks(LONG_NULL[1], runs, rng, characters)
+    result = {"runs": runs, "characters": characters, "max_degradation": D, "confidence": CONFIDENCE,
+              "speedups": LONG_SPEEDUPS.tolist(),
+              "fronts": {front: {"losses_in_d": LONG_FRONTS[front], **rows[front]} for front in LONG_FRONTS},
+              "least_favourable": {"losses_in_d": LONG_NULL[1], **null},
+              "seconds": round(time.perf_counter() - start, 1)}
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{runs} runs per front, {characters} confirmation characters, D = {D:g}, confidence {CONFIDENCE:.0%}; "
+          f"front speedups {', '.join(f'{s:g}x' for s in LONG_SPEEDUPS)}; at most {PICKS} tested, shipped procedure")
+    width = max(len(name) for name in PICK_RULES)
+    for front, numbers in [*rows.items(), (f"least favourable: {LONG_NULL[0]}", null)]:
+        print(f"\n{front}")
+        print(f"  {'pick':{width}}  selects within D  mean speedup  family-wise error  tested")
+        for name, row in numbers.items():
+            print(f"  {name:{width}}  {row['selects_within_d']:16.3f}  {row['mean_speedup']:11.2f}x  "
+                  f"{row['familywise_error']:17.3f}  {row['picks']:6.2f}")
+    print(f"\n({result['seconds']} s; Monte Carlo s.e. of an error rate near 0.05: {np.sqrt(0.05 * 0.95 / runs):.3f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000, help="simulated confirmations per front")
@@ -146,9 +244,14 @@ def main() -> None:
     parser.add_argument("--characters", type=int, default=UNITS,
                         help=f"confirmation characters (default {UNITS}: three quarters of the 26 test characters)")
     parser.add_argument("--shipped-only", action="store_true", help="simulate only the shipped procedure")
+    parser.add_argument("--long-fronts", action="store_true",
+                        help="compare the ways of picking candidates from a longer validation front")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args()
     runs = args.runs
+    if args.long_fronts:
+        long_fronts(runs, np.random.default_rng(args.seed), args.characters, args.json)
+        return
     tested = procedures()
     if args.shipped_only:
         tested = {SHIPPED: tested[SHIPPED]}

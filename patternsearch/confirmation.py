@@ -25,8 +25,10 @@ The promise: the selected pattern's accuracy is within ``max_degradation``
    characters, and a failed anchor wastes its share of the error rate. A
    faster proposal stays only if it is more likely to be confirmed (higher
    corrected bound) than every faster one, which leaves a front from the
-   fastest plausible pattern to the anchor. At most ``max_candidates`` are
-   kept, spread evenly along that front, its two ends always included.
+   fastest plausible pattern to the anchor (:func:`validation_front`). The
+   anchor and at most ``max_candidates - 1`` others are tested
+   (:func:`pick_candidates`): added one at a time, each time the one that
+   most raises the expected speedup validation predicts for the set.
 2. **Confirmation tasks decide** (:func:`confirm_in_sequence`), by a
    graphical multiple-testing procedure (Bretz et al. 2009) over the
    one-sided non-inferiority hypotheses ``H_i: loss_i >= D``: candidate
@@ -248,35 +250,100 @@ def power_graph(candidates: Sequence[CandidateTest], *, max_degradation: float, 
     any fixed graph. :func:`fallback_graph` itself when some candidate lacks
     a validation speedup, difference or bound.
     """
+    return _powered(candidates, max_degradation=max_degradation, confidence=confidence)[0]
+
+
+def predicted_speedup(candidates: Sequence[CandidateTest], *, max_degradation: float, confidence: float) -> float:
+    """The expected speedup of testing ``candidates`` with :func:`power_graph`, as validation predicts it.
+
+    The same plug-in as :func:`power_graph`'s (each candidate's chance of
+    passing at its initial level, independently; levels passed on ignored),
+    at the weights :func:`power_graph` gives: what :func:`pick_candidates`
+    compares. NaN when some candidate lacks a validation speedup, difference
+    or bound.
+    """
+    return _powered(candidates, max_degradation=max_degradation, confidence=confidence)[1]
+
+
+def _powered(candidates: Sequence[CandidateTest], *, max_degradation: float,
+             confidence: float) -> tuple[Graph, float]:
+    """:func:`power_graph`'s graph and the expected speedup its initial weights are predicted to give."""
     count = len(candidates)
     means = [c.val_corrected if c.val_corrected is not None else c.val_difference for c in candidates]
-    if count < 2:
-        return fixed_sequence_graph(count)
-    fallback = fallback_graph(count)
     if any(m is None or c.val_lower_bound is None or not c.val_speedup
            for m, c in zip(means, candidates, strict=True)):
-        return fallback
+        graph = fallback_graph(count) if count > 1 else fixed_sequence_graph(count)
+        return graph, math.nan
     quantile = float(stats.norm.ppf(confidence))
     errors = np.array([max((m - c.val_lower_bound) / quantile, 1e-9)
                        for m, c in zip(means, candidates, strict=True)])
     speedups = np.array([c.val_speedup for c in candidates], dtype=np.float64)
+
+    def expected_speedup(weights: np.ndarray) -> np.ndarray:
+        power = predicted_power(np.asarray(means)[None, :], errors[None, :], (1.0 - confidence) * weights,
+                                max_degradation)
+        # The fastest confirmed is selected: candidate i when it passes and every faster one fails.
+        none_faster = np.cumprod(np.hstack([np.ones((len(weights), 1)), 1.0 - power[:, :-1]]), axis=1)
+        return (power * none_faster) @ speedups + np.prod(1.0 - power, axis=1)
+
+    if count < 2:
+        graph = fixed_sequence_graph(count)
+        return graph, float(expected_speedup(graph.weights[None, :])[0])
+    fallback = fallback_graph(count)
     steps = next(n for n in range(POWER_GRID_STEPS, 0, -1) if math.comb(n + count - 1, count - 1) <= _POWER_GRID_ROWS)
-    weights = _simplex_grid(count, steps)
-    power = predicted_power(np.asarray(means)[None, :], errors[None, :], (1.0 - confidence) * weights,
-                            max_degradation)
-    # The fastest confirmed is selected: candidate i when it passes and every faster one fails.
-    none_faster = np.cumprod(np.hstack([np.ones((len(weights), 1)), 1.0 - power[:, :-1]]), axis=1)
-    expected = (power * none_faster) @ speedups + np.prod(1.0 - power, axis=1)
-    best = POWER_SHARE * weights[int(np.argmax(expected))] + (1.0 - POWER_SHARE) * fallback.weights
-    return Graph(best, fallback.transitions, f"fallback, {POWER_SHARE:.0%} of the weights by validation power")
+    grid = _simplex_grid(count, steps)
+    best = POWER_SHARE * grid[int(np.argmax(expected_speedup(grid)))] + (1.0 - POWER_SHARE) * fallback.weights
+    graph = Graph(best, fallback.transitions, f"fallback, {POWER_SHARE:.0%} of the weights by validation power")
+    return graph, float(expected_speedup(best[None, :])[0])
 
 
+def pick_candidates(front: Sequence[CandidateTest], *, max_candidates: int, max_degradation: float,
+                    confidence: float) -> list[CandidateTest]:
+    """The at most ``max_candidates`` patterns of a validation front worth testing, fastest first.
+
+    The anchor (the front's last, most reliable pattern) is always tested;
+    the others are added one at a time, each time the one that most raises
+    :func:`predicted_speedup` of the set, until ``max_candidates`` or until
+    no addition raises it (another candidate also thins every share of the
+    error rate). Spreading the picks evenly along the front instead spent
+    them on slow, safe patterns between the anchor and the fast end: see
+    ``examples/selection_power.py --long-fronts``. The picks depend on
+    validation only, so the family-wise error bound holds as for any fixed
+    set of candidates.
+
+    Raises:
+        ValueError: If a candidate lacks its validation speedup, difference or bound.
+    """
+    if any(c.val_speedup is None or c.val_difference is None or c.val_lower_bound is None for c in front):
+        raise ValueError("picking candidates needs each one's validation speedup, difference and bound")
+    if len(front) <= 1 or max_candidates <= 1:
+        return list(front[-1:])
+    order = {id(candidate): i for i, candidate in enumerate(front)}
+    chosen, value = [front[-1]], predicted_speedup(front[-1:], max_degradation=max_degradation,
+                                                   confidence=confidence)
+    while len(chosen) < min(max_candidates, len(front)):
+        options = []
+        for candidate in front[:-1]:
+            if any(candidate is c for c in chosen):
+                continue
+            trial = sorted([*chosen, candidate], key=lambda c: order[id(c)])
+            options.append((predicted_speedup(trial, max_degradation=max_degradation, confidence=confidence), trial))
+        best_value, best = max(options, key=lambda option: option[0])
+        if not best_value > value:
+            break
+        chosen, value = best, best_value
+    return chosen
+
+
+@functools.cache
 def _simplex_grid(parts: int, steps: int) -> np.ndarray:
-    """Every vector of ``parts`` multiples of ``1/steps`` summing to 1, one per row (stars and bars)."""
+    """Every vector of ``parts`` multiples of ``1/steps`` summing to 1, one per row (stars and bars; read-only)."""
     bars = np.array(list(itertools.combinations(range(steps + parts - 1), parts - 1)), dtype=np.int64)
     bars = bars.reshape(-1, parts - 1)
     edges = np.hstack([np.full((len(bars), 1), -1), bars, np.full((len(bars), 1), steps + parts - 1)])
-    return (np.diff(edges, axis=1) - 1) / steps
+    grid = (np.diff(edges, axis=1) - 1) / steps
+    grid.flags.writeable = False
+    return grid
 
 
 def _chain(candidates: int) -> np.ndarray:
@@ -492,7 +559,28 @@ def closed_test(estimates: Sequence[Estimate], levels: IntersectionLevels, *,
 
 def propose(proposals: Sequence[Proposal], design: TaskDesign, *, max_degradation: float, confidence: float,
             max_candidates: int, compared: Sequence[float] | np.ndarray | None = None) -> list[CandidateTest]:
-    """Candidates from the fastest plausible pattern to the most reliable one, winner's curse corrected (step 1).
+    """The candidates to test (step 1): :func:`pick_candidates` on the :func:`validation_front`.
+
+    Args:
+        proposals: As for :func:`validation_front`.
+        design: As for :func:`validation_front`.
+        max_degradation: D, in accuracy units.
+        confidence: Level of the validation lower bound and of the family-wise confidence.
+        max_candidates: At most this many are returned.
+        compared: As for :func:`validation_front`.
+
+    Returns:
+        The candidates, fastest first; the last is the anchor.
+    """
+    front = validation_front(proposals, design, max_degradation=max_degradation, confidence=confidence,
+                             compared=compared)
+    return pick_candidates(front, max_candidates=max_candidates, max_degradation=max_degradation,
+                           confidence=confidence)
+
+
+def validation_front(proposals: Sequence[Proposal], design: TaskDesign, *, max_degradation: float, confidence: float,
+                     compared: Sequence[float] | np.ndarray | None = None) -> list[CandidateTest]:
+    """Every pattern from the fastest plausible one to the most reliable one, winner's curse corrected.
 
     Args:
         proposals: Patterns faster than the baseline, in any order (all of
@@ -501,13 +589,13 @@ def propose(proposals: Sequence[Proposal], design: TaskDesign, *, max_degradatio
         design: The validation tasks' design (classes and units).
         max_degradation: D, in accuracy units.
         confidence: Level of the validation lower bound.
-        max_candidates: At most this many are returned.
         compared: Validation differences to the baseline of every pattern
             the study compared (the proposals among them); their spread sets
             the winner's-curse correction. Default: the proposals' own.
 
     Returns:
-        The candidates, fastest first; the last is the anchor.
+        The front, fastest first, each pattern more reliable (higher corrected
+        bound) than every faster one; the last is the anchor.
     """
     kept, errors = [], []
     for proposal in proposals:
@@ -544,10 +632,8 @@ def propose(proposals: Sequence[Proposal], design: TaskDesign, *, max_degradatio
         if not front or item[2] > front[-1][2]:
             front.append(item)
     front.append(anchor)
-    # Evenly spread along the front; with two picks or more, both ends: the fastest and the anchor.
-    picks = sorted({int(i) for i in np.round(np.linspace(0, len(front) - 1, min(max_candidates, len(front))))})
     return [CandidateTest(p.pattern, p.trial, p.val_difference, p.speedup, val_corrected=corrected,
-                          val_lower_bound=bound) for p, corrected, bound in (front[i] for i in picks)]
+                          val_lower_bound=bound) for p, corrected, bound in front]
 
 
 def _log_density_slope(x: float, sample: np.ndarray, bandwidth: float) -> float:

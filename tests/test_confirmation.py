@@ -28,10 +28,13 @@ from patternsearch.confirmation import (
     holm_graph,
     intersection_weights,
     p_value,
+    pick_candidates,
     power_graph,
     predicted_power,
+    predicted_speedup,
     propose,
     statistic_correlation,
+    validation_front,
 )
 from patternsearch.uncertainty import Estimate, TaskDesign, estimate
 
@@ -276,12 +279,58 @@ def test_the_candidates_run_from_the_fastest_plausible_to_the_most_reliable() ->
     proposals = [_proposal(f"p{i}", 20.0 - i, -0.006 + 0.0005 * i, seed=i) for i in range(12)]
     proposals.append(_proposal("slower but worse", 5.0, -0.004))  # less reliable than faster ones: dropped
     proposals.append(_proposal("beyond", 30.0, -0.012))  # its lower bound is below -D: dropped
+    front = validation_front(proposals, TaskDesign.none(), max_degradation=D, confidence=0.95)
+    assert [c.pattern for c in front] == [f"p{i}" for i in range(12)]
+    bounds = [c.val_lower_bound for c in front]
+    assert bounds == sorted(bounds) and bounds[0] >= -D
     candidates = propose(proposals, TaskDesign.none(), max_degradation=D, confidence=0.95, max_candidates=5)
     names = [c.pattern for c in candidates]
-    assert names[0] == "p0" and names[-1] == "p11" and len(names) == 5  # both ends, spread between
+    assert names[-1] == "p11" and 2 <= len(names) <= 5 and set(names) <= {c.pattern for c in front}
     assert [c.val_speedup for c in candidates] == sorted((c.val_speedup for c in candidates), reverse=True)
-    bounds = [c.val_lower_bound for c in candidates]
-    assert bounds == sorted(bounds) and bounds[0] >= -D
+
+
+def _front(rows: str) -> list[CandidateTest]:
+    """Candidates from lines of ``pattern speedup corrected-difference lower-bound`` (differences in points)."""
+    return [CandidateTest(name, None, float(x) / 100, float(speedup), val_corrected=float(x) / 100,
+                          val_lower_bound=float(bound) / 100)
+            for name, speedup, x, bound in (line.split() for line in rows.strip().splitlines())]
+
+
+# The validation front of the 2026-12-03 flags study (select --max-degradation 0.01), fastest first.
+FLAGS_FRONT = """
+00110:1 15.73 -0.16 -0.77
+00010:2 13.86 -0.05 -0.57
+00010:3 10.81 -0.02 -0.53
+00010:4 9.51 +0.01 -0.50
+00010:5 8.89 +0.03 -0.48
+00010:6 8.59 +0.05 -0.46
+00011:6 8.53 -0.19 -0.44
+00011:8 7.46 -0.21 -0.42
+00011:9 6.08 -0.14 -0.35
+00011:10 6.00 -0.10 -0.31
+00111:9 3.32 -0.05 -0.21
+00111:10 3.00 -0.00 -0.15
+01111:9 1.85 -0.03 -0.14
+"""
+
+
+def test_the_picks_go_where_validation_predicts_the_speed() -> None:
+    front = _front(FLAGS_FRONT)
+    picks = pick_candidates(front, max_candidates=5, max_degradation=D, confidence=0.95)
+    names = [c.pattern for c in picks]
+    # The fast patterns validation puts well within D are tested, not the slow, safe middle of the front.
+    assert names[:3] == ["00110:1", "00010:2", "00010:3"] and names[-1] == "01111:9" and len(names) <= 5
+    evenly = [front[i] for i in (0, 3, 6, 9, 12)]  # the previous rule's picks
+    assert predicted_speedup(picks, max_degradation=D, confidence=0.95) > predicted_speedup(
+        evenly, max_degradation=D, confidence=0.95)
+    # A candidate that only thins the anchor's share is not added: here validation puts "fast" two D away.
+    hopeless = _front("fast 16 -2.0 -2.5\nanchor 2 0.0 -0.3")
+    assert [c.pattern for c in pick_candidates(hopeless, max_candidates=5, max_degradation=D,
+                                                confidence=0.95)] == ["anchor"]
+    assert [c.pattern for c in pick_candidates(front, max_candidates=1, max_degradation=D, confidence=0.95)] == [
+        "01111:9"]
+    with pytest.raises(ValueError, match="validation"):
+        pick_candidates([CandidateTest("a", None, None, 2.0)], max_candidates=5, max_degradation=D, confidence=0.95)
 
 
 def test_the_anchor_is_the_most_reliable_plain_pattern_when_a_richer_one_tops_validation() -> None:

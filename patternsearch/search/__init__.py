@@ -35,6 +35,7 @@ from ._selection import (
     select,
     study_candidates,
     study_experiment,
+    study_front,
 )
 from ._space import DEFAULT_MAX_PHASES, LR_SCALES, SPACES, SearchSpace, flag_param, lr_param, steps_param
 from ._storage import DEFAULT_HEARTBEAT_S, DEFAULT_STORAGE, StorageError, creation_lock, open_storage, safe_url
@@ -90,5 +91,6 @@ __all__ = [
     "stopped_early",
     "stopped_early_trials",
     "study_candidates",
+    "study_front",
     "study_experiment",
 ]

@@ -24,7 +24,7 @@ import optuna
 
 from ..benchmarks import Task, disjoint_task_sets
 from ..checkpoint import CheckpointError, default_checkpoint_path, file_checksum, load_checkpoint
-from ..confirmation import CandidateTest, Decision, Graph, Proposal, confirm_in_sequence, propose
+from ..confirmation import CandidateTest, Decision, Graph, Proposal, confirm_in_sequence, propose, validation_front
 from ..devices import device_name
 from ..errors import UsageError
 from ..experiment import Experiment, check_pairable, open_experiment
@@ -114,6 +114,17 @@ def proposals(study: optuna.Study) -> tuple[list[Proposal], np.ndarray]:
     compared = np.array([record.accuracy - baseline.accuracy for _, record in unique.values()
                          if record.pattern != baseline.pattern])
     return result, compared
+
+
+def study_front(study: optuna.Study, validation: TaskDesign, *, max_degradation: float,
+                confidence: float) -> list[CandidateTest]:
+    """The whole validation front of a study's trials, fastest first (the last is the anchor).
+
+    See :func:`~patternsearch.confirmation.validation_front`.
+    """
+    offered, compared = proposals(study)
+    return validation_front(offered, validation, max_degradation=max_degradation, confidence=confidence,
+                            compared=compared)
 
 
 def study_candidates(study: optuna.Study, validation: TaskDesign, *, max_degradation: float, confidence: float,

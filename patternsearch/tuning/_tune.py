@@ -61,6 +61,7 @@ from ..search import (
     safe_url,
     study_candidates,
     study_experiment,
+    study_front,
 )
 from ..spec import ExperimentSpec
 from ..training import meta_update_times, specialize
@@ -383,10 +384,9 @@ class _Session:
     def plan(self) -> Plan:
         """The candidates (the fast end of the validation front at D + margin), their speedups and their costs."""
         config = self.config
-        front = [c for c in study_candidates(self.study, self.study_validation,
-                                             max_degradation=config.max_degradation + config.margin,
-                                             confidence=config.confidence,
-                                             max_candidates=len(completed_trials(self.study)))
+        front = [c for c in study_front(self.study, self.study_validation,
+                                        max_degradation=config.max_degradation + config.margin,
+                                        confidence=config.confidence)
                  if c.pattern != self.study_config.baseline][:_TIMED_PER_CANDIDATE * config.candidates]
         speedups = self.measured_speedups([c.pattern for c in front] +
                                           [c.pattern for c in self.own_candidates()])
