@@ -90,3 +90,22 @@ def test_three_workers_one_killed_reach_exact_target(backend: str, sinusoid_chec
     assert len(baseline_runs) == 1
     if backend != "sqlite":
         optuna.delete_study(study_name=study, storage=storage)
+
+
+def test_a_retry_left_waiting_at_the_target_is_retired_as_surplus(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
+    # SQLite lets two workers fail the same dead worker's trial, and each enqueues its retry: once the target is
+    # reached, the copy nobody runs must not stay WAITING.
+    from patternsearch.search import optimize
+
+    from .conftest import SINUSOID
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    spec = SINUSOID.but(checkpoint=str(sinusoid_checkpoint))
+    tiny = dict(tasks=6, latency_tasks=1, repeats=1, progress=False, study_name="retired")
+    study = optimize(3, spec, storage=storage, **tiny)
+    study.enqueue_trial(study.trials[-1].params)  # the second copy of a retry
+    optimize(3, spec, storage=storage, **tiny)
+    trials = _trials(storage, "retired")
+    assert sum(counts_toward_target(t) for t in trials) == 3
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert trials[-1].state == TrialState.PRUNED and trials[-1].user_attrs["surplus"] is True
