@@ -29,6 +29,7 @@ from torch import nn
 from torch.func import functional_call
 
 from patternsearch import ExperimentSpec, create_benchmark, import_checkpoint, optimize, select
+from patternsearch.search import REPORT_TIMED_ROUNDS
 
 INNER_LR, INNER_STEPS = 0.4, 3
 
@@ -84,6 +85,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--tasks", type=int, default=100, help="validation tasks of the search")
     parser.add_argument("--test-tasks", type=int, default=300)
+    parser.add_argument("--timed-rounds", type=int, default=REPORT_TIMED_ROUNDS,
+                        help="interleaved timing rounds of the reported speedup")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -109,7 +112,7 @@ def main() -> None:
     optimize(args.trials, spec.but(checkpoint=str(checkpoint)), storage=storage, tasks=args.tasks,
              max_steps=INNER_STEPS * 2, progress=False)
     choice = select(0.02, storage=storage, data_root=args.data_root, checkpoint=checkpoint, device="cpu",
-                    test_tasks=args.test_tasks)
+                    test_tasks=args.test_tasks, timed_rounds=args.timed_rounds)
     summary = {"pattern": choice.pattern, "confirmed": choice.confirmed, "reason": choice.reason,
                "lower_bound": choice.lower_bound, "speedup": choice.speedup, "test_accuracy": choice.test_accuracy,
                "baseline_test_accuracy": choice.baseline_test_accuracy, "imported_full_accuracy": imported.full.mean}

@@ -595,28 +595,34 @@ def _select_parser(sub: argparse._SubParsersAction) -> None:
                         help="confirm this pattern alone against --baseline, without a study (e.g. after "
                              "'patternsearch specialize')")
     parser.add_argument("--baseline", default="full", help="baseline with --pattern (default full)")
+    parser.add_argument("--timed-tasks", type=_positive_int, default=None,
+                        help="report tasks the reported speedup is timed on (default: as tune times its plan)")
+    parser.add_argument("--timed-rounds", type=_positive_int, default=None,
+                        help="interleaved timing rounds on each of them (default: as tune times its plan)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=_select)
 
 
 def _select(args: argparse.Namespace) -> int:
-    from .search import confirm_pattern, select
+    from .search import REPORT_TIMED_ROUNDS, REPORT_TIMED_TASKS, confirm_pattern, select
 
+    timing = {"timed_tasks": args.timed_tasks or REPORT_TIMED_TASKS,
+              "timed_rounds": args.timed_rounds or REPORT_TIMED_ROUNDS}
     if args.pattern is not None:
         experiment = _checkpoint_experiment(args.checkpoint, args.data_root, args.device)
         _warn_if_specialized_for_another(experiment, experiment.pattern(args.pattern), args.baseline_checkpoint)
         result = confirm_pattern(
             experiment, args.pattern, args.max_degradation,
             baseline=args.baseline, baseline_checkpoint=args.baseline_checkpoint, confidence=args.confidence,
-            test_tasks=args.tasks, report_tasks=args.report_tasks, test_seed=args.seed,
+            test_tasks=args.tasks, report_tasks=args.report_tasks, test_seed=args.seed, **timing,
         )
     else:
         result = select(
             args.max_degradation, storage=args.storage, study_name=args.study, confirm=not args.no_confirm,
             confidence=args.confidence, max_candidates=args.candidates, test_tasks=args.tasks,
             report_tasks=args.report_tasks, test_seed=args.seed, data_root=args.data_root,
-            checkpoint=args.checkpoint, baseline_checkpoint=args.baseline_checkpoint, device=args.device,
+            checkpoint=args.checkpoint, baseline_checkpoint=args.baseline_checkpoint, device=args.device, **timing,
         )
     if args.json:
         _print_json(result.as_dict())

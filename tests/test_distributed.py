@@ -103,9 +103,13 @@ def test_a_retry_left_waiting_at_the_target_is_retired_as_surplus(sinusoid_check
     spec = SINUSOID.but(checkpoint=str(sinusoid_checkpoint))
     tiny = dict(tasks=6, latency_tasks=1, repeats=1, progress=False, study_name="retired")
     study = optimize(3, spec, storage=storage, **tiny)
-    study.enqueue_trial(study.trials[-1].params)  # the second copy of a retry
+    last = study.trials[-1]
+    study.add_trial(optuna.trial.create_trial(  # the second copy of a retry, as the storage's callback makes it
+        state=TrialState.WAITING, params=last.params, distributions=last.distributions,
+        system_attrs={"failed_trial": last.number}))
+    study.enqueue_trial(last.params)  # a user's: kept for a larger target
     optimize(3, spec, storage=storage, **tiny)
     trials = _trials(storage, "retired")
     assert sum(counts_toward_target(t) for t in trials) == 3
-    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    assert trials[-1].state == TrialState.PRUNED and trials[-1].user_attrs["surplus"] is True
+    assert trials[-2].state == TrialState.PRUNED and trials[-2].user_attrs["surplus"] is True
+    assert trials[-1].state == TrialState.WAITING

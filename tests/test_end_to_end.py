@@ -37,7 +37,7 @@ def test_shipped_checkpoint_search_and_select_on_real_omniglot(omniglot_root: Pa
     cli("optimize", *data, "--storage", storage, "--trials", "6", "--tasks", "20", "--latency-tasks", "1",
         "--repeats", "2")
     selection = json.loads(cli("select", "--storage", storage, "--data-root", str(omniglot_root), "--tasks", "40",
-                               "--json"))
+                               "--timed-tasks", "2", "--timed-rounds", "3", "--json"))
     assert selection["baseline"] == "11111:10"
     assert selection["val_accuracy"] >= selection["baseline_val_accuracy"] - 0.01
     assert selection["speedup"] > 0 and selection["test_accuracy"] > 0.5

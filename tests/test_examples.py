@@ -53,7 +53,7 @@ def test_sampler_comparison_example_runs(sinusoid_checkpoint: Path, tmp_path: Pa
 def test_bring_your_own_example_trains_imports_searches_and_selects(omniglot_root: Path, tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, str(EXAMPLES / "bring_your_own.py"), "--data-root", str(omniglot_root),
                           "--out", str(tmp_path / "byo"), "--iterations", "4", "--meta-batch", "2", "--trials", "4",
-                          "--tasks", "20", "--test-tasks", "20", "--json"],
+                          "--tasks", "20", "--test-tasks", "20", "--timed-rounds", "2", "--json"],
                          check=True, capture_output=True, text=True, timeout=600, env=os.environ)
     result = json.loads(out.stdout[out.stdout.index("{"):])
     assert ":" in result["pattern"] and result["test_accuracy"] is not None and result["speedup"] > 0

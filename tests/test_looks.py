@@ -15,7 +15,7 @@ from .conftest import SINUSOID
 def test_a_confirmation_names_earlier_looks_at_its_test_split(sinusoid_checkpoint: Path) -> None:
     experiment = open_experiment(SINUSOID.but(checkpoint=sinusoid_checkpoint))
     sha = file_checksum(sinusoid_checkpoint)
-    options = dict(test_tasks=6, report_tasks=6, latency_tasks=1, repeats=1)
+    options = dict(test_tasks=6, report_tasks=6, timed_tasks=1, timed_rounds=1)
     assert confirm_pattern(experiment, "001:3", 0.5, **options).seen_before == ()
     record_look("0" * 64, "sinusoid", ["010:2"], "evaluate")  # another checkpoint: not this split's concern
     record_look(sha, "omniglot-small", ["010:2"], "evaluate")  # another benchmark

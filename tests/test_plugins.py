@@ -103,7 +103,7 @@ def test_plugged_model_and_image_folder_end_to_end(model_file: Path, image_folde
                                 "--json").stdout)
     assert evaluation["pattern"] == "011:2" and 0.0 <= evaluation["accuracy"] <= 1.0
     selection = json.loads(cli("select", "--storage", storage, "--data-root", str(image_folder), "--tasks", "4",
-                               "--json").stdout)
+                               "--timed-tasks", "1", "--timed-rounds", "2", "--json").stdout)
     assert selection["baseline"] == "111:10" and selection["test_accuracy"] is not None
 
 

@@ -34,7 +34,7 @@ SIZES = {"--trials": "4", "--iterations": "2", "--tasks": "12", "--repeats": "1"
 # ... and commands whose defaults are large get these options appended (argparse: the last value wins).
 APPENDED = {
     "optimize": ["--tasks", "12", "--latency-tasks", "1", "--repeats", "1"],
-    "select": ["--tasks", "12"],
+    "select": ["--tasks", "12", "--timed-tasks", "1", "--timed-rounds", "2"],
     "evaluate": ["--tasks", "12", "--repeats", "1"],
     "bench": ["--tasks", "2", "--repeats", "1", "--warmup", "0"],
     "train": ["--iterations", "2", "--meta-batch", "2", "--val-tasks", "4"],
@@ -44,7 +44,7 @@ APPENDED = {
 # The Python blocks' long calls, made tiny the same way.
 PYTHON = {
     "ps.optimize(200, spec)": "ps.optimize(4, spec, tasks=12, latency_tasks=1, repeats=1, progress=False)",
-    "ps.select(0.01, ": "ps.select(0.01, test_tasks=12, ",
+    "ps.select(0.01, ": "ps.select(0.01, test_tasks=12, timed_tasks=1, timed_rounds=2, ",
 }
 
 

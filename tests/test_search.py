@@ -370,7 +370,7 @@ def test_confirm_pattern_adapts_the_candidate_on_its_own_checkpoint_even_as_the_
     candidate = open_experiment(SINUSOID.but(checkpoint=special))
     parent = candidate.with_checkpoint(sinusoid_checkpoint)
     result = confirm_pattern(candidate, "full", 10.0 / 100, baseline_checkpoint=sinusoid_checkpoint, test_tasks=10,
-                             report_tasks=10, latency_tasks=1, repeats=1)
+                             report_tasks=10, timed_tasks=1, timed_rounds=1)
     decision_tasks, fresh_tasks, _ = disjoint_task_sets(candidate.benchmark, "test", 10, 10, 0)
 
     def paired(tasks: list) -> float:

@@ -312,6 +312,8 @@ def select(
     checkpoint: str | os.PathLike[str] | None = None,
     baseline_checkpoint: str | os.PathLike[str] | None = None,
     device: str = "auto",
+    timed_tasks: int = REPORT_TIMED_TASKS,
+    timed_rounds: int = REPORT_TIMED_ROUNDS,
 ) -> Selection:
     """Selects the fastest pattern confirmed within ``max_degradation`` of the baseline (see the module doc).
 
@@ -333,11 +335,14 @@ def select(
         baseline_checkpoint: Adapt the baseline on this checkpoint on the
             test tasks (e.g. the parent of a specialized checkpoint).
         device: ``auto``, ``cpu`` or ``cuda``.
+        timed_tasks: Report tasks the reported speedup is timed on.
+        timed_rounds: Interleaved timing rounds on each of them.
 
     Raises:
         UsageError: Missing study or trials, bad arguments, or another checkpoint.
     """
-    report_tasks = _check_arguments(max_degradation, confidence, max_candidates, test_tasks, report_tasks)
+    report_tasks = _check_arguments(max_degradation, confidence, max_candidates, test_tasks, report_tasks,
+                                    timed_tasks, timed_rounds)
     study = resolve_study(storage, study_name)
     choice = choose(study, max_degradation)
     validation = _validation_fields(study.study_name, choice, max_degradation, confidence)
@@ -350,14 +355,17 @@ def select(
         result = _confirm(study, choice, validation, max_degradation=max_degradation, confidence=confidence,
                           max_candidates=max_candidates, test_tasks=test_tasks, report_tasks=report_tasks,
                           test_seed=test_seed, data_root=data_root, checkpoint=checkpoint,
-                          baseline_checkpoint=baseline_checkpoint, device=device)
+                          baseline_checkpoint=baseline_checkpoint, device=device, timed_tasks=timed_tasks,
+                          timed_rounds=timed_rounds)
     study.set_user_attr(SELECTION_ATTR, result.as_dict())
     return result
 
 
 def _check_arguments(max_degradation: float, confidence: float, max_candidates: int, test_tasks: int,
-                     report_tasks: int | None) -> int:
+                     report_tasks: int | None, timed_tasks: int, timed_rounds: int) -> int:
     """Validates select's numbers; returns the report task count."""
+    if timed_tasks < 1 or timed_rounds < 1:
+        raise UsageError(f"--timed-tasks and --timed-rounds must be at least 1, got {timed_tasks} and {timed_rounds}")
     if not 0.0 <= max_degradation <= 1.0:
         raise UsageError(f"--max-degradation must be between 0 and 1, got {max_degradation}")
     if not 0.5 <= confidence < 1.0:
@@ -381,8 +389,8 @@ def confirm_pattern(
     test_tasks: int = 600,
     report_tasks: int | None = None,
     test_seed: int = 0,
-    latency_tasks: int = 2,
-    repeats: int = 5,
+    timed_tasks: int = REPORT_TIMED_TASKS,
+    timed_rounds: int = REPORT_TIMED_ROUNDS,
 ) -> Selection:
     """Confirms one given pattern against the baseline with the selection's rule, without a study.
 
@@ -402,8 +410,8 @@ def confirm_pattern(
         test_tasks: Confirmation tasks.
         report_tasks: Report tasks (default: as many as ``test_tasks``).
         test_seed: Seed of the test tasks and of the class halves.
-        latency_tasks: Tasks timed (at least ``REPORT_TIMED_TASKS``).
-        repeats: Timed rounds (at least ``REPORT_TIMED_ROUNDS``).
+        timed_tasks: Report tasks the reported speedup is timed on.
+        timed_rounds: Interleaved timing rounds on each of them.
 
     Raises:
         UsageError: Bad arguments.
@@ -414,8 +422,8 @@ def confirm_pattern(
                               checkpoint=str(experiment.checkpoint_path))
     return confirm_candidates(
         reference, [(candidate, experiment)], max_degradation, baseline=baseline, confidence=confidence,
-        test_tasks=test_tasks, report_tasks=report_tasks, test_seed=test_seed, latency_tasks=latency_tasks,
-        repeats=repeats,
+        test_tasks=test_tasks, report_tasks=report_tasks, test_seed=test_seed, timed_tasks=timed_tasks,
+        timed_rounds=timed_rounds,
         fields_for=lambda _: {"study": None, "trial": None, "val_accuracy": None, "baseline_val_accuracy": None,
                               "val_speedup": None, "mixed_devices": False})
 
@@ -431,8 +439,8 @@ def confirm_candidates(
     test_tasks: int = 600,
     report_tasks: int | None = None,
     test_seed: int = 0,
-    latency_tasks: int = 2,
-    repeats: int = 5,
+    timed_tasks: int = REPORT_TIMED_TASKS,
+    timed_rounds: int = REPORT_TIMED_ROUNDS,
     graph: Graph | None = None,
 ) -> Selection:
     """Confirms candidates, each on its own checkpoint, against the baseline on ``reference``; reports the winner.
@@ -454,15 +462,16 @@ def confirm_candidates(
         test_tasks: Confirmation tasks.
         report_tasks: Report tasks (default: as many as ``test_tasks``).
         test_seed: Seed of the test tasks and of the class halves.
-        latency_tasks: Tasks timed (at least ``REPORT_TIMED_TASKS``).
-        repeats: Timed rounds (at least ``REPORT_TIMED_ROUNDS``).
+        timed_tasks: Report tasks the reported speedup is timed on.
+        timed_rounds: Interleaved timing rounds on each of them.
         graph: The multiple-testing procedure (default: ``select``'s,
             :func:`~patternsearch.confirmation.fallback_graph`).
 
     Raises:
         UsageError: Bad arguments.
     """
-    report_tasks = _check_arguments(max_degradation, confidence, max(1, len(contenders)), test_tasks, report_tasks)
+    report_tasks = _check_arguments(max_degradation, confidence, max(1, len(contenders)), test_tasks, report_tasks,
+                                    timed_tasks, timed_rounds)
     base = reference.pattern(baseline)
     decision_tasks, fresh_tasks, disjoint = disjoint_task_sets(reference.benchmark, "test", test_tasks,
                                                                report_tasks, test_seed)
@@ -480,7 +489,7 @@ def confirm_candidates(
         "confidence": confidence, "pattern": str(pattern or base),
         **_decision_fields(decision, test_tasks, confirmation),
         **_measured_fields(winner, reference, base, pattern, fresh_tasks, disjoint, test_seed,
-                           max(latency_tasks, REPORT_TIMED_TASKS), max(repeats, REPORT_TIMED_ROUNDS)),
+                           timed_tasks, timed_rounds),
     })
 
 
@@ -499,7 +508,8 @@ def _trial_fields(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
 def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], *, max_degradation: float,
              confidence: float, max_candidates: int, test_tasks: int, report_tasks: int, test_seed: int,
              data_root: str | os.PathLike[str] | None, checkpoint: str | os.PathLike[str] | None,
-             baseline_checkpoint: str | os.PathLike[str] | None, device: str) -> Selection:
+             baseline_checkpoint: str | os.PathLike[str] | None, device: str, timed_tasks: int,
+             timed_rounds: int) -> Selection:
     config = StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR])
     experiment = study_experiment(config, data_root=data_root, checkpoint=checkpoint, device=device,
                                   baseline_checkpoint=baseline_checkpoint)
@@ -516,8 +526,7 @@ def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], *,
     return confirm_candidates(
         reference, [(candidate, experiment) for candidate in candidates], max_degradation, fields_for=fields_for,
         baseline=str(measured(choice.baseline).pattern), confidence=confidence, test_tasks=test_tasks,
-        report_tasks=report_tasks, test_seed=test_seed, latency_tasks=config.latency_tasks,
-        repeats=config.repeats)
+        report_tasks=report_tasks, test_seed=test_seed, timed_tasks=timed_tasks, timed_rounds=timed_rounds)
 
 
 def _decision_fields(decision: Decision, test_tasks: int, confirmation: PairedScores) -> dict[str, Any]:
@@ -528,8 +537,8 @@ def _decision_fields(decision: Decision, test_tasks: int, confirmation: PairedSc
 
 
 def _measured_fields(experiment: Experiment, reference: Experiment, baseline: Pattern, pattern: Pattern | None,
-                     fresh_tasks: Sequence[Task], disjoint: bool, test_seed: int, latency_tasks: int,
-                     repeats: int) -> dict[str, Any]:
+                     fresh_tasks: Sequence[Task], disjoint: bool, test_seed: int, timed_tasks: int,
+                     timed_rounds: int) -> dict[str, Any]:
     """Accuracies on the fresh report tasks and the latency next to the baseline (same model: same cost).
 
     ``pattern`` is the confirmed candidate (adapted on ``experiment``'s
@@ -543,7 +552,7 @@ def _measured_fields(experiment: Experiment, reference: Experiment, baseline: Pa
     accuracy, baseline_accuracy = estimate(scores, report.design), estimate(baseline_scores, report.design)
     difference = estimate(scores - baseline_scores, report.design)
     timing = deployment_timing(experiment.model, pattern, baseline, experiment.inner_lr, experiment.benchmark.loss_fn,
-                               fresh[:latency_tasks], experiment.device, repeats=repeats)
+                               fresh[:timed_tasks], experiment.device, repeats=timed_rounds)
     seen = looks_at({file_checksum(experiment.checkpoint_path), file_checksum(reference.checkpoint_path)},
                     experiment.benchmark.name)
     return {**_report_fields(accuracy, baseline_accuracy, difference), "classes_disjoint": disjoint,

@@ -132,14 +132,17 @@ class _DatabaseTrials:
         """True when other workers already hold the target number of trials ahead of this one."""
         return sum(t.number < trial.number for t in self.finished_or_running()) >= target
 
-    def retire_waiting(self) -> None:
-        """Marks the trials still waiting once the target is reached as surplus (pruned): none waits forever.
+    def retire_waiting_retries(self) -> None:
+        """Marks the retries still waiting once the target is reached as surplus (pruned): none waits forever.
 
         SQLite cannot lock a row, so two workers that find the same dead
         worker's trial stale may both fail it, and the storage then enqueues
-        its retry twice; the second copy would be left waiting.
+        its retry twice; the second copy would be left waiting. Trials a user
+        enqueued are kept for a later, larger target.
         """
         for trial in self(TrialState.WAITING):
+            if "failed_trial" not in trial.system_attrs:
+                continue
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 self.storage.set_trial_user_attr(trial._trial_id, "surplus", True)
                 self.storage.set_trial_state_values(trial._trial_id, TrialState.PRUNED)
@@ -324,7 +327,7 @@ def optimize(
     database_trials = _DatabaseTrials(rdb, name)
     done, _ = database_trials.counts()
     if done >= trials:
-        database_trials.retire_waiting()
+        database_trials.retire_waiting_retries()
         say(f"study {name!r} already has {done} evaluated trials (target {trials}); nothing to do")
         return study
     say(f"study {name!r}: {done}/{trials} evaluated; space {config.search_space().describe()}; scoring on {tasks} "
@@ -393,7 +396,7 @@ def _run(study: optuna.Study, objective: _Objective, target: int, heartbeat_inte
                 bar.write(f"patternsearch: warning: {noise}")
                 noise_said = True
             if complete >= target:
-                objective.trials.retire_waiting()
+                objective.trials.retire_waiting_retries()
                 break
             if complete + len(running) >= target:
                 if not waiting_said:

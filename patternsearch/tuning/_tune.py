@@ -506,8 +506,7 @@ class _Session:
         return confirm_candidates(parent, contenders, config.max_degradation, fields_for=fields_for,
                                   baseline=self.study_config.baseline, confidence=config.confidence,
                                   test_tasks=config.test_tasks, report_tasks=config.report_tasks,
-                                  test_seed=config.test_seed, latency_tasks=self.study_config.latency_tasks,
-                                  repeats=self.study_config.repeats, graph=graph)
+                                  test_seed=config.test_seed, graph=graph)
 
 
 def _sampling_seconds(benchmark: Benchmark, meta_batch: int, seed: int, batches: int = 4) -> float:
