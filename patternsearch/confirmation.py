@@ -311,6 +311,15 @@ def pick_candidates(front: Sequence[CandidateTest], *, max_candidates: int, max_
     validation only, so the family-wise error bound holds as for any fixed
     set of candidates.
 
+    Args:
+        front: A :func:`validation_front`, fastest first, the anchor last.
+        max_candidates: At most this many are returned (the anchor included).
+        max_degradation: D, in accuracy units.
+        confidence: Family-wise confidence of the confirmation.
+
+    Returns:
+        The picks, fastest first; the last is the anchor.
+
     Raises:
         ValueError: If a candidate lacks its validation speedup, difference or bound.
     """
