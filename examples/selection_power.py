@@ -190,13 +190,13 @@ def simulate_picks(losses: list[float], runs: int, rng: np.random.Generator,
                                            val_lower_bound=float(x) - quantile * VALIDATION_ERROR))
         estimated: dict[int, Estimate] = {}
         for name, rule in PICK_RULES.items():
-            picked = [int(c.pattern) for c in rule(front)]
+            chosen = rule(front)
+            picked = [int(c.pattern) for c in chosen]
             for i in picked:
                 estimated.setdefault(i, estimate(differences[i], design))
             estimates = [estimated[i] for i in picked]
             correlation = statistic_correlation([differences[i] for i in picked], estimates, design)
-            graph = power_graph([front_item for front_item in front if int(front_item.pattern) in picked],
-                                max_degradation=D, confidence=CONFIDENCE)
+            graph = power_graph(chosen, max_degradation=D, confidence=CONFIDENCE)
             confirmed = closed_test(estimates, IntersectionLevels(graph, 1.0 - CONFIDENCE, correlation),
                                     max_degradation=D)[0]
             first = picked[int(np.argmax(confirmed))]

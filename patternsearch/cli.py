@@ -569,6 +569,8 @@ def _add_confirmation_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _select_parser(sub: argparse._SubParsersAction) -> None:
+    from .search import REPORT_TIMED_ROUNDS, REPORT_TIMED_TASKS
+
     parser = sub.add_parser(
         "select", help="pick the fastest pattern confirmed within an accuracy budget on test tasks",
         description="Validation proposes candidates (the study's patterns faster than the baseline, their "
@@ -595,20 +597,19 @@ def _select_parser(sub: argparse._SubParsersAction) -> None:
                         help="confirm this pattern alone against --baseline, without a study (e.g. after "
                              "'patternsearch specialize')")
     parser.add_argument("--baseline", default="full", help="baseline with --pattern (default full)")
-    parser.add_argument("--timed-tasks", type=_positive_int, default=None,
-                        help="report tasks the reported speedup is timed on (default: as tune times its plan)")
-    parser.add_argument("--timed-rounds", type=_positive_int, default=None,
-                        help="interleaved timing rounds on each of them (default: as tune times its plan)")
+    parser.add_argument("--timed-tasks", type=_positive_int, default=REPORT_TIMED_TASKS,
+                        help=f"report tasks the reported speedup is timed on (default {REPORT_TIMED_TASKS})")
+    parser.add_argument("--timed-rounds", type=_positive_int, default=REPORT_TIMED_ROUNDS,
+                        help=f"interleaved timing rounds on each of them (default {REPORT_TIMED_ROUNDS})")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=_select)
 
 
 def _select(args: argparse.Namespace) -> int:
-    from .search import REPORT_TIMED_ROUNDS, REPORT_TIMED_TASKS, confirm_pattern, select
+    from .search import confirm_pattern, select
 
-    timing = {"timed_tasks": args.timed_tasks or REPORT_TIMED_TASKS,
-              "timed_rounds": args.timed_rounds or REPORT_TIMED_ROUNDS}
+    timing = {"timed_tasks": args.timed_tasks, "timed_rounds": args.timed_rounds}
     if args.pattern is not None:
         experiment = _checkpoint_experiment(args.checkpoint, args.data_root, args.device)
         _warn_if_specialized_for_another(experiment, experiment.pattern(args.pattern), args.baseline_checkpoint)

@@ -388,3 +388,15 @@ def test_the_power_example_runs_and_reports_every_procedure() -> None:
     for numbers in [*result["fronts"].values(), *result["least_favourable"].values()]:
         for row in (numbers[name] for name in result["procedures"]):
             assert 0.0 <= row["familywise_error"] <= 1.0 and 1.0 <= row["mean_speedup"] <= 17.0
+
+
+def test_the_power_example_compares_the_picks_on_long_fronts() -> None:
+    # A smoke test of --long-fronts (its figures in docs/selection.md come from 300 runs).
+    out = subprocess.run([sys.executable, str(EXAMPLES / "selection_power.py"), "--long-fronts", "--runs", "3",
+                          "--json"], check=True, capture_output=True, text=True, timeout=300)
+    result = json.loads(out.stdout)
+    assert result["runs"] == 3 and len(result["speedups"]) == 13
+    for numbers in [*result["fronts"].values(), result["least_favourable"]]:
+        for rule in ("spread evenly (previous)", "by predicted speedup (shipped)"):
+            assert 1 <= numbers[rule]["picks"] <= 5 and 1.0 <= numbers[rule]["mean_speedup"] <= 15.7
+            assert 0.0 <= numbers[rule]["familywise_error"] <= 1.0
