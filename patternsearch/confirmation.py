@@ -79,7 +79,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special
 
 from .uncertainty import Estimate, TaskDesign, estimate
 
@@ -224,8 +224,8 @@ def predicted_power(mean: np.ndarray, standard_error: np.ndarray, levels: np.nda
     validation already orders the candidates right.)
     """
     mean, error, levels = np.asarray(mean), np.asarray(standard_error), np.asarray(levels, dtype=np.float64)
-    quantile = stats.norm.isf(np.clip(levels, 1e-300, 0.5))
-    power = stats.norm.cdf((mean + max_degradation) / error - quantile)
+    quantile = -special.ndtri(np.clip(levels, 1e-300, 0.5))
+    power = special.ndtr((mean + max_degradation) / error - quantile)
     return np.where(levels > 0.0, power, 0.0)
 
 
@@ -274,7 +274,7 @@ def _powered(candidates: Sequence[CandidateTest], *, max_degradation: float,
            for m, c in zip(means, candidates, strict=True)):
         graph = fallback_graph(count) if count > 1 else fixed_sequence_graph(count)
         return graph, math.nan
-    quantile = float(stats.norm.ppf(confidence))
+    quantile = float(special.ndtri(confidence))
     errors = np.array([max((m - c.val_lower_bound) / quantile, 1e-9)
                        for m, c in zip(means, candidates, strict=True)])
     speedups = np.array([c.val_speedup for c in candidates], dtype=np.float64)
@@ -520,8 +520,8 @@ class IntersectionLevels:
             return 1.0
         if self._tails is None:
             values, vectors = np.linalg.eigh(self._correlation)
-            self._tails = stats.norm.sf(_standard_normals(self.size)
-                                        @ (vectors * np.sqrt(np.maximum(values, 0.0))).T)
+            self._tails = special.ndtr(-_standard_normals(self.size)
+                                      @ (vectors * np.sqrt(np.maximum(values, 0.0))).T)
         tested = np.flatnonzero(weights > 0.0)
         ratio = (self._tails[:, tested] / weights[tested]).min(axis=1)
         # The alpha-quantile of the draws, two Monte Carlo standard errors toward the safe side.
@@ -623,7 +623,7 @@ def validation_front(proposals: Sequence[Proposal], design: TaskDesign, *, max_d
     spread = np.asarray([p.val_difference for p in kept] if compared is None else compared, dtype=np.float64)
     known = np.asarray(errors)[np.isfinite(errors)]
     typical = float(np.median(known)) if known.size else 0.0
-    quantile = float(stats.norm.ppf(confidence))
+    quantile = float(special.ndtri(confidence))
     scored = []
     for proposal, error in zip(kept, errors, strict=True):
         error = typical if math.isnan(error) else error

@@ -51,7 +51,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, special, stats
+from scipy import optimize, special
 from threadpoolctl import ThreadpoolController
 
 from .benchmarks import Task
@@ -131,7 +131,7 @@ class Estimate:
     skewness: float = 0.0
 
     def _quantile(self, probability: float) -> float:
-        return float(stats.norm.ppf(probability) if math.isinf(self.dof) else stats.t.ppf(probability, self.dof))
+        return float(special.ndtri(probability) if math.isinf(self.dof) else special.stdtrit(self.dof, probability))
 
     def lower_bound(self, confidence: float) -> float:
         """One-sided lower confidence bound: the true mean is above it with probability ``confidence``.
@@ -278,7 +278,7 @@ def _crossed(values: np.ndarray, membership: np.ndarray, gram: np.ndarray) -> tu
     # The t quantiles' ratio falls with the dof; interpolate the dof in a table of it.
     dof = math.inf if two_sided / one_sided <= _RATIOS[-1] else float(
         np.exp(np.interp(-two_sided / one_sided, -_RATIOS, np.log(_DOFS))))
-    standard_error = one_sided / (float(stats.norm.ppf(_ONE_SIDED)) if math.isinf(dof) else
+    standard_error = one_sided / (float(special.ndtri(_ONE_SIDED)) if math.isinf(dof) else
                                   float(special.stdtrit(dof, _ONE_SIDED)))
     skewness = _third_cumulant(values, membership, gram) / standard_error**3
     return standard_error, float(dof), skewness

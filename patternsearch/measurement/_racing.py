@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 from ..uncertainty import estimate
 
@@ -88,7 +88,7 @@ def surely_worse(mine: np.ndarray, theirs: np.ndarray, z: float = DEFAULT_Z) -> 
     differences = np.asarray(theirs, dtype=float) - np.asarray(mine, dtype=float)
     if differences.size < MIN_TASKS:
         return False
-    return bool(estimate(differences).lower_bound(float(stats.norm.cdf(z))) > 0)
+    return bool(estimate(differences).lower_bound(float(special.ndtr(z))) > 0)
 
 
 def race(

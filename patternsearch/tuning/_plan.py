@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from scipy import stats
+from scipy import special
 
 from ..errors import UsageError
 from ._schedule import rung_iterations, rung_sizes
@@ -169,5 +169,5 @@ def validation_lower_bound(difference: float, standard_error: float, confidence:
     """One-sided ``confidence`` lower bound of a validation difference (the difference itself without an error)."""
     if not math.isfinite(standard_error):
         return difference
-    return difference - float(stats.norm.ppf(confidence)) * standard_error
+    return difference - float(special.ndtri(confidence)) * standard_error
 

@@ -26,7 +26,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy import stats
+from scipy import special
 
 from ..errors import UsageError
 
@@ -84,7 +84,7 @@ def expected_speedup(speedup: float, difference: float, standard_error: float, m
     """``speedup * P(true difference >= -D)`` under a normal approximation of the validation difference."""
     if not math.isfinite(standard_error) or standard_error <= 0.0:
         return speedup if difference >= -max_degradation else 0.0
-    return speedup * float(stats.norm.cdf((difference + max_degradation) / standard_error))
+    return speedup * float(special.ndtr((difference + max_degradation) / standard_error))
 
 
 @dataclass(frozen=True)
