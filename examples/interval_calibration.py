@@ -22,7 +22,11 @@ expectation of a clipped variable.
 Columns: coverage of the one-sided 95% lower bound (new estimator, the
 previous estimator, the naive ``sd / sqrt(n)``, and the oracle that knows the
 sd of the mean), the new bound's mean distance below the mean divided by the
-oracle's (``1.645 x`` the sd of the mean over the runs), the share of runs in
+oracle's (``1.645 x`` the sd of the mean over the runs), the floor under
+that width (:func:`narrowest_width`: no bound that covers at every unit
+variance is narrower, so the oracle's width is out of reach wherever the data
+cannot tell the unit variance from 0; ``nan`` for designs too uneven for it,
+i.e. 10-50 tasks over 17-26 units), the share of runs in
 which REML puts the unit variance at zero and the new bound's coverage in
 those runs, and how often the bound misses at the smaller levels a
 candidate holds when several are confirmed (2% and 0.75%: the bound at 98%
@@ -35,6 +39,7 @@ per cell, for those tail levels.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -44,12 +49,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import optimize, special, stats
 
-from patternsearch.uncertainty import TaskDesign, estimate
+from patternsearch.uncertainty import TaskDesign, _membership, _Spectrum, estimate
 
 WAYS, QUERIES, ROTATIONS = 5, 15, 4
 TASK_SD, BASELINE_UNIT_SD, SAME_QUERY = 0.01, 0.01, 0.8
 Z95 = float(stats.norm.ppf(0.95))
 TAIL_LEVELS = (0.05, 0.02, 0.0075)
+MAX_UNEVENNESS = 0.4  # width_floor's limit on a design's spread of contrast eigenvalues
 CONFIRMATION_UNITS = 20  # the characters that decide: three quarters of omniglot-small's 26 test characters
 
 
@@ -169,6 +175,7 @@ def run_cell(cell: Cell, runs: int, seed: int) -> dict[str, float]:
             "naive_coverage": float(np.mean(np.array(naive) <= truth)),
             "oracle_coverage": float(np.mean(mean - oracle <= truth)),
             "width_ratio": float(np.mean((mean - new_bound)[finite]) / oracle) if finite.any() else math.inf,
+            "width_floor": width_floor(cell),
             "zero_share": float(zeros.mean()),
             "zero_coverage": float(np.mean(new_bound[zeros] <= truth)) if zeros.any() else math.nan,
             "previous_zero_coverage": float(np.mean(old_bound[zeros] <= truth)) if zeros.any() else math.nan,
@@ -177,10 +184,132 @@ def run_cell(cell: Cell, runs: int, seed: int) -> dict[str, float]:
             "unreliable": unreliable}
 
 
+@functools.cache
+def variance_ratio(unit_sd: float, base: float, paired: bool, delta: float) -> float:
+    """``gamma = s2 / tau2`` of a cell's scores: REML's estimate on one large design (200 units, 8000 tasks).
+
+    The ratio does not depend on the number of units or tasks, only on how the
+    scores are made (clipping near the ceiling makes the crossed model an
+    approximation, which this fits as well as it can).
+    """
+    cell = Cell(200, 8000, unit_sd, base, paired, delta)
+    scores, classes = simulate(np.random.default_rng(7), cell)
+    spectrum = _Spectrum.of(scores, *_membership(design_of(classes).units or ()))
+    gammas = np.concatenate([[0.0], np.logspace(-4.0, 3.0, 701)])
+    loglik, _ = spectrum.profile(gammas)
+    return float(gammas[np.argmax(loglik)])
+
+
+@dataclass(frozen=True)
+class BalancedDesign:
+    """A crossed design reduced to what a bound on its mean can use (see :func:`narrowest_width`).
+
+    Attributes:
+        contrasts: Unit contrasts ``r``: the rank of ``A'A`` less the mean's direction.
+        residual: Residual degrees of freedom ``m``: tasks less that rank.
+        eigenvalue: The contrasts' mean eigenvalue ``l`` of ``A'A``.
+        share: ``|w|^2``, the unit variance's weight in the mean's variance.
+        tasks: ``n``.
+        unevenness: Coefficient of variation of the contrasts' eigenvalues (0 when balanced).
+    """
+
+    contrasts: int
+    residual: int
+    eigenvalue: float
+    share: float
+    tasks: int
+    unevenness: float = 0.0
+
+    @classmethod
+    def of(cls, cell: Cell) -> BalancedDesign:
+        """The reduction of one design drawn for ``cell`` (seeded: the same design every call)."""
+        _, classes = simulate(np.random.default_rng(11), cell)
+        membership, gram = _membership(design_of(classes).units or ())
+        lam = np.linalg.eigvalsh(gram)
+        lam = lam[lam > 1e-9 * lam[-1]]
+        contrasts = lam[:-1]
+        return cls(contrasts.size, cell.tasks - lam.size, float(contrasts.mean()) if contrasts.size else 0.0,
+                   float(np.sum(membership.mean(axis=0) ** 2)), cell.tasks,
+                   float(contrasts.std() / contrasts.mean()) if contrasts.size else 0.0)
+
+
+def narrowest_width(design: BalancedDesign, gamma: float, level: float = 0.95, bins: int = 80, gammas: int = 64,
+                    nodes: int = 16) -> float:
+    """The narrowest mean width, over the oracle's, of a lower bound that covers at every unit variance.
+
+    The oracle knows the unit variance ``s2``; a bound must cover whatever it
+    is. Scores are Gaussian, ``gamma = s2 / tau2``, and the design balanced:
+    then ``S``, the unit contrasts' sum of squares (``tau2 (1 + gamma l)
+    chi2(r)``), and ``R``, the residual's (``tau2 chi2(m)``), are all the data
+    say about the variances, and every scale-equivariant bound is
+    ``mean - sqrt(R) f(S / R)``; its coverage at a unit variance is concave in
+    ``f`` and its mean width linear, so the narrowest ``f`` (piecewise
+    constant over ``bins`` bins of ``S / R``) covering at 0, at ``gamma`` and
+    at ``gammas`` unit variances up to 10^4 / l is a convex program. Without
+    residual degrees of freedom (``m = 0``) the only equivariant bound is
+    ``mean - k sqrt(S)``, with the smallest ``k`` that covers everywhere. Where
+    the data cannot tell ``s2`` from 0 no bound can have the oracle's width.
+    """
+    if design.contrasts == 0:
+        return math.inf
+    r, lam, n = design.contrasts, design.eigenvalue, design.tasks
+    ratios = np.concatenate([[0.0, gamma], np.geomspace(1e-3 / lam, 1e4 / lam, gammas)])
+    sd = np.sqrt(ratios * design.share + 1.0 / n)
+    if design.residual == 0:
+        spread = np.sqrt(stats.chi2.ppf((np.arange(nodes * 8) + 0.5) / (nodes * 8), r))  # sqrt(chi2(r)) nodes
+        covering = [optimize.brentq(lambda k, i=i: float(np.mean(special.ndtr(
+            k * spread * math.sqrt(1.0 + ratios[i] * lam) / sd[i]))) - level, 1e-9, 1e9) for i in range(ratios.size)]
+        return max(covering) * float(spread.mean()) * math.sqrt(1.0 + gamma * lam) / (Z95 * float(sd[1]))
+    residuals = stats.chi2.ppf((np.arange(nodes) + 0.5) / nodes, design.residual)
+    edges = np.concatenate([[0.0], np.geomspace(stats.chi2.ppf(1e-7, r) / residuals.max(),
+                                                (1.0 + ratios.max() * lam) * stats.chi2.ppf(1 - 1e-7, r)
+                                                / residuals.min(), bins - 1), [np.inf]])
+
+    def bin_probabilities(scales: np.ndarray) -> np.ndarray:  # [unit variance, residual node, bin of S / R]
+        cdf = stats.chi2.cdf(edges[None, None, :] * residuals[None, :, None] / scales[:, None, None], r)
+        return np.diff(cdf, axis=2) / residuals.size
+
+    probabilities, roots = bin_probabilities(1.0 + ratios * lam), np.sqrt(residuals)
+    cost = (probabilities[1] * roots[:, None]).sum(axis=0)
+
+    def standardized(log_f: np.ndarray) -> np.ndarray:
+        return roots[None, :, None] * np.exp(log_f)[None, None, :] / sd[:, None, None]
+
+    def coverage(log_f: np.ndarray) -> np.ndarray:
+        return (probabilities * special.ndtr(standardized(log_f))).sum(axis=(1, 2)) - level
+
+    def coverage_gradient(log_f: np.ndarray) -> np.ndarray:
+        z = standardized(log_f)
+        return (probabilities * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi) * z).sum(axis=1)
+
+    middle = np.concatenate([[edges[1] / 2], np.sqrt(edges[1:-2] * edges[2:-1]), [edges[-2] * 2]])
+    m = design.residual
+    start = np.log(3.0 * np.sqrt(3.0 * middle * m / r / lam * design.share + 1.0 / n) / math.sqrt(m))
+    solution = optimize.minimize(lambda v: cost @ np.exp(v), start, jac=lambda v: cost * np.exp(v), method="SLSQP",
+                                 constraints=[{"type": "ineq", "fun": coverage, "jac": coverage_gradient}],
+                                 options={"maxiter": 1000, "ftol": 1e-12})
+    if not solution.success:
+        raise RuntimeError(f"the narrowest bound of {design} did not converge: {solution.message}")
+    return float(cost @ np.exp(solution.x)) / (Z95 * float(sd[1]))
+
+
+def width_floor(cell: Cell) -> float:
+    """:func:`narrowest_width` for a design drawn for ``cell``, at the cell's fitted :func:`variance_ratio`.
+
+    NaN for designs too uneven for the balanced reduction (the contrasts'
+    eigenvalues vary by more than ``MAX_UNEVENNESS``, as with 10-50 tasks over
+    17-26 units): there the eigenvalues' spread itself tells unit variance
+    from task variance, a bound can use it, and the reduction's width is no
+    floor (REML's bound is narrower than it at 26 units and 20 tasks).
+    """
+    design = BalancedDesign.of(cell)
+    if design.unevenness > MAX_UNEVENNESS:
+        return math.nan
+    return narrowest_width(design, variance_ratio(cell.unit_sd, cell.base, cell.paired, cell.delta))
+
+
 def _unit_variance_at_zero(scores: np.ndarray, classes: np.ndarray) -> bool:
     """Whether REML puts the unit variance at zero: the profile likelihood falls from gamma = 0."""
-    from patternsearch.uncertainty import _membership, _Spectrum
-
     spectrum = _Spectrum.of(scores, *_membership(design_of(classes).units or ()))
     loglik, _ = spectrum.profile(np.array([0.0, 1e-6 / float(np.median(spectrum.lam))]))
     return bool(loglik[0] >= loglik[1])
@@ -236,15 +365,16 @@ def main() -> None:
     se = math.sqrt(0.95 * 0.05 / runs)
     print(f"One-sided 95% lower bounds, {runs} runs per cell (Monte Carlo se of a coverage near 95%: {se:.3f})")
     print(f"{'units':>5} {'tasks':>5} {'unit sd':>7} {'kind':<17} {'new':>6} {'prev':>6} {'naive':>6} {'oracle':>6} "
-          f"{'width':>6} {'s2=0':>5} {'cov|0':>6} {'prev|0':>6} {'miss2%':>6} {'miss.75%':>8}")
+          f"{'width':>6} {'floor':>6} {'s2=0':>5} {'cov|0':>6} {'prev|0':>6} {'miss2%':>6} {'miss.75%':>8}")
     for c in cells:
         print(f"{c['units']:>5} {c['tasks']:>5} {c['unit_sd']:>7.2f} {c['kind']:<17} {c['coverage']:>6.3f} "
               f"{c['previous_coverage']:>6.3f} {c['naive_coverage']:>6.3f} {c['oracle_coverage']:>6.3f} "
-              f"{c['width_ratio']:>6.2f} {c['zero_share']:>5.2f} {c['zero_coverage']:>6.3f} "
+              f"{c['width_ratio']:>6.2f} {c['width_floor']:>6.2f} {c['zero_share']:>5.2f} {c['zero_coverage']:>6.3f} "
               f"{c['previous_zero_coverage']:>6.3f} {c['miss_rates']['0.02']:>6.3f} {c['miss_rates']['0.0075']:>8.3f}")
-    print("width: mean (mean - lower bound) / (1.645 x sd of the mean); s2=0: share of runs with the REML unit "
-          "variance at zero; cov|0, prev|0: new and previous coverage in those runs; miss2%, miss.75%: share of "
-          "runs whose 98% and 99.25% bounds are above the truth")
+    print("width: mean (mean - lower bound) / (1.645 x sd of the mean); floor: the narrowest width any bound that "
+          "covers at every unit variance can have here (balanced design, Gaussian scores); s2=0: share of runs with "
+          "the REML unit variance at zero; cov|0, prev|0: new and previous coverage in those runs; miss2%, "
+          "miss.75%: share of runs whose 98% and 99.25% bounds are above the truth")
     if not powers:
         print(f"\n{time.perf_counter() - started:.0f} s")
         return
