@@ -344,6 +344,23 @@ def grid(quick: bool, tails: bool = False) -> list[Cell]:
             in itertools.product([9, 17, 26], [10, 20, 50, 200, 600], [0.0, 0.01, 0.03], kinds)]
 
 
+def summary(cells: list[dict[str, float]], runs: int) -> dict[str, str]:
+    """The ranges the README quotes: coverage within 3 Monte Carlo s.e., width over the floor and the oracle."""
+    def spread(values: list[float]) -> str:
+        return f"{min(values):.2f}-{max(values):.2f} (median {float(np.median(values)):.2f}, {len(values)} cells)" \
+            if values else "no cells"
+
+    floored = [c for c in cells if not math.isnan(c["width_floor"])]
+    covered = sum(c["coverage"] >= 0.95 - 3 * math.sqrt(0.95 * 0.05 / runs) for c in cells)
+    return {"coverage within 3 s.e. of 95% or above": f"{covered} of {len(cells)} cells",
+            "width / floor, unit effects": spread([c["width_ratio"] / c["width_floor"] for c in floored
+                                                   if c["unit_sd"] > 0]),
+            "width / floor, no unit effect": spread([c["width_ratio"] / c["width_floor"] for c in floored
+                                                     if c["unit_sd"] == 0]),
+            "floor / oracle, no unit effect": spread([c["width_floor"] for c in floored if c["unit_sd"] == 0]),
+            "width / oracle, 20 tasks or fewer": spread([c["width_ratio"] for c in cells if c["tasks"] <= 20])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=None, help="simulated studies per cell (400; 800 with --tails)")
@@ -359,7 +376,7 @@ def main() -> None:
     cells = [run_cell(cell, runs, args.seed + i) for i, cell in enumerate(grid(args.quick, args.tails))]
     powers = [] if args.tails else [power(sd, runs, args.seed + 1000 + i) for i, sd in enumerate([0.0, 0.01])]
     if args.json:
-        print(json.dumps({"runs": runs, "cells": cells, "power": powers,
+        print(json.dumps({"runs": runs, "cells": cells, "power": powers, "summary": summary(cells, runs),
                           "seconds": time.perf_counter() - started}, allow_nan=True))
         return
     se = math.sqrt(0.95 * 0.05 / runs)
@@ -375,6 +392,8 @@ def main() -> None:
           "covers at every unit variance can have here (balanced design, Gaussian scores); s2=0: share of runs with "
           "the REML unit variance at zero; cov|0, prev|0: new and previous coverage in those runs; miss2%, "
           "miss.75%: share of runs whose 98% and 99.25% bounds are above the truth")
+    for name, value in summary(cells, runs).items():
+        print(f"{name}: {value}")
     if not powers:
         print(f"\n{time.perf_counter() - started:.0f} s")
         return

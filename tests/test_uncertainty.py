@@ -111,6 +111,8 @@ def test_interval_calibration_example_quick_mode() -> None:
                          check=True, capture_output=True, text=True, timeout=300)
     result = json.loads(out.stdout)
     assert result["runs"] == 40 and len(result["cells"]) == 3 and len(result["power"]) == 2
+    assert result["summary"]["coverage within 3 s.e. of 95% or above"].endswith("of 3 cells")
+    assert "1 cells" in result["summary"]["floor / oracle, no unit effect"]  # only 17 units x 600 tasks has a floor
     for cell in result["cells"]:
         assert {"coverage", "previous_coverage", "naive_coverage", "oracle_coverage", "width_ratio", "zero_share",
                 "zero_coverage", "previous_zero_coverage", "truth", "width_floor"} <= cell.keys()
