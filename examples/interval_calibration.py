@@ -391,11 +391,10 @@ def print_skewed(cells: list[dict[str, float]], runs: int) -> None:
     print("skew: the mean's true skewness; est.: the estimate's mean; cover: the bound as shipped; no corr: without "
           "the skewness correction; true sk: the correction given the true skewness; width: over the oracle's; "
           "link: cov(mean, se^2) over the mean's third central moment (Johnson's correction assumes 1)")
-    print(f"coverage as shipped: {min(c['coverage'] for c in cells):.3f}-{max(c['coverage'] for c in cells):.3f}; "
-          f"given the true skewness: {min(c['coverage_true_skewness'] for c in cells):.3f}-"
-          f"{max(c['coverage_true_skewness'] for c in cells):.3f}; without correction: "
-          f"{min(c['coverage_without_correction'] for c in cells):.3f}-"
-          f"{max(c['coverage_without_correction'] for c in cells):.3f}")
+    ranges = {name: f"{min(c[key] for c in cells):.3f}-{max(c[key] for c in cells):.3f}" for name, key in
+              [("as shipped", "coverage"), ("given the true skewness", "coverage_true_skewness"),
+               ("without correction", "coverage_without_correction")]}
+    print("coverage " + "; ".join(f"{name}: {span}" for name, span in ranges.items()))
 
 
 def grid(quick: bool, tails: bool = False) -> list[Cell]:
@@ -429,18 +428,20 @@ def summary(cells: list[dict[str, float]], runs: int) -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=None, help="simulated studies per cell (400; 800 with --tails)")
-    parser.add_argument("--quick", action="store_true", help="three cells, 40 runs: a smoke test")
-    parser.add_argument("--tails", action="store_true",
+    parser.add_argument("--runs", type=int, default=None,
+                        help="simulated studies per cell (400; 800 with --tails, 1500 with --ceiling)")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--quick", action="store_true", help="three cells, 40 runs: a smoke test")
+    modes.add_argument("--tails", action="store_true",
                         help=f"only the confirmation's design ({CONFIRMATION_UNITS} units, 600 paired tasks), "
                              "800 runs: tail levels")
-    parser.add_argument("--ceiling", action="store_true",
+    modes.add_argument("--ceiling", action="store_true",
                         help="only the most skewed cells (3-point effects near 100%%), 1500 runs: the skewness "
                              "correction against the true skewness")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    runs = 40 if args.quick else args.runs or (800 if args.tails else 1500 if args.ceiling else 400)
+    runs = args.runs or (40 if args.quick else 800 if args.tails else 1500 if args.ceiling else 400)
     started = time.perf_counter()
     if args.ceiling:
         skewed = [run_skewed_cell(cell, runs, args.seed + i) for i, cell in enumerate(skewed_cells())]
