@@ -36,7 +36,8 @@ the confirmation's own design (20 characters, 600 paired tasks) at 800 runs
 per cell, for those tail levels. ``--ceiling`` runs the most skewed cells
 (3-point effects near 100%) at 1500 runs per cell and compares the skewness
 correction with the estimated skewness against the same correction given the
-true skewness of the mean (from 6000 further runs).
+true skewness of the mean (from 6000 further runs). ``--prior-power`` swaps
+the prior on the unit variance (0.5 as shipped) to show what another one trades.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from scipy import optimize, special, stats
 
+from patternsearch import uncertainty
 from patternsearch.uncertainty import TaskDesign, _membership, _Spectrum, estimate
 
 WAYS, QUERIES, ROTATIONS = 5, 15, 4
@@ -417,7 +419,11 @@ def summary(cells: list[dict[str, float]], runs: int) -> dict[str, str]:
 
     floored = [c for c in cells if not math.isnan(c["width_floor"])]
     covered = sum(c["coverage"] >= 0.95 - 3 * math.sqrt(0.95 * 0.05 / runs) for c in cells)
+    lowest = min(cells, key=lambda c: c["coverage"])
     return {"coverage within 3 s.e. of 95% or above": f"{covered} of {len(cells)} cells",
+            "lowest coverage": f"{lowest['coverage']:.3f} ({lowest['units']} units, {lowest['tasks']} tasks, unit sd "
+                               f"{lowest['unit_sd']:.2f}, {lowest['kind']})",
+            "width / oracle, all cells": spread([c["width_ratio"] for c in cells]),
             "width / floor, unit effects": spread([c["width_ratio"] / c["width_floor"] for c in floored
                                                    if c["unit_sd"] > 0]),
             "width / floor, no unit effect": spread([c["width_ratio"] / c["width_floor"] for c in floored
@@ -440,13 +446,19 @@ def main() -> None:
                              "correction against the true skewness")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prior-power", type=float, default=uncertainty._PRIOR_POWER,
+                        help="the prior p(s2) ~ s2^(power - 1) on the unit variance (default %(default)s, flat on "
+                             "the unit sd, as shipped): less puts more mass near 0, the trade-off in "
+                             "docs/selection.md")
     args = parser.parse_args()
+    uncertainty._PRIOR_POWER = args.prior_power
     runs = args.runs or (40 if args.quick else 800 if args.tails else 1500 if args.ceiling else 400)
     started = time.perf_counter()
     if args.ceiling:
         skewed = [run_skewed_cell(cell, runs, args.seed + i) for i, cell in enumerate(skewed_cells())]
         if args.json:
-            print(json.dumps({"runs": runs, "cells": skewed, "seconds": time.perf_counter() - started}))
+            print(json.dumps({"runs": runs, "prior_power": args.prior_power, "cells": skewed,
+                              "seconds": time.perf_counter() - started}))
         else:
             print_skewed(skewed, runs)
             print(f"\n{time.perf_counter() - started:.0f} s")
@@ -454,11 +466,13 @@ def main() -> None:
     cells = [run_cell(cell, runs, args.seed + i) for i, cell in enumerate(grid(args.quick, args.tails))]
     powers = [] if args.tails else [power(sd, runs, args.seed + 1000 + i) for i, sd in enumerate([0.0, 0.01])]
     if args.json:
-        print(json.dumps({"runs": runs, "cells": cells, "power": powers, "summary": summary(cells, runs),
+        print(json.dumps({"runs": runs, "prior_power": args.prior_power, "cells": cells, "power": powers,
+                          "summary": summary(cells, runs),
                           "seconds": time.perf_counter() - started}, allow_nan=True))
         return
     se = math.sqrt(0.95 * 0.05 / runs)
-    print(f"One-sided 95% lower bounds, {runs} runs per cell (Monte Carlo se of a coverage near 95%: {se:.3f})")
+    print(f"One-sided 95% lower bounds, {runs} runs per cell (Monte Carlo se of a coverage near 95%: {se:.3f}; "
+          f"prior power {args.prior_power})")
     print(f"{'units':>5} {'tasks':>5} {'unit sd':>7} {'kind':<17} {'new':>6} {'prev':>6} {'naive':>6} {'oracle':>6} "
           f"{'width':>6} {'floor':>6} {'s2=0':>5} {'cov|0':>6} {'prev|0':>6} {'miss2%':>6} {'miss.75%':>8}")
     for c in cells:

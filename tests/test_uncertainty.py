@@ -114,12 +114,25 @@ def test_the_skewness_correction_lowers_the_bound_where_the_mean_is_skewed() -> 
     assert result["coverage_without_correction"] < min(result["coverage"], result["coverage_true_skewness"]), result
 
 
-def test_interval_calibration_example_quick_mode() -> None:
-    out = subprocess.run([sys.executable, str(EXAMPLES / "interval_calibration.py"), "--quick", "--json"],
+def _quick_calibration(*options: str) -> dict:
+    out = subprocess.run([sys.executable, str(EXAMPLES / "interval_calibration.py"), "--quick", "--json", *options],
                          check=True, capture_output=True, text=True, timeout=300)
-    result = json.loads(out.stdout)
+    return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def quick_calibration() -> dict:
+    return _quick_calibration()
+
+
+def test_interval_calibration_example_quick_mode(quick_calibration: dict) -> None:
+    result = quick_calibration
     assert result["runs"] == 40 and len(result["cells"]) == 3 and len(result["power"]) == 2
+    assert result["prior_power"] == 0.5
     assert result["summary"]["coverage within 3 s.e. of 95% or above"].endswith("of 3 cells")
+    lowest = min(cell["coverage"] for cell in result["cells"])
+    assert result["summary"]["lowest coverage"].startswith(f"{lowest:.3f} (")
+    assert result["summary"]["width / oracle, all cells"].endswith("3 cells)")
     assert "1 cells" in result["summary"]["floor / oracle, no unit effect"]  # only 17 units x 600 tasks has a floor
     for cell in result["cells"]:
         assert {"coverage", "previous_coverage", "naive_coverage", "oracle_coverage", "width_ratio", "zero_share",
@@ -132,6 +145,16 @@ def test_interval_calibration_example_quick_mode() -> None:
     for row in result["power"]:
         assert row["true_difference"] == pytest.approx(-0.006, abs=1e-9)
         assert 0.0 <= row["new"] <= 1.0 and 0.0 <= row["previous"] <= 1.0 and row["oracle"] >= 0.3
+
+
+def test_a_prior_with_more_mass_near_zero_narrows_the_bounds_where_few_tasks_cannot_rule_out_unit_effects(
+        quick_calibration: dict) -> None:
+    shipped, flatter = quick_calibration, _quick_calibration("--prior-power", "0.25")
+    assert flatter["prior_power"] == 0.25
+    few_tasks = [i for i, cell in enumerate(shipped["cells"]) if cell["tasks"] <= 20]
+    assert len(few_tasks) == 2
+    for i in few_tasks:  # the same seeded runs, with less weight on large unit variances
+        assert flatter["cells"][i]["width_ratio"] < 0.95 * shipped["cells"][i]["width_ratio"], (i, shipped, flatter)
 
 
 def test_estimates_that_the_data_cannot_support_say_so() -> None:
