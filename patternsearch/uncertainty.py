@@ -39,11 +39,13 @@ then has variance ``phi = s2 * |w|^2 + tau2 / n`` with ``w = A.mean(0)``.
    ``examples/interval_calibration.py --ceiling``).
 
 Without a design the tasks count as independent: ``sd / sqrt(n)`` with
-``n - 1`` dof. When the data cannot support an interval (one task, or all
-tasks from a single unit) the estimate is marked unreliable and its bounds are
-infinite. ``examples/interval_calibration.py`` prints the coverage and width
-of these bounds on simulated Bernoulli-query designs, and
-``tests/test_uncertainty.py`` checks them.
+``n - 1`` dof, and the same skewness correction with the mean's third
+cumulant ``k3 / n^2`` (``k3`` the unbiased k-statistic of the scores). When
+the data cannot support an interval (one task, or all tasks from a single
+unit) the estimate is marked unreliable and its bounds are infinite.
+``examples/interval_calibration.py`` prints the coverage and width of these
+bounds on simulated Bernoulli-query designs (``--independent`` for tasks
+without a design), and ``tests/test_uncertainty.py`` checks them.
 """
 
 from __future__ import annotations
@@ -237,6 +239,20 @@ class _Spectrum:
         return loglik, residual / (self.n - 1)
 
 
+def _cube_factor(n: int) -> float:
+    """``E[sum (e - mean(e))^3] / k3`` for ``n`` independent draws of third cumulant ``k3``."""
+    return (n - 1) * (n - 2) / n
+
+
+def _independent_skewness(values: np.ndarray, standard_error: float) -> float:
+    """Skewness of the mean of independent scores: ``k3 / n^2`` over the standard error cubed (0 below 3 scores)."""
+    n = values.size
+    if n < 3:
+        return 0.0
+    k3 = float(((values - values.mean()) ** 3).sum()) / _cube_factor(n)
+    return k3 / n**2 / standard_error**3
+
+
 def _third_cumulant(values: np.ndarray, membership: np.ndarray, gram: np.ndarray) -> float:
     """Third cumulant of the mean under the crossed model, by moments of the residuals.
 
@@ -250,7 +266,7 @@ def _third_cumulant(values: np.ndarray, membership: np.ndarray, gram: np.ndarray
     centred_membership = membership - weights
     residuals = values - values.mean()
     unit_in_tasks = float((centred_membership**3).sum())
-    system = np.array([[unit_in_tasks, n * ((1 - 1 / n) ** 3 - (n - 1) / n**3)],
+    system = np.array([[unit_in_tasks, _cube_factor(n)],
                        [float(((gram - n * np.outer(weights, weights)) ** 3).sum()), unit_in_tasks]])
     moments = np.array([(residuals**3).sum(), ((membership * residuals[:, None]).sum(axis=0) ** 3).sum()])
     try:
@@ -320,7 +336,9 @@ def estimate(scores: Sequence[float] | np.ndarray, design: TaskDesign | None = N
     if np.ptp(values) == 0.0:
         return Estimate(mean, 0.0, n - 1.0, n, classes, units, True, "all scores are equal")
     if design.units is None:
-        return Estimate(mean, float(values.std(ddof=1)) / math.sqrt(n), n - 1.0, n, classes, units)
+        standard_error = float(values.std(ddof=1)) / math.sqrt(n)
+        return Estimate(mean, standard_error, n - 1.0, n, classes, units,
+                        skewness=_independent_skewness(values, standard_error))
     with _single_threaded_blas():
         standard_error, dof, skewness = _crossed(values, *_membership(design.units))
     return Estimate(mean, standard_error, dof, n, classes, units, skewness=skewness)
