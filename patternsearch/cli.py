@@ -287,7 +287,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from .devices import device_name
     from .measurement import CachedScorer, adaptation_flops, deployment_timing, environment
-    from .uncertainty import TaskDesign, estimate, support
+    from .uncertainty import TaskDesign, estimate
 
     experiment = _open(args)
     reference = experiment if args.baseline_checkpoint is None else experiment.with_checkpoint(
@@ -330,8 +330,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                      "environment": environment()})
         return 0
     print(f"pattern {pattern} on {accuracy.tasks} {args.split} tasks ({device_name(experiment.device)})")
-    print(f"  {experiment.benchmark.metric}: {accuracy.mean:.4f} +/- {accuracy.ci95:.4f} "
-          f"(95% CI; {support(accuracy.tasks, accuracy.classes, accuracy.units)})")
+    print(f"  {experiment.benchmark.metric}: {accuracy.describe()}")
     print(f"  baseline {baseline_name}: {base.describe()}")
     print(f"  paired difference: {difference.mean:+.4f} +/- {difference.ci95:.4f} (95% CI, same tasks)")
     print(_timing_lines(timing))

@@ -170,10 +170,13 @@ class Estimate:
     def describe(self, scale: float = 1.0, digits: int = 4) -> str:
         """``mean +/- ci95 (95% CI; N tasks, C classes)``, values multiplied by ``scale``.
 
-        Without a reliable interval: ``mean (no interval: why; N tasks, ...)``.
+        Without a reliable interval: ``mean (no interval: why; N tasks, ...)``;
+        when every score is the same: ``mean (no spread: ...)``, not ``+/- 0``.
         """
         if not self.reliable:
             return f"{self.mean * scale:.{digits}f} (no interval: {self.note}; {self.support()})"
+        if self.standard_error == 0.0:
+            return f"{self.mean * scale:.{digits}f} (no spread: {self.note}; {self.support()})"
         return (f"{self.mean * scale:.{digits}f} +/- {self.ci95 * scale:.{digits}f} "
                 f"(95% CI; {self.support()})")
 

@@ -43,6 +43,10 @@ def test_evaluate_json(sinusoid_checkpoint: Path) -> None:
                           str(sinusoid_checkpoint), "--pattern", "full", "--tasks", "3", "--json").stdout)
     assert full["pattern"] == "111:10" and full["split"] == "val"  # explore on validation by default
     assert full["difference"] == 0.0 and full["baseline_accuracy"] == full["accuracy"]
+    text = run("evaluate", "--benchmark", "sinusoid", "--shots", "5", "--checkpoint", str(sinusoid_checkpoint),
+               "--pattern", "001:3", "--tasks", "3", "--device", "cpu").stdout
+    metric_line = next(line for line in text.splitlines() if line.strip().startswith("neg_mse: "))
+    assert " +/- " in metric_line and metric_line.endswith("(95% CI; 3 tasks)"), text
     # A look at the test split is recorded, and a confirmation on that split says so.
     run("evaluate", "--benchmark", "sinusoid", "--shots", "5", "--checkpoint", str(sinusoid_checkpoint),
         "--pattern", "001:3", "--split", "test", "--tasks", "3", "--json")

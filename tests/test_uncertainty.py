@@ -166,6 +166,7 @@ def test_estimates_that_the_data_cannot_support_say_so() -> None:
     assert not single.reliable and single.lower_bound(0.9) == -math.inf and "one task" in single.describe()
     same = estimate([0.5, 0.5, 0.5], TaskDesign(((0, 1), (1, 2), (4, 5)), ((0, 0), (0, 1), (2, 2))))
     assert same.reliable and same.standard_error == 0.0 and same.lower_bound(0.95) == 0.5
+    assert "+/-" not in same.describe() and "no spread: all scores are equal; 3 tasks" in same.describe()
 
 
 def test_a_call_on_600_tasks_is_fast() -> None:
