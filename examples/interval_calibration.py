@@ -406,7 +406,8 @@ def run_independent_cell(base: float, task_sd: float, tasks: int, runs: int, see
 
     Each task is right on each of its 75 queries with probability
     ``clip(base + N(0, task_sd^2), 0, 1)``; near the ceiling its score is
-    left-skewed, and ``without correction`` is Student's t alone.
+    left-skewed, and ``without correction`` is Student's t alone. ``no_spread``
+    is the share of runs whose scores are all equal (the bound is then the mean).
     """
     rng = np.random.default_rng(seed)
     truth = _clipped_mean(base, task_sd)
@@ -418,7 +419,8 @@ def run_independent_cell(base: float, task_sd: float, tasks: int, runs: int, see
     mean = scores.mean(axis=1)
     return {"base": base, "task_sd": task_sd, "tasks": tasks, "runs": runs, "truth": truth,
             "coverage": float(covered[0]), "coverage_without_correction": float(covered[1]),
-            "width_ratio": float(np.mean(mean - bounds[:, 0]) / (Z95 * float(mean.std())))}
+            "width_ratio": float(np.mean(mean - bounds[:, 0]) / (Z95 * float(mean.std()))),
+            "no_spread": float(np.mean(np.ptp(scores, axis=1) == 0.0))}
 
 
 def independent_cells() -> list[tuple[float, float, int]]:
@@ -430,11 +432,12 @@ def print_independent(cells: list[dict[str, float]], runs: int) -> None:
     """The ``--independent`` table."""
     print(f"One-sided 95% lower bounds for independent tasks (no design), {runs} runs per cell "
           f"(Monte Carlo se of a coverage near 95%: {math.sqrt(0.95 * 0.05 / runs):.4f})")
-    print(f"{'base':>5} {'task sd':>7} {'tasks':>5} {'cover':>6} {'no corr':>7} {'width':>6}")
+    print(f"{'base':>5} {'task sd':>7} {'tasks':>5} {'cover':>6} {'no corr':>7} {'width':>6} {'equal':>6}")
     for c in cells:
         print(f"{c['base']:>5.3f} {c['task_sd']:>7.2f} {c['tasks']:>5} {c['coverage']:>6.3f} "
-              f"{c['coverage_without_correction']:>7.3f} {c['width_ratio']:>6.2f}")
-    print("cover: the bound as shipped; no corr: Student's t alone; width: over the oracle's")
+              f"{c['coverage_without_correction']:>7.3f} {c['width_ratio']:>6.2f} {c['no_spread']:>6.3f}")
+    print("cover: the bound as shipped; no corr: Student's t alone; width: over the oracle's; equal: share of runs "
+          "whose scores are all equal")
     for label, chosen in [("5-10 tasks", [c for c in cells if c["tasks"] <= 10]),
                           ("20-200 tasks", [c for c in cells if c["tasks"] >= 20])]:
         print(f"{label}: coverage {min(c['coverage'] for c in chosen):.3f}-{max(c['coverage'] for c in chosen):.3f}"

@@ -212,6 +212,9 @@ def test_interval_calibration_example_independent_mode() -> None:
     for cell in result["cells"]:
         assert 0.5 <= cell["coverage_without_correction"] <= cell["coverage"] <= 1.0, cell
         assert 0.5 < cell["width_ratio"] < 4.0, cell
+    # Five tasks at 99.5% are sometimes all perfect (no spread, so the bound is the mean); at 80% never.
+    assert any(c["no_spread"] > 0 for c in result["cells"] if c["base"] == 0.995 and c["tasks"] == 5)
+    assert all(c["no_spread"] == 0 for c in result["cells"] if c["base"] == 0.8)
 
 
 def test_estimate_says_what_it_rests_on() -> None:
