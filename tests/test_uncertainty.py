@@ -51,6 +51,7 @@ GRID = [  # cell, runs, width limit (x floor, or x oracle without one), may over
     (Cell(26, 200, 0.01, 0.99, False), 300, 1.2, False),  # ceiling accuracies
     (Cell(17, 600, 0.03, 0.99, True), 200, 1.15, False),  # ceiling skew: a few characters lose a lot
     (Cell(17, 600, 0.0, 0.99, False), 200, 1.45, True),  # no unit effect: s2 estimated at zero in half the runs
+    (Cell(9, 10, 0.03, 0.99, False), 300, 2.8, False),  # few tasks per unit near 100% (x oracle; 2.59 measured)
 ]
 
 
