@@ -23,13 +23,16 @@ simulates the split used before 2026-12-03 (two thirds of the characters),
 ``--shipped-only`` only the shipped procedure. ``--runs 10`` is a smoke
 test; ``--json`` prints the numbers as JSON.
 
-``--long-fronts`` simulates the step before: which five of a longer
-validation front (``LONG_FRONTS``: 13 patterns, speeds as in the 2026-12-03
-flags study) to test. Validation draws each pattern's difference as above,
-the front keeps a pattern only when its validation bound beats every faster
-one's, and the shipped procedure tests either the picks spread evenly along
-that front (the rule before 2026-12-03 evening) or
-``patternsearch.confirmation.pick_candidates``'s.
+``--long-fronts`` simulates whole rules (``examples/selection_rules.py``:
+which patterns of a longer validation front to test, and how) on
+``LONG_FRONTS`` (13 patterns, speeds as in the 2026-12-03 flags study),
+without and with a new alphabet's shift (``--shift``: extra loss on the
+test split that validation does not see, none at 3x, growing with log
+speed to its full size at 12x, its size drawn per run). Validation draws
+each pattern's difference as above, the front keeps a pattern only when its
+validation bound beats every faster one's, and each rule's candidates are
+confirmed by ``patternsearch.confirmation.confirm_in_sequence``, what
+``select`` runs.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from collections.abc import Callable
 
 import numpy as np
 from scipy import stats
+from selection_rules import RULES, Rule
 from threadpoolctl import threadpool_limits
 
 from patternsearch.confirmation import (
@@ -48,11 +52,11 @@ from patternsearch.confirmation import (
     CandidateTest,
     IntersectionLevels,
     closed_test,
+    confirm_in_sequence,
     fallback_graph,
     fixed_sequence_graph,
     graphical_test,
     holm_graph,
-    pick_candidates,
     power_graph,
     statistic_correlation,
 )
@@ -90,7 +94,9 @@ LONG_FRONTS = {
     "I only the slow end within D": [1.5, 1.4, 1.3, 1.2, 1.2, 1.1, 1.0, 1.0, 0.8, 0.5, 0.2, 0.0, 0.0],
 }
 LONG_NULL = ("every pattern but the anchor loses exactly D", [1.0] * 12 + [0.0])
-PICKS = 5
+# A new alphabet's shift (--long-fronts): extra loss on the test split, growing with speed (log scale) from none at
+# SHIFT_FROM to its full size from SHIFT_FULL on; SHIFT is its mean size there, in D.
+SHIFT_FROM, SHIFT_FULL, SHIFT = 3.0, 12.0, 0.65
 
 
 Procedure = Callable[[list[Estimate], "np.ndarray | None", np.ndarray], np.ndarray]
@@ -159,79 +165,87 @@ def simulate(losses: list[float], correlated: bool, runs: int, rng: np.random.Ge
                    "familywise_error": errors[name] / runs} for name in tested}
 
 
-def spread_evenly(front: list[CandidateTest]) -> list[CandidateTest]:
-    """The previous pick: ``PICKS`` candidates spread evenly along the front by position, both ends included."""
-    picks = sorted({int(i) for i in np.round(np.linspace(0, len(front) - 1, min(PICKS, len(front))))})
-    return [front[i] for i in picks]
+def shift_profile(speedups: np.ndarray) -> np.ndarray:
+    """How much of a new alphabet's shift a pattern takes: none at 3x or slower, all of it from 12x on (log scale)."""
+    return np.clip(np.log(np.asarray(speedups) / SHIFT_FROM) / np.log(SHIFT_FULL / SHIFT_FROM), 0.0, 1.0)
 
 
-def picked_by_power(front: list[CandidateTest]) -> list[CandidateTest]:
-    """The shipped pick (:func:`~patternsearch.confirmation.pick_candidates`)."""
-    return pick_candidates(front, max_candidates=PICKS, max_degradation=D, confidence=CONFIDENCE)
-
-
-PICK_RULES = {"spread evenly (previous)": spread_evenly, "by predicted speedup (shipped)": picked_by_power}
-
-
-def simulate_picks(losses: list[float], runs: int, rng: np.random.Generator,
-                   characters: int = UNITS) -> dict[str, dict[str, float]]:
-    """Per pick rule, with the shipped procedure: share within D, mean speedup, family-wise error, mean picks."""
-    true = np.asarray(losses) * D
+def long_front(rng: np.random.Generator, validation_losses: np.ndarray) -> list[CandidateTest]:
+    """The front validation sees: each pattern's loss plus noise, kept when more reliable than every faster one."""
     quantile = float(stats.norm.ppf(CONFIDENCE))
+    seen = -validation_losses + VALIDATION_ERROR * rng.normal(size=validation_losses.size)
+    front: list[CandidateTest] = []
+    for i, x in enumerate(seen):
+        if i == validation_losses.size - 1 or not front or x > front[-1].val_difference:
+            front.append(CandidateTest(str(i), None, float(x), float(LONG_SPEEDUPS[i]), val_corrected=float(x),
+                                       val_lower_bound=float(x) - quantile * VALIDATION_ERROR))
+    return front
+
+
+def simulate_rules(losses: list[float], runs: int, rng: np.random.Generator, rules: dict[str, Rule],
+                   shift: float = 0.0, characters: int = UNITS, null: bool = False) -> dict[str, dict[str, float]]:
+    """Per rule: share of runs selecting a pattern truly within D, mean speedup, family-wise error, mean picks.
+
+    Validation sees ``losses`` (in D); a new alphabet adds ``c * shift_profile(speedup)`` to every loss on the
+    test split, ``c`` drawn per run uniformly from 0 to twice ``shift`` (in D). With ``null``, ``losses`` are the
+    test split's own (the least favourable front) and validation sees them less the shift.
+    """
     numbers = {name: {"selects_within_d": 0.0, "mean_speedup": 0.0, "familywise_error": 0.0, "picks": 0.0}
-               for name in PICK_RULES}
+               for name in rules}
+    profile = shift_profile(LONG_SPEEDUPS)
     for _ in range(runs):
+        moved = rng.uniform(0.0, 2.0 * shift) * profile
+        given = np.asarray(losses, dtype=np.float64)
+        validation, test = (given - moved, given) if null else (given, given + moved)
+        true = test * D
         design, differences = fabricate(rng, true, False, characters)
-        seen = -true + VALIDATION_ERROR * rng.normal(size=true.size)
-        front: list[CandidateTest] = []
-        for i, x in enumerate(seen):  # the front: a pattern stays when more reliable than every faster one kept
-            if i == true.size - 1 or not front or x > front[-1].val_difference:
-                front.append(CandidateTest(str(i), None, float(x), float(LONG_SPEEDUPS[i]), val_corrected=float(x),
-                                           val_lower_bound=float(x) - quantile * VALIDATION_ERROR))
-        estimated: dict[int, Estimate] = {}
-        for name, rule in PICK_RULES.items():
-            chosen = rule(front)
-            picked = [int(c.pattern) for c in chosen]
-            for i in picked:
-                estimated.setdefault(i, estimate(differences[i], design))
-            estimates = [estimated[i] for i in picked]
-            correlation = statistic_correlation([differences[i] for i in picked], estimates, design)
-            graph = power_graph(chosen, max_degradation=D, confidence=CONFIDENCE)
-            confirmed = closed_test(estimates, IntersectionLevels(graph, 1.0 - CONFIDENCE, correlation),
-                                    max_degradation=D)[0]
-            first = picked[int(np.argmax(confirmed))]
+        front = long_front(rng, validation * D)
+        for name, rule in rules.items():
+            picks, graph = rule(front, D, CONFIDENCE)
+            decision = confirm_in_sequence(picks, lambda c, scored=differences: scored[int(c.pattern)], design,
+                                           max_degradation=D, confidence=CONFIDENCE, graph=graph)
             row = numbers[name]
-            row["selects_within_d"] += bool(confirmed.any() and true[first] < D - 1e-12) / runs
-            row["mean_speedup"] += (LONG_SPEEDUPS[first] if confirmed.any() else 1.0) / runs
-            row["familywise_error"] += bool(any(c and true[i] >= D - 1e-12 for c, i in zip(confirmed, picked,
-                                                                                           strict=True))) / runs
-            row["picks"] += len(picked) / runs
+            chosen = None if decision.selected is None else int(decision.selected.pattern)
+            row["selects_within_d"] += (chosen is not None and true[chosen] < D - 1e-12) / runs
+            row["mean_speedup"] += (1.0 if chosen is None else LONG_SPEEDUPS[chosen]) / runs
+            row["familywise_error"] += any(c.confirmed and true[int(c.pattern)] >= D - 1e-12
+                                           for c in decision.candidates) / runs
+            row["picks"] += len(picks) / runs
     return numbers
 
 
-def long_fronts(runs: int, rng: np.random.Generator, characters: int, as_json: bool) -> None:
-    """Prints (or dumps as JSON) how each pick rule does on ``LONG_FRONTS`` and on ``LONG_NULL``."""
+def long_fronts(runs: int, rng: np.random.Generator, characters: int, shift: float, as_json: bool) -> None:
+    """Prints (or dumps as JSON) how each rule does on ``LONG_FRONTS`` and on ``LONG_NULL``, without and with shift."""
     start = time.perf_counter()
+    shifts = [0.0, shift] if shift > 0 else [0.0]
+    result: dict[str, object] = {"runs": runs, "characters": characters, "max_degradation": D,
+                                 "confidence": CONFIDENCE, "speedups": LONG_SPEEDUPS.tolist(), "shifts": {}}
     with threadpool_limits(1):
-        rows = {front: simulate_picks(losses, runs, rng, characters) for front, losses in LONG_FRONTS.items()}
-        null = simulate_picks(LONG_NULL[1], runs, rng, characters)
-    result = {"runs": runs, "characters": characters, "max_degradation": D, "confidence": CONFIDENCE,
-              "speedups": LONG_SPEEDUPS.tolist(),
-              "fronts": {front: {"losses_in_d": LONG_FRONTS[front], **rows[front]} for front in LONG_FRONTS},
-              "least_favourable": {"losses_in_d": LONG_NULL[1], **null},
-              "seconds": round(time.perf_counter() - start, 1)}
+        for size in shifts:
+            rows = {front: simulate_rules(losses, runs, rng, RULES, size, characters)
+                    for front, losses in LONG_FRONTS.items()}
+            null = simulate_rules(LONG_NULL[1], runs, rng, RULES, size, characters, null=True)
+            result["shifts"][str(size)] = {  # type: ignore[index]
+                "fronts": {front: {"losses_in_d": LONG_FRONTS[front], **rows[front]} for front in LONG_FRONTS},
+                "least_favourable": {"losses_in_d": LONG_NULL[1], **null}}
+    result["seconds"] = round(time.perf_counter() - start, 1)
     if as_json:
         print(json.dumps(result, indent=2))
         return
     print(f"{runs} runs per front, {characters} confirmation characters, D = {D:g}, confidence {CONFIDENCE:.0%}; "
-          f"front speedups {', '.join(f'{s:g}x' for s in LONG_SPEEDUPS)}; at most {PICKS} tested, shipped procedure")
-    width = max(len(name) for name in PICK_RULES)
-    for front, numbers in [*rows.items(), (f"least favourable: {LONG_NULL[0]}", null)]:
-        print(f"\n{front}")
-        print(f"  {'pick':{width}}  selects within D  mean speedup  family-wise error  tested")
-        for name, row in numbers.items():
-            print(f"  {name:{width}}  {row['selects_within_d']:16.3f}  {row['mean_speedup']:11.2f}x  "
-                  f"{row['familywise_error']:17.3f}  {row['picks']:6.2f}")
+          f"front speedups {', '.join(f'{s:g}x' for s in LONG_SPEEDUPS)}")
+    width = max(len(name) for name in RULES)
+    for size, table in result["shifts"].items():  # type: ignore[union-attr]
+        print(f"\n=== shift of a new alphabet: {float(size):g} D on average at {SHIFT_FULL:g}x and faster "
+              f"(none at {SHIFT_FROM:g}x), drawn per run from 0 to {2 * float(size):g} D")
+        for front, numbers in [*table["fronts"].items(), (f"least favourable: {LONG_NULL[0]}",
+                                                         table["least_favourable"])]:
+            print(f"\n{front}")
+            print(f"  {'rule':{width}}  selects within D  mean speedup  family-wise error  tested")
+            for name in RULES:
+                row = numbers[name]
+                print(f"  {name:{width}}  {row['selects_within_d']:16.3f}  {row['mean_speedup']:11.2f}x  "
+                      f"{row['familywise_error']:17.3f}  {row['picks']:6.2f}")
     print(f"\n({result['seconds']} s; Monte Carlo s.e. of an error rate near 0.05: {np.sqrt(0.05 * 0.95 / runs):.3f})")
 
 
@@ -246,11 +260,14 @@ def main() -> None:
     parser.add_argument("--shipped-only", action="store_true", help="simulate only the shipped procedure")
     parser.add_argument("--long-fronts", action="store_true",
                         help="compare the ways of picking candidates from a longer validation front")
+    parser.add_argument("--shift", type=float, default=SHIFT,
+                        help=f"with --long-fronts: a new alphabet's mean extra loss at {SHIFT_FULL:g}x, in D "
+                             f"(default {SHIFT}; 0: none)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args()
     runs = args.runs
     if args.long_fronts:
-        long_fronts(runs, np.random.default_rng(args.seed), args.characters, args.json)
+        long_fronts(runs, np.random.default_rng(args.seed), args.characters, args.shift, args.json)
         return
     tested = procedures()
     if args.shipped_only:

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 import optuna
 
 from ._version import __version__
-from .errors import PatternsearchError, one_line
+from .errors import PatternsearchError, UsageError, one_line
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -568,21 +568,24 @@ def _add_confirmation_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _select_parser(sub: argparse._SubParsersAction) -> None:
+    from .confirmation import DEFAULT_CANDIDATES
     from .search import REPORT_TIMED_ROUNDS, REPORT_TIMED_TASKS
 
     parser = sub.add_parser(
         "select", help="pick the fastest pattern confirmed within an accuracy budget on test tasks",
         description="Validation proposes candidates (the study's patterns faster than the baseline, their "
-                    "validation differences corrected for the winner's curse); each is compared with the baseline "
-                    "on the same test tasks at its own share of the error rate, a confirmed one passing its share "
-                    "on (a fallback procedure: one failure does not end the testing). The fastest confirmed "
-                    "pattern is selected, with probability >= --confidence of being truly within D; its accuracy "
-                    "and speedup are then measured on fresh test tasks that took no part in the decision.",
+                    "validation differences corrected for the winner's curse and judged on their least favourable "
+                    "validation alphabet); each is compared with the baseline on the same test tasks at its own "
+                    "share of the error rate, a confirmed one passing its share on (a fallback procedure: one "
+                    "failure does not end the testing). The fastest confirmed pattern is selected, with "
+                    "probability >= --confidence "
+                    "of being truly within D; its accuracy and speedup are then measured on fresh test tasks that "
+                    "took no part in the decision.",
     )
     _add_storage_options(parser)
     _add_confirmation_options(parser)
-    parser.add_argument("--candidates", type=_positive_int, default=5,
-                        help="most candidates tested on the test split (default 5)")
+    parser.add_argument("--candidates", type=_positive_int, default=None,
+                        help=f"most candidates tested on the test split (default {DEFAULT_CANDIDATES})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the test tasks (default 0)")
     parser.add_argument("--no-confirm", action="store_true", help="skip the test split (validation only)")
     parser.add_argument("--data-root", default=None, help="folder holding the benchmark's archives")
@@ -606,10 +609,16 @@ def _select_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _select(args: argparse.Namespace) -> int:
+    from .confirmation import DEFAULT_CANDIDATES
     from .search import confirm_pattern, select
 
     timing = {"timed_tasks": args.timed_tasks, "timed_rounds": args.timed_rounds}
     if args.pattern is not None:
+        ignored = [flag for flag, given in (("--no-confirm", args.no_confirm), ("--study", args.study is not None),
+                                            ("--candidates", args.candidates is not None)) if given]
+        if ignored:
+            raise UsageError(f"{', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply with "
+                             "--pattern, which confirms that one pattern on the test split without a study")
         experiment = _checkpoint_experiment(args.checkpoint, args.data_root, args.device)
         _warn_if_specialized_for_another(experiment, experiment.pattern(args.pattern), args.baseline_checkpoint)
         result = confirm_pattern(
@@ -620,7 +629,7 @@ def _select(args: argparse.Namespace) -> int:
     else:
         result = select(
             args.max_degradation, storage=args.storage, study_name=args.study, confirm=not args.no_confirm,
-            confidence=args.confidence, max_candidates=args.candidates, test_tasks=args.tasks,
+            confidence=args.confidence, max_candidates=args.candidates or DEFAULT_CANDIDATES, test_tasks=args.tasks,
             report_tasks=args.report_tasks, test_seed=args.seed, data_root=args.data_root,
             checkpoint=args.checkpoint, baseline_checkpoint=args.baseline_checkpoint, device=args.device, **timing,
         )

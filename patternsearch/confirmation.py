@@ -16,7 +16,11 @@ The promise: the selected pattern's accuracy is within ``max_degradation``
    with ``s`` its standard error and ``f`` a Gaussian kernel density (bandwidth:
    the median ``s``) of the validation differences of every pattern the
    study compared: a pattern on top of a crowd of similar ones is pulled
-   toward the crowd, an isolated one keeps its value. Proposals whose
+   toward the crowd, an isolated one keeps its value. Where validation's
+   units have groups (Omniglot: alphabets), the corrected difference is then
+   moved down to the least favourable group's (:func:`worst_group_gap`):
+   the test split is a new group, and the patterns that validation's groups
+   disagree on are the ones a new group moves. Proposals whose
    corrected one-sided ``confidence`` lower bound is below ``-D`` are dropped;
    of the rest, the most reliable one (highest corrected bound) is the
    *anchor*, taken among the plain patterns (one phase, base step size) when
@@ -46,6 +50,10 @@ The promise: the selected pattern's accuracy is within ``max_degradation``
    answer predicted from each candidate's validation difference: the level
    goes where validation says the speed is, but not all of it. The fastest
    confirmed candidate is selected (none: the baseline is the answer).
+   :func:`plan` is this rule; docs/selection.md compares it with others
+   (:func:`spread_candidates`, fixed sequence, anchor-heavy fallbacks) on
+   simulations with and without a new alphabet's shift and on replays of
+   real studies.
 3. **The candidates' correlation is used** (:func:`closed_test`): their
    paired differences share the baseline's scores and the tasks, so their
    statistics are positively correlated, and Bonferroni levels (each
@@ -85,6 +93,8 @@ from .uncertainty import Estimate, TaskDesign, estimate
 
 ANCHOR_SHARE = 0.4
 """Share of the error rate the fallback chain gives the anchor (slowest candidate) at the start."""
+DEFAULT_CANDIDATES = 5
+"""Candidates ``select`` tests at most by default."""
 
 
 @dataclass(frozen=True)
@@ -344,6 +354,48 @@ def pick_candidates(front: Sequence[CandidateTest], *, max_candidates: int, max_
     return chosen
 
 
+def plan(front: Sequence[CandidateTest], *, max_degradation: float, confidence: float,
+         max_candidates: int = DEFAULT_CANDIDATES) -> tuple[list[CandidateTest], Graph]:
+    """The candidates ``select`` and ``tune`` test from a validation front, and the graph that tests them.
+
+    :func:`pick_candidates` (where validation predicts the speed), tested by
+    :func:`power_graph`. Both depend on validation only; the front itself
+    is judged on each pattern's least favourable validation group
+    (:func:`validation_front`). docs/selection.md compares this rule with
+    others on simulations and on replays of real studies.
+    """
+    picks = pick_candidates(front, max_candidates=max_candidates, max_degradation=max_degradation,
+                            confidence=confidence)
+    return picks, power_graph(picks, max_degradation=max_degradation, confidence=confidence)
+
+
+def spread_candidates(front: Sequence[CandidateTest], count: int) -> list[CandidateTest]:
+    """At most ``count`` patterns of a validation front, spread evenly in log speedup, fastest first.
+
+    The anchor (the front's last) and the fastest pattern are always among
+    them; the others are the front patterns nearest to speedups spaced
+    evenly (geometrically) between those two, so the picks span the front.
+    An alternative to :func:`pick_candidates` for a front whose fast end a
+    new alphabet may move (compared in docs/selection.md). The picks depend
+    on validation only.
+
+    Raises:
+        ValueError: If a candidate lacks its validation speedup.
+    """
+    if any(not c.val_speedup for c in front):
+        raise ValueError("spreading candidates needs each one's validation speedup")
+    if len(front) <= count:
+        return list(front)
+    if count <= 1:
+        return list(front[-1:])
+    logs = np.log([float(c.val_speedup) for c in front])  # type: ignore[arg-type]
+    chosen = {0, len(front) - 1}
+    for target in np.linspace(logs[-1], logs[0], count)[1:-1]:
+        free = [i for i in range(len(front)) if i not in chosen]
+        chosen.add(min(free, key=lambda i: (abs(logs[i] - target), i)))
+    return [front[i] for i in sorted(chosen)]
+
+
 @functools.cache
 def _simplex_grid(parts: int, steps: int) -> np.ndarray:
     """Every vector of ``parts`` multiples of ``1/steps`` summing to 1, one per row (stars and bars; read-only)."""
@@ -384,7 +436,7 @@ def graphical_test(estimates: Sequence[Estimate], graph: Graph, *, max_degradati
     confirmed = np.zeros(len(estimates), dtype=bool)
     while True:
         passing = [i for i in range(len(estimates)) if not confirmed[i] and levels[i] > 0.0
-                   and estimates[i].lower_bound(1.0 - levels[i]) >= -max_degradation]
+                   and p_value(estimates[i], max_degradation) <= levels[i]]
         if not passing:
             return confirmed, levels
         i = passing[0]  # the final result does not depend on the order of confirmations
@@ -434,14 +486,16 @@ _COPULA_SEED = 0  # the same draws every time: a decision does not depend on whe
 def p_value(estimate_: Estimate, max_degradation: float) -> float:
     """The smallest level ``a`` at which ``estimate_`` confirms: ``lower_bound(1 - a) >= -max_degradation``.
 
-    1 when it does not confirm even at the 50% level (or has no interval).
+    1 when it does not confirm even at the 50% level, has no interval, or
+    has no spread (every paired difference equal: few tasks at 100%, say),
+    since a bound of zero width supports nothing.
     """
     def margin(log_level: float) -> float:
         return estimate_.lower_bound(1.0 - math.exp(log_level)) + max_degradation
 
-    if not estimate_.reliable or margin(math.log(0.5)) < 0.0:
+    if not estimate_.reliable or not estimate_.standard_error > 0.0 or margin(math.log(0.5)) < 0.0:
         return 1.0
-    if estimate_.standard_error == 0.0 or margin(math.log(1e-12)) >= 0.0:
+    if margin(math.log(1e-12)) >= 0.0:
         return 0.0
     return math.exp(optimize.brentq(margin, math.log(1e-12), math.log(0.5), xtol=1e-10))
 
@@ -568,7 +622,7 @@ def closed_test(estimates: Sequence[Estimate], levels: IntersectionLevels, *,
 
 def propose(proposals: Sequence[Proposal], design: TaskDesign, *, max_degradation: float, confidence: float,
             max_candidates: int, compared: Sequence[float] | np.ndarray | None = None) -> list[CandidateTest]:
-    """The candidates to test (step 1): :func:`pick_candidates` on the :func:`validation_front`.
+    """The candidates to test (step 1): :func:`plan`'s picks on the :func:`validation_front`.
 
     Args:
         proposals: As for :func:`validation_front`.
@@ -583,8 +637,7 @@ def propose(proposals: Sequence[Proposal], design: TaskDesign, *, max_degradatio
     """
     front = validation_front(proposals, design, max_degradation=max_degradation, confidence=confidence,
                              compared=compared)
-    return pick_candidates(front, max_candidates=max_candidates, max_degradation=max_degradation,
-                           confidence=confidence)
+    return plan(front, max_degradation=max_degradation, confidence=confidence, max_candidates=max_candidates)[0]
 
 
 def validation_front(proposals: Sequence[Proposal], design: TaskDesign, *, max_degradation: float, confidence: float,
@@ -604,20 +657,27 @@ def validation_front(proposals: Sequence[Proposal], design: TaskDesign, *, max_d
 
     Returns:
         The front, fastest first, each pattern more reliable (higher corrected
-        bound) than every faster one; the last is the anchor.
+        bound) than every faster one; the last is the anchor. Where the
+        validation tasks know their units' groups (Omniglot: alphabets), a
+        pattern's corrected difference is moved down by how far its least
+        favourable group lies below its mean (:func:`worst_group_gap`): the
+        test split is a new group, and patterns that validation's groups
+        disagree on are the ones a new group moves.
     """
-    kept, errors = [], []
+    kept, errors, gaps = [], [], []
     for proposal in proposals:
         differences = np.asarray(proposal.val_differences, dtype=np.float64)
-        error = math.nan
+        error, gap = math.nan, 0.0
         if differences.size:
             task_design = design if design.units is None or len(design.units) == differences.size \
                 else TaskDesign.none()
             error = estimate(differences, task_design).standard_error
             if not math.isfinite(error):  # no interval on validation: nothing to propose it on
                 continue
+            gap = worst_group_gap(differences, task_design.groups)
         kept.append(proposal)
         errors.append(error)
+        gaps.append(gap)
     if not kept:
         return []
     spread = np.asarray([p.val_difference for p in kept] if compared is None else compared, dtype=np.float64)
@@ -625,9 +685,10 @@ def validation_front(proposals: Sequence[Proposal], design: TaskDesign, *, max_d
     typical = float(np.median(known)) if known.size else 0.0
     quantile = float(special.ndtri(confidence))
     scored = []
-    for proposal, error in zip(kept, errors, strict=True):
+    for proposal, error, gap in zip(kept, errors, gaps, strict=True):
         error = typical if math.isnan(error) else error
-        corrected = proposal.val_difference + error**2 * _log_density_slope(proposal.val_difference, spread, typical)
+        corrected = (proposal.val_difference + error**2 * _log_density_slope(proposal.val_difference, spread, typical)
+                     + gap)
         bound = corrected - quantile * error
         if bound >= -max_degradation:
             scored.append((proposal, corrected, bound))
@@ -643,6 +704,26 @@ def validation_front(proposals: Sequence[Proposal], design: TaskDesign, *, max_d
     front.append(anchor)
     return [CandidateTest(p.pattern, p.trial, p.val_difference, p.speedup, val_corrected=corrected,
                           val_lower_bound=bound) for p, corrected, bound in front]
+
+
+def worst_group_gap(differences: np.ndarray, groups: tuple[tuple[int, ...], ...] | None) -> float:
+    """How far the paired difference on the least favourable unit group lies below the mean (0 or negative).
+
+    Tasks mix groups (Omniglot: a task's five characters come from several
+    alphabets), so each group's difference is the least-squares fit of the
+    per-task differences on each task's share of ways from that group. 0
+    without groups, with one group, or when the shares cannot separate them.
+    """
+    if groups is None or len(groups) != differences.size:
+        return 0.0
+    names = sorted({g for task in groups for g in task})
+    if len(names) < 2:
+        return 0.0
+    shares = np.array([[task.count(g) / len(task) for g in names] for task in groups])
+    if np.linalg.matrix_rank(shares) < len(names):
+        return 0.0
+    fitted, *_ = np.linalg.lstsq(shares, differences, rcond=None)
+    return min(0.0, float(fitted.min()) - float(differences.mean()))
 
 
 def _log_density_slope(x: float, sample: np.ndarray, bandwidth: float) -> float:
@@ -676,7 +757,7 @@ def confirm_in_sequence(candidates: Sequence[CandidateTest],
         design: The confirmation tasks' design.
         max_degradation: D, in accuracy units.
         confidence: Family-wise confidence.
-        graph: The procedure (default: :func:`power_graph`, which is
+        graph: The procedure (default: :func:`power_graph`, :func:`plan`'s, which is
             :func:`fallback_graph` where validation evidence is missing).
     """
     if not candidates:
@@ -697,11 +778,15 @@ def confirm_in_sequence(candidates: Sequence[CandidateTest],
     procedure = (f"{graph.name}, {'parametric' if levels_of.parametric else 'Bonferroni'} tests, "
                  f"family-wise error {1.0 - confidence:.0%}")
     failed = [t for t in tests if not t.confirmed]
+    flat = [c.pattern for c, e in zip(candidates, estimates, strict=True) if e.reliable and e.standard_error == 0.0]
+    if flat:
+        procedure += (f"; not confirmable, every paired difference equal (no spread to bound them by): "
+                      f"{', '.join(flat)}: use more tasks")
     if not confirmed.any():
         best = max(tests, key=lambda t: -math.inf if t.lower_bound is None else t.lower_bound)
         return Decision(tests, None, f"none of the {len(tests)} candidates was confirmed ({procedure}): the highest "
-                                     f"lower bound, {best.pattern}'s {_bound(best)}, is below -{max_degradation:g}; "
-                                     "the baseline is the answer")
+                                     f"lower bound, {best.pattern}'s {_bound(best)}, is below -{max_degradation:g} "
+                                     "or rests on no spread; the baseline is the answer")
     selected = tests[int(np.argmax(confirmed))]
     text = (f"{selected.pattern} is the fastest of {int(confirmed.sum())} confirmed candidates out of {len(tests)} "
             f"({procedure}): lower bound {_bound(selected)} >= -{max_degradation:g}")

@@ -65,17 +65,22 @@ from .benchmarks import Task
 
 @dataclass(frozen=True)
 class TaskDesign:
-    """Which classes and independent units each task drew (None for tasks without classes)."""
+    """Which classes and independent units each task drew (None for tasks without classes).
+
+    ``groups``: the group of each way's unit (Omniglot: the alphabet), when known.
+    """
 
     classes: tuple[tuple[int, ...], ...] | None
     units: tuple[tuple[int, ...], ...] | None
+    groups: tuple[tuple[int, ...], ...] | None = None
 
     @classmethod
     def of(cls, tasks: Sequence[Task]) -> TaskDesign:
         """The design of ``tasks``; tasks without classes give an empty design."""
         if not tasks or any(t.classes is None or t.units is None for t in tasks):
             return cls(None, None)
-        return cls(tuple(t.classes for t in tasks), tuple(t.units for t in tasks))  # type: ignore[misc]
+        groups = None if any(t.groups is None for t in tasks) else tuple(t.groups for t in tasks)
+        return cls(tuple(t.classes for t in tasks), tuple(t.units for t in tasks), groups)  # type: ignore[misc,arg-type]
 
     @classmethod
     def none(cls) -> TaskDesign:
@@ -86,7 +91,8 @@ class TaskDesign:
         """The design of the tasks at ``indices``."""
         if self.classes is None or self.units is None:
             return self
-        return TaskDesign(tuple(self.classes[i] for i in indices), tuple(self.units[i] for i in indices))
+        return TaskDesign(tuple(self.classes[i] for i in indices), tuple(self.units[i] for i in indices),
+                          None if self.groups is None else tuple(self.groups[i] for i in indices))
 
     def distinct_classes(self) -> int | None:
         """How many distinct classes the tasks drew."""
@@ -194,11 +200,13 @@ _DOFS = np.logspace(-1.0, 6.0, 1401)
 _RATIOS = special.stdtrit(_DOFS, 0.5 + _TWO_SIDED / 2) / special.stdtrit(_DOFS, _ONE_SIDED)
 
 
+@functools.lru_cache(maxsize=16)
 def _membership(units: tuple[tuple[int, ...], ...]) -> tuple[np.ndarray, np.ndarray]:
     """``A[t, c]``, the share of task ``t``'s ways that come from unit ``c`` (rows sum to 1), and ``A'A``.
 
     Both are built by counting (no matrix product): BLAS threads fighting
     other processes for the cores made a 600 x 26 product take tens of ms.
+    Cached (read-only): a selection estimates many candidates and pairs on one design.
     """
     index = {u: i for i, u in enumerate(sorted({u for task in units for u in task}))}
     groups = len(index)
@@ -209,7 +217,19 @@ def _membership(units: tuple[tuple[int, ...], ...]) -> tuple[np.ndarray, np.ndar
         membership += np.bincount((rows[:, None] * groups + cols).ravel(), minlength=membership.size) / ways
         pairs = (cols[:, :, None] * groups + cols[:, None, :]).ravel()
         gram += np.bincount(pairs, minlength=gram.size) / ways**2
-    return membership.reshape(len(units), groups), gram.reshape(groups, groups)
+    membership, gram = membership.reshape(len(units), groups), gram.reshape(groups, groups)
+    membership.flags.writeable = gram.flags.writeable = False
+    return membership, gram
+
+
+@functools.lru_cache(maxsize=16)
+def _eigen(gram: bytes, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """The eigenvalues and vectors of a Gram matrix given by its bytes (cached, read-only), small ones dropped."""
+    lam, vectors = np.linalg.eigh(np.frombuffer(gram).reshape(groups, groups))
+    keep = lam > 1e-9 * lam[-1]
+    lam, vectors = lam[keep], vectors[:, keep]
+    lam.flags.writeable = vectors.flags.writeable = False
+    return lam, vectors
 
 
 @dataclass(frozen=True)
@@ -224,9 +244,7 @@ class _Spectrum:
 
     @classmethod
     def of(cls, values: np.ndarray, membership: np.ndarray, gram: np.ndarray) -> _Spectrum:
-        lam, vectors = np.linalg.eigh(gram)
-        keep = lam > 1e-9 * lam[-1]
-        lam, vectors = lam[keep], vectors[:, keep]
+        lam, vectors = _eigen(np.ascontiguousarray(gram, dtype=np.float64).tobytes(), gram.shape[0])
         centred = values - values.mean()
         z = (vectors.T @ (membership * centred[:, None]).sum(axis=0)) / np.sqrt(lam)
         x = (vectors.T @ membership.sum(axis=0)) / np.sqrt(lam)

@@ -33,8 +33,10 @@ from patternsearch.confirmation import (
     predicted_power,
     predicted_speedup,
     propose,
+    spread_candidates,
     statistic_correlation,
     validation_front,
+    worst_group_gap,
 )
 from patternsearch.uncertainty import Estimate, TaskDesign, estimate
 
@@ -390,13 +392,67 @@ def test_the_power_example_runs_and_reports_every_procedure() -> None:
             assert 0.0 <= row["familywise_error"] <= 1.0 and 1.0 <= row["mean_speedup"] <= 17.0
 
 
-def test_the_power_example_compares_the_picks_on_long_fronts() -> None:
-    # A smoke test of --long-fronts (its figures in docs/selection.md come from 300 runs).
-    out = subprocess.run([sys.executable, str(EXAMPLES / "selection_power.py"), "--long-fronts", "--runs", "3",
-                          "--json"], check=True, capture_output=True, text=True, timeout=300)
+def test_the_power_example_compares_the_rules_on_long_fronts_with_and_without_shift() -> None:
+    # A smoke test of --long-fronts (its figures in docs/selection.md come from more runs).
+    out = subprocess.run([sys.executable, str(EXAMPLES / "selection_power.py"), "--long-fronts", "--runs", "2",
+                          "--shift", "0.5", "--json"], check=True, capture_output=True, text=True, timeout=300)
     result = json.loads(out.stdout)
-    assert result["runs"] == 3 and len(result["speedups"]) == 13
-    for numbers in [*result["fronts"].values(), result["least_favourable"]]:
-        for rule in ("spread evenly (previous)", "by predicted speedup (shipped)"):
-            assert 1 <= numbers[rule]["picks"] <= 5 and 1.0 <= numbers[rule]["mean_speedup"] <= 15.7
-            assert 0.0 <= numbers[rule]["familywise_error"] <= 1.0
+    assert result["runs"] == 2 and len(result["speedups"]) == 13 and set(result["shifts"]) == {"0.0", "0.5"}
+    for table in result["shifts"].values():
+        for numbers in [*table["fronts"].values(), table["least_favourable"]]:
+            assert any(rule.startswith("shipped") for rule in numbers)
+            for rule, row in numbers.items():
+                if rule == "losses_in_d":
+                    continue
+                assert 1 <= row["picks"] <= 8 and 1.0 <= row["mean_speedup"] <= 15.7
+                assert 0.0 <= row["familywise_error"] <= 1.0
+
+
+def test_spread_candidates_span_the_front_in_log_speedup() -> None:
+    front = _front(FLAGS_FRONT)
+    picks = spread_candidates(front, 8)
+    names = [c.pattern for c in picks]
+    assert names[0] == "00110:1" and names[-1] == "01111:9" and len(names) == 8  # both ends, fastest first
+    speeds = [c.val_speedup for c in picks]
+    assert speeds == sorted(speeds, reverse=True)
+    gaps = np.diff(np.log(speeds))
+    assert gaps.min() < 0 and -gaps.max() < 1.5 * np.log(15.73 / 1.85) / 7  # no gap much wider than an even step
+    assert "00011:6" in names and any(name.startswith("00111") for name in names)  # the middle is tested
+    assert spread_candidates(front[:3], 8) == front[:3]
+    assert spread_candidates(front, 1) == front[-1:]
+    with pytest.raises(ValueError, match="speedup"):
+        spread_candidates([CandidateTest("a", None, 0.0, None)], 2)
+
+
+def test_differences_without_spread_confirm_nothing_and_say_so() -> None:
+    # Two tasks at 100% for both: every paired difference is 0, the standard error 0, and a bound of zero width.
+    candidate = CandidateTest("00010:1", None, 0.0, 10.0)
+    decision = confirm_in_sequence([candidate], lambda _: np.zeros(2), TaskDesign.none(), max_degradation=D,
+                                   confidence=0.95)
+    assert decision.selected is None and not decision.candidates[0].confirmed
+    assert "no spread" in decision.reason and "more tasks" in decision.reason
+    assert p_value(estimate(np.zeros(5), TaskDesign.none()), D) == 1.0
+    assert p_value(estimate(np.array([0.0, 0.01, -0.01, 0.0]), TaskDesign.none()), D) < 1.0
+
+
+def _mixed_groups(tasks: int, seed: int = 0) -> tuple[tuple[int, ...], ...]:
+    """Five-way tasks whose ways come from two groups in varying shares (as alphabets mix in Omniglot tasks)."""
+    rng = np.random.default_rng(seed)
+    return tuple(tuple(int(g) for g in rng.integers(0, 2, 5)) for _ in range(tasks))
+
+
+def test_the_least_favourable_group_sets_how_far_a_pattern_is_trusted() -> None:
+    groups = _mixed_groups(400)
+    share = np.array([task.count(1) / 5 for task in groups])
+    noise = np.random.default_rng(1).normal(0.0, 0.002, share.size)
+    split = 0.01 * (1 - share) - 0.012 * share + noise  # +1 point on group 0, -1.2 on group 1
+    assert worst_group_gap(split, groups) == pytest.approx(-0.012 - split.mean(), abs=0.002)
+    assert worst_group_gap(noise - 0.002, groups) == pytest.approx(0.0, abs=0.001)  # the groups agree
+    assert worst_group_gap(split, None) == 0.0 and worst_group_gap(split, ((0,) * 5,) * 400) == 0.0
+    # On a front the pattern the groups disagree on is not trusted, however good its mean.
+    design = TaskDesign(tuple((i,) for i in range(400)), tuple((i,) for i in range(400)), groups)
+    proposals = [Proposal("splits", 12.0, float(split.mean()), split), Proposal("agrees", 8.0, -0.002, noise - 0.002)]
+    front = validation_front(proposals, design, max_degradation=D, confidence=0.95)
+    assert [c.pattern for c in front] == ["agrees"]
+    assert [c.pattern for c in validation_front(proposals, TaskDesign.none(), max_degradation=D,
+                                                confidence=0.95)] == ["splits", "agrees"]  # without groups

@@ -119,3 +119,23 @@ def test_confirmation_width_example_splits_the_bound(sinusoid_checkpoint: Path, 
         # Independent tasks (sinusoid has no classes): the same standard error both ways, a t bound below the normal.
         assert row["standard_error"] == row["independent_standard_error"] > 0
         assert row["lower_bound"] < row["known_variance_bound"] < row["difference"]
+
+
+def test_replay_example_replays_every_rule_from_one_cache(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/s.db"
+    optimize(8, SINUSOID.but(checkpoint=sinusoid_checkpoint), tasks=12, latency_tasks=1, repeats=1, max_steps=3,
+             baseline="111:3", storage=storage, progress=False)
+    command = [sys.executable, str(EXAMPLES / "replay_selection.py"), "--storage", storage, "--checkpoint",
+               str(sinusoid_checkpoint), "--seeds", "0-1", "--tasks", "12", "--max-degradation", "0.5",
+               "--cache", str(tmp_path / "cache"), "--time", "--timed-tasks", "1", "--timed-rounds", "1", "--json"]
+    first = subprocess.run(command, check=True, capture_output=True, text=True, timeout=300, env=os.environ)
+    result = json.loads(first.stdout)
+    assert result["baseline"] == "111:3" and result["seeds"] == [0, 1] and result["front"]
+    assert result["speedup_source"].startswith("bench") and set(result["speedups"]) == set(result["front"])
+    for row in result["rules"].values():
+        assert set(row["candidates"]) <= set(result["front"]) and len(row["selections"]) == 2
+        assert row["worst_speedup"] <= row["mean_speedup"]
+        assert all(s["pattern"] in [*row["candidates"], "111:3"] for s in row["selections"])
+    assert "scoring" in first.stderr
+    again = subprocess.run(command, check=True, capture_output=True, text=True, timeout=300, env=os.environ)
+    assert "scoring" not in again.stderr and json.loads(again.stdout)["rules"] == result["rules"]  # from the cache

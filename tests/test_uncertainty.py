@@ -235,7 +235,13 @@ def test_omniglot_tasks_carry_their_classes_and_characters(omniglot_root: Path) 
     design = TaskDesign.of(tasks)
     assert (design.distinct_units() or 0) <= 26 < (design.distinct_classes() or 0) <= 104
     moved = tasks[0].to("cpu")
-    assert moved.classes == tasks[0].classes and moved.units == tasks[0].units
+    assert moved.classes == tasks[0].classes and moved.units == tasks[0].units and moved.groups == tasks[0].groups
+    # Each character's alphabet is its group: validation's two (Greek, 24 characters; Tagalog, 17), test's one.
+    validation = bench.tasks("val", 200, seed=0)
+    alphabet = {u: g for t in validation for u, g in zip(t.units or (), t.groups or (), strict=True)}
+    assert all(g == (u >= 24) for u, g in alphabet.items()) and set(alphabet.values()) == {0, 1}
+    assert {g for t in tasks for g in t.groups or ()} == {0}
+    assert TaskDesign.of(validation).subset([3, 1]).groups == (validation[3].groups, validation[1].groups)
 
 
 def test_confirmation_and_report_tasks_share_no_class(omniglot_root: Path) -> None:

@@ -31,6 +31,11 @@ class Task:
             (Omniglot: the character, whose four rotations are four classes).
             Tasks that share a unit are correlated; confidence intervals
             account for it. Default: the classes themselves.
+        groups: For each way, the group its unit belongs to (Omniglot: the
+            alphabet), when the benchmark knows one. A new group moves
+            patterns unlike each other, so validation proposes on the group
+            least favourable to each pattern (see
+            :func:`patternsearch.confirmation.validation_front`).
     """
 
     x_support: Tensor
@@ -39,6 +44,7 @@ class Task:
     y_query: Tensor
     classes: tuple[int, ...] | None = None
     units: tuple[int, ...] | None = None
+    groups: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.units is None and self.classes is not None:
@@ -47,7 +53,7 @@ class Task:
     def to(self, device: torch.device | str) -> Task:
         """Returns the task on ``device``."""
         tensors = (t.to(device) for t in (self.x_support, self.y_support, self.x_query, self.y_query))
-        return Task(*tensors, classes=self.classes, units=self.units)
+        return Task(*tensors, classes=self.classes, units=self.units, groups=self.groups)
 
 
 class TaskSource(Protocol):
@@ -95,13 +101,16 @@ class ClassEpisodes:
             default: every class is its own unit.
         allowed: Draw episodes only from these class indices (see
             :meth:`restricted`); default: all.
+        unit_groups: The group of each unit, indexed by unit (see
+            :attr:`Task.groups`); default: none known.
 
     Raises:
         ValueError: If there are too few classes or examples per class.
     """
 
     def __init__(self, class_sizes: Sequence[int], fetch: Fetch, ways: int, shots: int, queries: int, stream: int,
-                 class_units: Sequence[int] | None = None, allowed: Sequence[int] | None = None):
+                 class_units: Sequence[int] | None = None, allowed: Sequence[int] | None = None,
+                 unit_groups: Sequence[int] | None = None):
         if ways < 1 or shots < 1 or queries < 1:
             raise ValueError(f"ways, shots and queries must be >= 1 (got {ways}, {shots}, {queries})")
         if len(class_sizes) < ways:
@@ -116,16 +125,20 @@ class ClassEpisodes:
         self.class_units = list(range(len(class_sizes)) if class_units is None else class_units)
         if len(self.class_units) != len(self.class_sizes):
             raise ValueError(f"{len(self.class_units)} class units for {len(self.class_sizes)} classes")
+        self.unit_groups = None if unit_groups is None else list(unit_groups)
+        if self.unit_groups is not None and len(self.unit_groups) <= max(self.class_units):
+            raise ValueError(f"{len(self.unit_groups)} unit groups for {max(self.class_units) + 1} units")
         self.allowed = np.arange(len(class_sizes)) if allowed is None else np.asarray(sorted(allowed), dtype=int)
         if self.allowed.size < ways:
             raise ValueError(f"{ways}-way episodes need at least {ways} classes, {self.allowed.size} are allowed")
 
     @classmethod
     def from_tensor(cls, images: Tensor, ways: int, shots: int, queries: int, stream: int,
-                    class_units: Sequence[int] | None = None) -> ClassEpisodes:
+                    class_units: Sequence[int] | None = None,
+                    unit_groups: Sequence[int] | None = None) -> ClassEpisodes:
         """Episodes over ``images[class, example, ...]`` held in memory."""
         return cls([images.shape[1]] * images.shape[0], lambda c, idx: images[c][torch.from_numpy(idx)],
-                   ways, shots, queries, stream, class_units)
+                   ways, shots, queries, stream, class_units, unit_groups=unit_groups)
 
     def restricted(self, units: Sequence[int]) -> ClassEpisodes:
         """The same episodes' generator limited to the classes of ``units``; class indices stay the split's.
@@ -136,7 +149,7 @@ class ClassEpisodes:
         keep = set(units)
         allowed = [c for c in self.allowed.tolist() if self.class_units[c] in keep]
         return ClassEpisodes(self.class_sizes, self.fetch, self.ways, self.shots, self.queries, self.stream,
-                             self.class_units, allowed)
+                             self.class_units, allowed, self.unit_groups)
 
     @property
     def num_classes(self) -> int:
@@ -158,6 +171,8 @@ class ClassEpisodes:
             labels.repeat_interleave(self.queries),
             classes=tuple(int(c) for c in classes),
             units=tuple(int(self.class_units[c]) for c in classes),
+            groups=None if self.unit_groups is None else tuple(
+                int(self.unit_groups[self.class_units[c]]) for c in classes),
         )
 
 

@@ -110,7 +110,8 @@ def load_archive(path: Path) -> CharacterImages:
     return characters
 
 
-def _split_classes(characters: CharacterImages, alphabets: Sequence[str]) -> torch.Tensor:
+def _split_classes(characters: CharacterImages, alphabets: Sequence[str]) -> tuple[torch.Tensor, list[int]]:
+    """A split's images, one class per character and rotation, and each character's alphabet (an index)."""
     missing = sorted(set(alphabets) - {alphabet for alphabet, _ in characters})
     if missing:
         raise DataError(f"alphabets missing from the Omniglot archives: {', '.join(missing)}")
@@ -118,17 +119,21 @@ def _split_classes(characters: CharacterImages, alphabets: Sequence[str]) -> tor
     images = np.stack([characters[key] for key in keys])  # [chars, drawings, H, W]
     rotations = np.stack([np.rot90(images, r, axes=(2, 3)) for r in range(ROTATIONS)], axis=1)
     rotations = rotations.reshape(-1, images.shape[1], 1, IMAGE_SIZE, IMAGE_SIZE)
-    return torch.from_numpy(np.ascontiguousarray(rotations)).float().div_(255.0)
+    names = sorted({alphabet for alphabet, _ in keys})
+    return (torch.from_numpy(np.ascontiguousarray(rotations)).float().div_(255.0),
+            [names.index(alphabet) for alphabet, _ in keys])
 
 
 def _benchmark(
-    name: str, splits: dict[str, torch.Tensor], ways: int, shots: int, queries: int
+    name: str, splits: dict[str, tuple[torch.Tensor, list[int]]], ways: int, shots: int, queries: int
 ) -> Benchmark:
-    # Classes are laid out character by character, four rotations each: a character is the independent unit.
+    # Classes are laid out character by character, four rotations each: a character is the independent unit,
+    # its alphabet the unit's group.
     sources = {
         split: ClassEpisodes.from_tensor(images, ways, shots, queries, split_stream(split),
-                                         class_units=[c // ROTATIONS for c in range(images.shape[0])])
-        for split, images in splits.items()
+                                         class_units=[c // ROTATIONS for c in range(images.shape[0])],
+                                         unit_groups=alphabets)
+        for split, (images, alphabets) in splits.items()
     }
     defaults = TrainingDefaults(inner_lr=0.4, train_steps=1, eval_steps=10, meta_batch=16, meta_lr=1e-3)
     return classification_benchmark(name, dict(sources), (1, IMAGE_SIZE, IMAGE_SIZE), ways, defaults)

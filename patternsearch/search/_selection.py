@@ -24,7 +24,16 @@ import optuna
 
 from ..benchmarks import Task, disjoint_task_sets
 from ..checkpoint import CheckpointError, default_checkpoint_path, file_checksum, load_checkpoint
-from ..confirmation import CandidateTest, Decision, Graph, Proposal, confirm_in_sequence, propose, validation_front
+from ..confirmation import (
+    DEFAULT_CANDIDATES,
+    CandidateTest,
+    Decision,
+    Graph,
+    Proposal,
+    confirm_in_sequence,
+    propose,
+    validation_front,
+)
 from ..devices import device_name
 from ..errors import UsageError
 from ..experiment import Experiment, check_pairable, open_experiment
@@ -136,27 +145,6 @@ def study_candidates(study: optuna.Study, validation: TaskDesign, *, max_degrada
     offered, compared = proposals(study)
     return propose(offered, validation, max_degradation=max_degradation, confidence=confidence,
                    max_candidates=max_candidates, compared=compared)
-
-
-def decide(study: optuna.Study, validation: TaskDesign, differences: Callable[[str], np.ndarray],
-           design: TaskDesign, *, max_degradation: float, confidence: float = 0.95,
-           max_candidates: int = 5) -> Decision:
-    """Proposes a study's candidates on validation and confirms them on the confirmation tasks.
-
-    Args:
-        study: The study; its complete trials are the proposals.
-        validation: The design of the study's validation tasks.
-        differences: A pattern's paired per-task differences to the baseline
-            on the confirmation tasks (e.g. :meth:`PairedScores.differences`).
-        design: The confirmation tasks' design.
-        max_degradation: D, in accuracy units.
-        confidence: Family-wise confidence of the whole procedure.
-        max_candidates: The most candidates tested.
-    """
-    candidates = study_candidates(study, validation, max_degradation=max_degradation, confidence=confidence,
-                                  max_candidates=max_candidates)
-    return confirm_in_sequence(candidates, lambda candidate: differences(candidate.pattern), design,
-                               max_degradation=max_degradation, confidence=confidence)
 
 
 @dataclass(frozen=True)
@@ -304,7 +292,7 @@ def select(
     study_name: str | None = None,
     confirm: bool = True,
     confidence: float = 0.95,
-    max_candidates: int = 5,
+    max_candidates: int = DEFAULT_CANDIDATES,
     test_tasks: int = 600,
     report_tasks: int | None = None,
     test_seed: int = 0,
@@ -325,10 +313,10 @@ def select(
         confirm: Confirm on test tasks; without it the fastest validation
             candidate is returned unconfirmed.
         confidence: Probability that a selected pattern is truly within D.
-        max_candidates: Most candidates tested (the fastest that validation proposes).
+        max_candidates: Most candidates tested (see :func:`~patternsearch.confirmation.plan`).
         test_tasks: Confirmation tasks.
         report_tasks: Report tasks (default: as many as ``test_tasks``).
-        test_seed: Seed of the test tasks and of the class halves.
+        test_seed: Seed of the test tasks and of the split of the test characters (3/4 decide, 1/4 report).
         data_root: Data folder.
         checkpoint: Checkpoint (default: the study configuration's default
             path); its checksum must match the study's.
@@ -409,7 +397,7 @@ def confirm_pattern(
         confidence: Probability that a confirmed pattern is truly within D.
         test_tasks: Confirmation tasks.
         report_tasks: Report tasks (default: as many as ``test_tasks``).
-        test_seed: Seed of the test tasks and of the class halves.
+        test_seed: Seed of the test tasks and of the split of the test characters (3/4 decide, 1/4 report).
         timed_tasks: Report tasks the reported speedup is timed on.
         timed_rounds: Interleaved timing rounds on each of them.
 
@@ -461,7 +449,7 @@ def confirm_candidates(
         confidence: Family-wise confidence.
         test_tasks: Confirmation tasks.
         report_tasks: Report tasks (default: as many as ``test_tasks``).
-        test_seed: Seed of the test tasks and of the class halves.
+        test_seed: Seed of the test tasks and of the split of the test characters (3/4 decide, 1/4 report).
         timed_tasks: Report tasks the reported speedup is timed on.
         timed_rounds: Interleaved timing rounds on each of them.
         graph: The multiple-testing procedure (default: ``select``'s,
