@@ -32,6 +32,7 @@ the validation split, then check them here once).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -44,7 +45,7 @@ from selection_rules import RULES, Rule
 
 from patternsearch.benchmarks import disjoint_task_sets
 from patternsearch.checkpoint import file_checksum
-from patternsearch.confirmation import CandidateTest, confirm_in_sequence
+from patternsearch.confirmation import CandidateTest, confirm_in_sequence, group_differences
 from patternsearch.devices import device_name
 from patternsearch.measurement import bench
 from patternsearch.search import (
@@ -60,8 +61,8 @@ from patternsearch.search._selection import proposals
 from patternsearch.uncertainty import TaskDesign
 
 PARTS = ("confirmation", "report")
-# omniglot-small's validation alphabets and their characters (units 0-23, then 24-40; shared/data/omniglot/README.md)
-VALIDATION_ALPHABETS = {"omniglot-small": {"Greek": 24, "Tagalog": 17}}
+# Names of omniglot-small's validation groups (alphabets, numbered in name order), for the printout.
+VALIDATION_ALPHABETS = {"omniglot-small": ("Greek", "Tagalog")}
 
 
 class ScoreCache:
@@ -89,11 +90,20 @@ class SeedScores:
     """One test seed's tasks, scored on demand: each pattern once per part, through the cache."""
 
     def __init__(self, experiment, baseline: str, seed: int, tasks: int, cache: ScoreCache) -> None:
-        decision, report, _ = disjoint_task_sets(experiment.benchmark, "test", tasks, tasks, seed)
-        self.design = TaskDesign.of(decision)
         self.seed, self.baseline, self._cache = seed, baseline, cache
-        self._experiment, self._tasks = experiment, dict(zip(PARTS, (decision, report), strict=True))
+        self._experiment, self._count = experiment, tasks
         self._scorers: dict[str, PairedScores] = {}
+
+    @functools.cached_property
+    def _tasks(self) -> dict[str, list]:
+        """The seed's confirmation and report tasks, drawn when first needed (ten seeds' images take gigabytes)."""
+        drawn = disjoint_task_sets(self._experiment.benchmark, "test", self._count, self._count, self.seed)[:2]
+        return dict(zip(PARTS, drawn, strict=True))
+
+    @functools.cached_property
+    def design(self) -> TaskDesign:
+        """The confirmation tasks' design."""
+        return TaskDesign.of(self._tasks["confirmation"])
 
     def scores(self, part: str, pattern: str) -> np.ndarray:
         """Per-task scores of ``pattern`` on this seed's ``part`` tasks (scored once, then cached)."""
@@ -109,8 +119,10 @@ class SeedScores:
         return found
 
     def release(self) -> None:
-        """Drops the scorers (their cached features and trajectories); scores stay in the cache."""
+        """Drops the scorers (their cached features and trajectories) and the tasks; scores stay in the cache."""
+        _ = self.design  # kept: it is all a replay needs of the tasks
         self._scorers.clear()
+        self.__dict__.pop("_tasks", None)
 
     def cached(self, part: str, pattern: str) -> bool:
         """Whether ``pattern`` has been scored on this seed's ``part`` tasks."""
@@ -207,24 +219,15 @@ def measured_speedups(experiment, patterns: Sequence[str], cache: ScoreCache, ta
 
 
 def alphabet_differences(study, validation: TaskDesign, benchmark: str) -> dict[str, dict[str, float]]:
-    """Each front pattern's paired validation difference per validation alphabet (empty for other benchmarks).
+    """Each proposal's paired validation difference per validation group (alphabet), named where known.
 
-    Least squares of the per-task differences on each task's share of ways from each alphabet: tasks mix
-    alphabets, so the share varies from task to task and separates them.
+    ``patternsearch.confirmation.group_differences``, the fit that judges proposals on their worst group.
     """
-    alphabets = VALIDATION_ALPHABETS.get(benchmark)
-    if alphabets is None or validation.units is None:
-        return {}
-    edges = np.cumsum([0, *alphabets.values()])
-    shares = np.array([[np.mean([(a <= u < b) for u in units]) for a, b in zip(edges[:-1], edges[1:], strict=True)]
-                       for units in validation.units])
+    names = VALIDATION_ALPHABETS.get(benchmark, ())
     offered, _ = proposals(study)
-    result = {}
-    for proposal in offered:
-        if proposal.val_differences.size == shares.shape[0]:
-            fitted, *_ = np.linalg.lstsq(shares, proposal.val_differences, rcond=None)
-            result[proposal.pattern] = dict(zip(alphabets, map(float, fitted), strict=True))
-    return result
+    return {proposal.pattern: {(names[g] if g < len(names) else f"group {g}"): value for g, value in
+                               group_differences(proposal.val_differences, validation.groups).items()}
+            for proposal in offered}
 
 
 def replay(front: list[CandidateTest], per_seed: dict[int, SeedScores], rules: dict[str, Rule],

@@ -8,7 +8,9 @@ is what ``select`` and ``tune`` run (``patternsearch.confirmation.plan``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+import numpy as np
 
 from patternsearch.confirmation import (
     CandidateTest,
@@ -16,10 +18,36 @@ from patternsearch.confirmation import (
     fallback_graph,
     fixed_sequence_graph,
     plan,
-    spread_candidates,
 )
 
 Rule = Callable[[list[CandidateTest], float, float], tuple[list[CandidateTest], "Graph | None"]]
+
+
+def spread_candidates(front: Sequence[CandidateTest], count: int) -> list[CandidateTest]:
+    """At most ``count`` patterns of a validation front, spread evenly in log speedup, fastest first.
+
+    The anchor (the front's last) and the fastest pattern are always among
+    them; the others are the front patterns nearest to speedups spaced
+    evenly (geometrically) between those two, so the picks span the front.
+    An alternative to ``pick_candidates`` for a front whose fast end a
+    new alphabet may move (compared in docs/selection.md). The picks depend
+    on validation only.
+
+    Raises:
+        ValueError: If a candidate lacks its validation speedup.
+    """
+    if any(not c.val_speedup for c in front):
+        raise ValueError("spreading candidates needs each one's validation speedup")
+    if len(front) <= count:
+        return list(front)
+    if count <= 1:
+        return list(front[-1:])
+    logs = np.log([float(c.val_speedup) for c in front])  # type: ignore[arg-type]
+    chosen = {0, len(front) - 1}
+    for target in np.linspace(logs[-1], logs[0], count)[1:-1]:
+        free = [i for i in range(len(front)) if i not in chosen]
+        chosen.add(min(free, key=lambda i: (abs(logs[i] - target), i)))
+    return [front[i] for i in sorted(chosen)]
 
 
 def _shipped(front: list[CandidateTest], d: float, confidence: float) -> tuple[list[CandidateTest], Graph | None]:

@@ -51,7 +51,7 @@ The promise: the selected pattern's accuracy is within ``max_degradation``
    goes where validation says the speed is, but not all of it. The fastest
    confirmed candidate is selected (none: the baseline is the answer).
    :func:`plan` is this rule; docs/selection.md compares it with others
-   (:func:`spread_candidates`, fixed sequence, anchor-heavy fallbacks) on
+   (candidates spread along the front, fixed sequence, anchor-heavy fallbacks) on
    simulations with and without a new alphabet's shift and on replays of
    real studies.
 3. **The candidates' correlation is used** (:func:`closed_test`): their
@@ -369,33 +369,6 @@ def plan(front: Sequence[CandidateTest], *, max_degradation: float, confidence: 
     return picks, power_graph(picks, max_degradation=max_degradation, confidence=confidence)
 
 
-def spread_candidates(front: Sequence[CandidateTest], count: int) -> list[CandidateTest]:
-    """At most ``count`` patterns of a validation front, spread evenly in log speedup, fastest first.
-
-    The anchor (the front's last) and the fastest pattern are always among
-    them; the others are the front patterns nearest to speedups spaced
-    evenly (geometrically) between those two, so the picks span the front.
-    An alternative to :func:`pick_candidates` for a front whose fast end a
-    new alphabet may move (compared in docs/selection.md). The picks depend
-    on validation only.
-
-    Raises:
-        ValueError: If a candidate lacks its validation speedup.
-    """
-    if any(not c.val_speedup for c in front):
-        raise ValueError("spreading candidates needs each one's validation speedup")
-    if len(front) <= count:
-        return list(front)
-    if count <= 1:
-        return list(front[-1:])
-    logs = np.log([float(c.val_speedup) for c in front])  # type: ignore[arg-type]
-    chosen = {0, len(front) - 1}
-    for target in np.linspace(logs[-1], logs[0], count)[1:-1]:
-        free = [i for i in range(len(front)) if i not in chosen]
-        chosen.add(min(free, key=lambda i: (abs(logs[i] - target), i)))
-    return [front[i] for i in sorted(chosen)]
-
-
 @functools.cache
 def _simplex_grid(parts: int, steps: int) -> np.ndarray:
     """Every vector of ``parts`` multiples of ``1/steps`` summing to 1, one per row (stars and bars; read-only)."""
@@ -434,9 +407,10 @@ def graphical_test(estimates: Sequence[Estimate], graph: Graph, *, max_degradati
     levels = alpha * np.asarray(graph.weights, dtype=np.float64)
     transitions = np.array(graph.transitions, dtype=np.float64)
     confirmed = np.zeros(len(estimates), dtype=bool)
+    p_values = [p_value(e, max_degradation) for e in estimates]
     while True:
         passing = [i for i in range(len(estimates)) if not confirmed[i] and levels[i] > 0.0
-                   and p_value(estimates[i], max_degradation) <= levels[i]]
+                   and p_values[i] <= levels[i]]
         if not passing:
             return confirmed, levels
         i = passing[0]  # the final result does not depend on the order of confirmations
@@ -706,24 +680,45 @@ def validation_front(proposals: Sequence[Proposal], design: TaskDesign, *, max_d
                           val_lower_bound=bound) for p, corrected, bound in front]
 
 
+def group_differences(differences: np.ndarray, groups: tuple[tuple[int, ...], ...] | None) -> dict[int, float]:
+    """The paired difference on each unit group (Omniglot: alphabet), by least squares; empty where none can be told.
+
+    Tasks mix groups (a task's five characters come from several
+    alphabets), so each group's difference is the least-squares fit of the
+    per-task differences on each task's share of ways from that group.
+    Empty without groups, with one group, or when the shares cannot
+    separate them.
+    """
+    if groups is None or len(groups) != np.asarray(differences).size:
+        return {}
+    fit = _group_fit(groups)
+    if fit is None:
+        return {}
+    names, solve = fit
+    return dict(zip(names, map(float, solve @ np.asarray(differences, dtype=np.float64)), strict=True))
+
+
 def worst_group_gap(differences: np.ndarray, groups: tuple[tuple[int, ...], ...] | None) -> float:
     """How far the paired difference on the least favourable unit group lies below the mean (0 or negative).
 
-    Tasks mix groups (Omniglot: a task's five characters come from several
-    alphabets), so each group's difference is the least-squares fit of the
-    per-task differences on each task's share of ways from that group. 0
-    without groups, with one group, or when the shares cannot separate them.
+    See :func:`group_differences`; 0 where it is empty.
     """
-    if groups is None or len(groups) != differences.size:
-        return 0.0
-    names = sorted({g for task in groups for g in task})
+    by_group = group_differences(differences, groups)
+    return min(0.0, min(by_group.values()) - float(np.mean(differences))) if by_group else 0.0
+
+
+@functools.lru_cache(maxsize=16)
+def _group_fit(groups: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], np.ndarray] | None:
+    """The groups and the least-squares solve of a design's group shares (the same for every pattern; cached)."""
+    names = tuple(sorted({g for task in groups for g in task}))
     if len(names) < 2:
-        return 0.0
+        return None
     shares = np.array([[task.count(g) / len(task) for g in names] for task in groups])
     if np.linalg.matrix_rank(shares) < len(names):
-        return 0.0
-    fitted, *_ = np.linalg.lstsq(shares, differences, rcond=None)
-    return min(0.0, float(fitted.min()) - float(differences.mean()))
+        return None
+    solve = np.linalg.pinv(shares)
+    solve.flags.writeable = False
+    return names, solve
 
 
 def _log_density_slope(x: float, sample: np.ndarray, bandwidth: float) -> float:

@@ -33,7 +33,6 @@ from patternsearch.confirmation import (
     predicted_power,
     predicted_speedup,
     propose,
-    spread_candidates,
     statistic_correlation,
     validation_front,
     worst_group_gap,
@@ -406,22 +405,6 @@ def test_the_power_example_compares_the_rules_on_long_fronts_with_and_without_sh
                     continue
                 assert 1 <= row["picks"] <= 8 and 1.0 <= row["mean_speedup"] <= 15.7
                 assert 0.0 <= row["familywise_error"] <= 1.0
-
-
-def test_spread_candidates_span_the_front_in_log_speedup() -> None:
-    front = _front(FLAGS_FRONT)
-    picks = spread_candidates(front, 8)
-    names = [c.pattern for c in picks]
-    assert names[0] == "00110:1" and names[-1] == "01111:9" and len(names) == 8  # both ends, fastest first
-    speeds = [c.val_speedup for c in picks]
-    assert speeds == sorted(speeds, reverse=True)
-    gaps = np.diff(np.log(speeds))
-    assert gaps.min() < 0 and -gaps.max() < 1.5 * np.log(15.73 / 1.85) / 7  # no gap much wider than an even step
-    assert "00011:6" in names and any(name.startswith("00111") for name in names)  # the middle is tested
-    assert spread_candidates(front[:3], 8) == front[:3]
-    assert spread_candidates(front, 1) == front[-1:]
-    with pytest.raises(ValueError, match="speedup"):
-        spread_candidates([CandidateTest("a", None, 0.0, None)], 2)
 
 
 def test_differences_without_spread_confirm_nothing_and_say_so() -> None:

@@ -6,9 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+from patternsearch.confirmation import CandidateTest
 from patternsearch.search import optimize
 
 from .conftest import SINUSOID
+from .test_confirmation import FLAGS_FRONT, _front
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -139,3 +144,30 @@ def test_replay_example_replays_every_rule_from_one_cache(sinusoid_checkpoint: P
     assert "scoring" in first.stderr
     again = subprocess.run(command, check=True, capture_output=True, text=True, timeout=300, env=os.environ)
     assert "scoring" not in again.stderr and json.loads(again.stdout)["rules"] == result["rules"]  # from the cache
+
+
+def _selection_rules():  # type: ignore[no-untyped-def]
+    """``examples/selection_rules.py``, the rules the replay and the power simulation compare."""
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import selection_rules
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    return selection_rules
+
+
+def test_spread_candidates_span_the_front_in_log_speedup() -> None:
+    spread_candidates = _selection_rules().spread_candidates
+    front = _front(FLAGS_FRONT)
+    picks = spread_candidates(front, 8)
+    names = [c.pattern for c in picks]
+    assert names[0] == "00110:1" and names[-1] == "01111:9" and len(names) == 8  # both ends, fastest first
+    speeds = [c.val_speedup for c in picks]
+    assert speeds == sorted(speeds, reverse=True)
+    gaps = np.diff(np.log(speeds))
+    assert gaps.min() < 0 and -gaps.max() < 1.5 * np.log(15.73 / 1.85) / 7  # no gap much wider than an even step
+    assert "00011:6" in names and any(name.startswith("00111") for name in names)  # the middle is tested
+    assert spread_candidates(front[:3], 8) == front[:3]
+    assert spread_candidates(front, 1) == front[-1:]
+    with pytest.raises(ValueError, match="speedup"):
+        spread_candidates([CandidateTest("a", None, 0.0, None)], 2)
