@@ -259,12 +259,13 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
                         help="adapt the baseline on this checkpoint instead (e.g. the parent of a specialized "
                              "--checkpoint); the comparison stays paired on the same tasks")
     parser.add_argument("--split", choices=["val", "test"], default="val",
-                        help="val (default: explore here) or test (recorded: a later confirmation on the test split "
-                             "says that it was looked at)")
+                        help="val (default: explore here) or test (recorded in --storage: a later confirmation "
+                             "on the test split is refused without --accept-test-looks)")
     parser.add_argument("--tasks", type=_positive_int, default=600, help="number of tasks (default 600)")
     parser.add_argument("--seed", type=int, default=0, help="task seed (default 0)")
     parser.add_argument("--repeats", type=_positive_int, default=5, help="timed rounds (default 5)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_ledger_option(parser)
     parser.set_defaults(handler=_evaluate)
 
 
@@ -289,6 +290,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .measurement import CachedScorer, adaptation_flops, deployment_timing, environment
     from .uncertainty import TaskDesign, estimate
 
+    ledger = _test_ledger(args)
     experiment = _open(args)
     reference = experiment if args.baseline_checkpoint is None else experiment.with_checkpoint(
         args.baseline_checkpoint)
@@ -305,12 +307,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         baseline_scores = _scores(baseline_scorer, baseline, bar)
     accuracy, base = estimate(pattern_scores, design), estimate(baseline_scores, design)
     difference = estimate(pattern_scores - baseline_scores, design)
-    if args.split == "test":  # select --pattern on this split will say that these numbers were seen
-        from .checkpoint import file_checksum
-        from .looks import record_look
-
-        for ran, patterns in ((experiment, [str(pattern)]), (reference, [str(baseline)])):
-            record_look(file_checksum(ran.checkpoint_path), experiment.benchmark.name, patterns, "evaluate")
+    _record_test_look(ledger, "evaluate", [experiment, reference], [pattern, baseline], tasks, args.seed)
     # Time does not depend on the weights: both patterns are timed on the same model, interleaved.
     model, lr, loss_fn = experiment.model, experiment.inner_lr, experiment.benchmark.loss_fn
     timing = deployment_timing(model, pattern, baseline, lr, loss_fn, tasks[:5], experiment.device,
@@ -452,6 +449,7 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", choices=["val", "test"], default="val")
     parser.add_argument("--seed", type=int, default=0, help="task seed (default 0)")
     parser.add_argument("--json", action="store_true", help="print a JSON list")
+    _add_ledger_option(parser)
     parser.set_defaults(handler=_bench)
 
 
@@ -462,10 +460,12 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    ledger = _test_ledger(args)
     experiment = _open(args)
     patterns = [experiment.pattern(text) for text in args.patterns]
-    rows = bench(experiment, patterns, experiment.tasks(args.split, args.tasks, args.seed), repeats=args.repeats,
-                 warmup=args.warmup)
+    tasks = experiment.tasks(args.split, args.tasks, args.seed)
+    rows = bench(experiment, patterns, tasks, repeats=args.repeats, warmup=args.warmup)
+    _record_test_look(ledger, "bench", [experiment], patterns, tasks, args.seed)  # it prints accuracies
     if args.json:
         _print_json([row.as_dict() for row in rows])
         return 0
@@ -490,6 +490,37 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in cells]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def _add_ledger_option(parser: argparse.ArgumentParser) -> None:
+    from .search import DEFAULT_STORAGE
+
+    parser.add_argument("--storage", default=DEFAULT_STORAGE,
+                        help="with --split test: the Optuna storage whose ledger records the look, so that a later "
+                             f"confirmation on that split knows it (default {DEFAULT_STORAGE})")
+
+
+def _test_ledger(args: argparse.Namespace) -> Any:
+    """The storage's ledger of looks when the command scores the test split (opened before any work), else None."""
+    from .looks import Ledger
+    from .search import open_storage
+
+    return Ledger(open_storage(args.storage)) if args.split == "test" else None
+
+
+def _record_test_look(ledger: Any, command: str, experiments: Sequence[Any], patterns: Sequence[Any],
+                      tasks: Sequence[Any], seed: int) -> None:
+    """Records a look at the test split that confirmed nothing (no-op without a ledger)."""
+    if ledger is None:
+        return
+    from .checkpoint import file_checksum
+    from .looks import Look, look_identity, unit_names
+
+    checksums = tuple(sorted({file_checksum(e.checkpoint_path) for e in experiments}))
+    names = tuple(str(p) for p in patterns)
+    ledger.record(Look(command, experiments[0].benchmark.name, look_identity(command=command, patterns=names,
+                                                                             checkpoints=checksums, seed=seed),
+                       unit_names(tasks, seed), checksums, names, confirms=False))
 
 
 def _add_storage_options(parser: argparse.ArgumentParser) -> None:
@@ -563,6 +594,9 @@ def _add_confirmation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--confidence", type=float, default=0.95,
                         help="probability that the answer is truly within the budget (default 0.95)")
     parser.add_argument("--tasks", type=int, default=600, help="confirmation tasks (default 600)")
+    parser.add_argument("--accept-test-looks", action="store_true",
+                        help="confirm even though evaluate or bench scored the test split before (recorded, and "
+                             "said, as not covered by the guarantee)")
     parser.add_argument("--report-tasks", type=int, default=None,
                         help="fresh test tasks for the reported accuracies (default: as many as --tasks)")
 
@@ -624,14 +658,16 @@ def _select(args: argparse.Namespace) -> int:
         result = confirm_pattern(
             experiment, args.pattern, args.max_degradation,
             baseline=args.baseline, baseline_checkpoint=args.baseline_checkpoint, confidence=args.confidence,
-            test_tasks=args.tasks, report_tasks=args.report_tasks, test_seed=args.seed, **timing,
+            test_tasks=args.tasks, report_tasks=args.report_tasks, test_seed=args.seed, storage=args.storage,
+            accept_test_looks=args.accept_test_looks, **timing,
         )
     else:
         result = select(
             args.max_degradation, storage=args.storage, study_name=args.study, confirm=not args.no_confirm,
             confidence=args.confidence, max_candidates=args.candidates or DEFAULT_CANDIDATES, test_tasks=args.tasks,
             report_tasks=args.report_tasks, test_seed=args.seed, data_root=args.data_root,
-            checkpoint=args.checkpoint, baseline_checkpoint=args.baseline_checkpoint, device=args.device, **timing,
+            checkpoint=args.checkpoint, baseline_checkpoint=args.baseline_checkpoint, device=args.device,
+            accept_test_looks=args.accept_test_looks, **timing,
         )
     if args.json:
         _print_json(result.as_dict())
@@ -648,11 +684,6 @@ def _print_selection(result: Any) -> None:
         verdict = "validation only: not confirmed on test tasks"
     else:
         verdict = "confirmed" if result.confirmed else "not confirmed: the baseline is the answer"
-    if result.seen_before:
-        print(f"patternsearch: warning: this test split was looked at before with these checkpoints "
-              f"({'; '.join(result.seen_before[-3:])}{'; ...' if len(result.seen_before) > 3 else ''}); a pattern "
-              "chosen from those numbers is not covered by the confirmation's guarantee: choose on validation "
-              "(evaluate --split val)", file=sys.stderr)
     print(f"selected {result.pattern} ({verdict})")
     if result.speedup is not None:
         print(f"  speedup: {result.speedup:.1f}x (adaptation {result.latency_ms:.2f} ms vs "
@@ -673,12 +704,19 @@ def _print_selection(result: Any) -> None:
         print(f"  estimated speedup (validation, not confirmed): {result.val_speedup:.1f}x; validation accuracy "
               f"{result.val_accuracy:.4f} vs {result.baseline_val_accuracy:.4f}")
     print(f"  why: {result.reason}")
+    if result.look_number is not None:
+        print(f"  test split: {result.look_note}")
+        for look in result.earlier_looks[-3:]:
+            print(f"    looked at before: {look}")
+        if len(result.earlier_looks) > 3:
+            print(f"    ... {len(result.earlier_looks) - 3} earlier looks not shown")
     if result.baseline_checkpoint and result.baseline_checkpoint != result.checkpoint:
         print(f"  checkpoints: {result.checkpoint} vs the baseline's {result.baseline_checkpoint}")
     if result.candidates:
         print(f"  candidates, fastest first, each tested on {result.confirmation_tasks} confirmation tasks "
-              f"({result.confirmation_classes or '-'} classes) at its own level (family-wise "
-              f"{1 - result.confidence:.2g}); speedups here are validation estimates:")
+              f"({result.confirmation_classes or '-'} classes) at its own level (this look's error rate "
+              f"{result.look_level if result.look_level is not None else 1 - result.confidence:.3g}); speedups here "
+              "are validation estimates:")
         for c in result.candidates:
             corrected = "" if c.get("val_corrected") is None else f" (corrected {c['val_corrected']:+.4f})"
             validation = "" if c["val_difference"] is None else (
@@ -686,6 +724,8 @@ def _print_selection(result: Any) -> None:
             tested = "not tested" if c["lower_bound"] is None else (
                 f"test {c['test_difference']:+.4f}, lower bound {c['lower_bound']:+.4f} at level {c['level']:.3g}: "
                 + ("confirmed" if c["confirmed"] else "not confirmed"))
+            if c.get("diverged"):
+                tested = f"diverged on {c['diverged']} of {result.confirmation_tasks} confirmation tasks: not confirmed"
             where = "" if c.get("checkpoint") in (None, result.baseline_checkpoint) else f" on {c['checkpoint']}"
             print(f"    {c['pattern']}{where}: {validation}{tested}")
 
@@ -736,7 +776,7 @@ def _tune(args: argparse.Namespace) -> int:
         candidates=args.candidates, margin=DEFAULT_MARGIN if args.margin is None else args.margin,
         val_tasks=args.val_tasks, confidence=args.confidence, max_confirmed=args.confirm_candidates,
         test_tasks=args.tasks, report_tasks=args.report_tasks, test_seed=args.seed, out=args.out,
-        heartbeat_interval=args.heartbeat_interval,
+        heartbeat_interval=args.heartbeat_interval, accept_test_looks=args.accept_test_looks,
     )
     if args.json:
         _print_json(result.as_dict())
@@ -952,7 +992,7 @@ def _interrupted(args: argparse.Namespace) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit code (2 for bad input, 130 after Ctrl-C or SIGTERM)."""
+    """Runs the command line; returns the exit code (2 bad input, 1 an unabsorbed divergence, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, _interrupt)
@@ -964,6 +1004,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PatternsearchError as error:
         print(f"patternsearch: error: {one_line(error)}", file=sys.stderr)
         return 2
+    except FloatingPointError as error:  # e.g. the baseline itself diverging; candidates' divergences are answers
+        print(f"patternsearch: error: {one_line(error)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not turn the line into a traceback
         print(f"patternsearch: {_interrupted(args)}", file=sys.stderr)

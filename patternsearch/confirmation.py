@@ -89,6 +89,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import optimize, special
 
+from .errors import AdaptationDiverged
 from .uncertainty import Estimate, TaskDesign, estimate
 
 ANCHOR_SHARE = 0.4
@@ -145,6 +146,8 @@ class CandidateTest:
         checkpoint: The checkpoint the candidate adapts, when candidates
             differ in it (``tune``: specialized checkpoints next to their
             parent); None: the one checkpoint of the comparison.
+        diverged: Confirmation tasks on which its adaptation diverged (it is
+            then not confirmed, and keeps its share of the error rate).
     """
 
     pattern: str
@@ -158,6 +161,7 @@ class CandidateTest:
     level: float | None = None
     confirmed: bool = False
     checkpoint: str | None = None
+    diverged: int = 0
 
 
 @dataclass(frozen=True)
@@ -759,19 +763,29 @@ def confirm_in_sequence(candidates: Sequence[CandidateTest],
         return Decision((), None, f"no pattern faster than the baseline has a validation lower bound (winner's "
                                   f"curse corrected) within {max_degradation:g}; the baseline is the answer")
     graph = graph or power_graph(candidates, max_degradation=max_degradation, confidence=confidence)
-    differences = [np.asarray(paired_differences(c), dtype=np.float64) for c in candidates]
-    estimates = [estimate(d, design) for d in differences]
-    correlation = (statistic_correlation(differences, estimates, design)
-                   if len(candidates) <= MAX_PARAMETRIC_CANDIDATES else None)  # not estimated where it is not used
+    differences, diverged = _differences(candidates, paired_differences)
+    estimates = [_DIVERGED if d is None else estimate(d, design) for d in differences]
+    scored = [i for i, d in enumerate(differences) if d is not None]
+    correlation = None
+    if scored and len(candidates) <= MAX_PARAMETRIC_CANDIDATES:  # not estimated where it is not used
+        # A diverged candidate never passes (p-value 1): any correlation with it keeps the levels valid.
+        found = statistic_correlation([differences[i] for i in scored], [estimates[i] for i in scored], design)
+        if found is not None:
+            correlation = np.eye(len(candidates))
+            correlation[np.ix_(scored, scored)] = found
     levels_of = IntersectionLevels(graph, 1.0 - confidence, correlation)
     confirmed, levels = (closed_test(estimates, levels_of, max_degradation=max_degradation) if levels_of.parametric
                          else graphical_test(estimates, graph, max_degradation=max_degradation,
                                              alpha=1.0 - confidence))
-    tests = tuple(replace(c, test_difference=e.mean, level=float(a), confirmed=bool(ok),
-                          lower_bound=e.lower_bound(1.0 - a) if a > 0.0 else None)
-                  for c, e, a, ok in zip(candidates, estimates, levels, confirmed, strict=True))
+    tests = tuple(replace(c, test_difference=None if e is _DIVERGED else e.mean, level=float(a), confirmed=bool(ok),
+                          lower_bound=e.lower_bound(1.0 - a) if a > 0.0 and e is not _DIVERGED else None,
+                          diverged=diverged[i].diverged if i in diverged else 0)
+                  for i, (c, e, a, ok) in enumerate(zip(candidates, estimates, levels, confirmed, strict=True)))
     procedure = (f"{graph.name}, {'parametric' if levels_of.parametric else 'Bonferroni'} tests, "
-                 f"family-wise error {1.0 - confidence:.0%}")
+                 f"family-wise error {1.0 - confidence:.3g}")
+    if diverged:
+        procedure += "; not confirmed, adaptation diverged: " + ", ".join(
+            f"{candidates[i].pattern} on {e.diverged} of {e.tasks} tasks" for i, e in diverged.items())
     failed = [t for t in tests if not t.confirmed]
     flat = [c.pattern for c, e in zip(candidates, estimates, strict=True) if e.reliable and e.standard_error == 0.0]
     if flat:
@@ -789,6 +803,24 @@ def confirm_in_sequence(candidates: Sequence[CandidateTest],
     if faster:
         text += "; not confirmed, though faster: " + ", ".join(f"{t.pattern} ({_bound(t)})" for t in faster)
     return Decision(tests, selected, text)
+
+
+_DIVERGED = Estimate(math.nan, math.inf, math.inf, 0, None, None, reliable=False, note="adaptation diverged")
+"""The estimate of a candidate whose adaptation diverged: no interval, p-value 1."""
+
+
+def _differences(candidates: Sequence[CandidateTest], paired_differences: Callable[[CandidateTest], np.ndarray],
+                 ) -> tuple[list[np.ndarray | None], dict[int, AdaptationDiverged]]:
+    """Each candidate's paired differences (None where adaptation diverged), and each divergence."""
+    differences: list[np.ndarray | None] = []
+    diverged: dict[int, AdaptationDiverged] = {}
+    for index, candidate in enumerate(candidates):
+        try:
+            differences.append(np.asarray(paired_differences(candidate), dtype=np.float64))
+        except AdaptationDiverged as error:
+            differences.append(None)
+            diverged[index] = error
+    return differences, diverged
 
 
 def _bound(test: CandidateTest) -> str:

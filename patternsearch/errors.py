@@ -45,6 +45,23 @@ class SelectionError(UsageError):
     """A study without the trials a selection needs."""
 
 
+class RecordError(PatternsearchError, ValueError):
+    """A stored record (a selection, a tuning plan or answer) of another version of patternsearch."""
+
+
+class AdaptationDiverged(FloatingPointError):
+    """Adaptation gave non-finite outputs or scores on some tasks: an outcome a decision reports, not a user error.
+
+    Attributes:
+        diverged: Tasks on which it diverged.
+        tasks: Tasks scored.
+    """
+
+    def __init__(self, message: str, *, diverged: int, tasks: int) -> None:
+        super().__init__(message)
+        self.diverged, self.tasks = diverged, tasks
+
+
 def one_line(error: BaseException) -> str:
     """The error message folded onto one line."""
     return " ".join(str(error).split()) or type(error).__name__

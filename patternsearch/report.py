@@ -27,7 +27,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from optuna.trial import FrozenTrial
 
 from .benchmarks._archives import atomic_write_bytes
-from .errors import PatternsearchError
+from .errors import PatternsearchError, RecordError
 from .measurement import CachedScorer, timing_noise
 from .pattern import Pattern
 from .search import (
@@ -35,6 +35,7 @@ from .search import (
     SELECTION_ATTR,
     TARGET_ATTR,
     Choice,
+    Selection,
     StudyConfig,
     choose,
     completed_trials,
@@ -142,11 +143,11 @@ def importances(study: optuna.Study, config: StudyConfig) -> dict[str, dict[str,
     return result
 
 
-def headline(selection: dict[str, Any] | None, choice: Choice) -> dict[str, Any]:
+def headline(selection: Selection | None, choice: Choice) -> dict[str, Any]:
     """The report's answer: ``select``'s stored selection, or a labelled validation estimate when select has not run.
 
     Args:
-        selection: ``Selection.as_dict()`` as ``select`` stored it in the study, or None.
+        selection: What ``select`` stored in the study, or None.
         choice: The validation choice at the report's budget (used only when select has not run).
 
     Returns:
@@ -161,25 +162,37 @@ def headline(selection: dict[str, Any] | None, choice: Choice) -> dict[str, Any]
                         "select' with the same --storage and --study (it tests the candidates on held-out test "
                         "tasks and times them). Validation estimate until then: "
                         f"{fastest.pattern}, estimated speedup {fastest.speedup:.1f}x (validation)."}
-    pattern = selection["pattern"]
-    if selection.get("test_accuracy") is None:
+    pattern = selection.pattern
+    if selection.test_accuracy is None:
         return {"pattern": pattern, "source": "select --no-confirm", "confirmed": False, "speedup": None,
                 "text": f"select ran with --no-confirm: {pattern} is a validation estimate, not confirmed "
-                        f"(estimated speedup {selection.get('val_speedup') or 1.0:.1f}x, validation); run "
+                        f"(estimated speedup {selection.val_speedup or 1.0:.1f}x, validation); run "
                         "'patternsearch select' without --no-confirm to test it on held-out test tasks."}
-    budget = f"{selection['max_degradation']:g} of {selection['baseline']}"
-    if selection.get("confirmed"):
-        text = (f"Selected: {pattern}, confirmed within {budget} at {selection['confidence']:g} confidence "
-                f"(lower bound of the paired accuracy difference {selection['lower_bound']:+.4f}); "
-                f"speedup {selection['speedup']:.1f}x (held-out timing, {selection.get('device')})")
-        if selection.get("adapt_predict_speedup") is not None:
-            text += f"; adapt + predict {selection['adapt_predict_speedup']:.1f}x"
+    budget = f"{selection.max_degradation:g} of {selection.baseline}"
+    if selection.confirmed:
+        text = (f"Selected: {pattern}, confirmed within {budget} at {selection.confidence:g} confidence "
+                f"(lower bound of the paired accuracy difference {selection.lower_bound:+.4f}); "
+                f"speedup {selection.speedup:.1f}x (held-out timing, {selection.device})")
+        if selection.adapt_predict_speedup is not None:
+            text += f"; adapt + predict {selection.adapt_predict_speedup:.1f}x"
         text += "."
     else:
         text = (f"Selected: {pattern}, the baseline: no faster pattern was confirmed within {budget} at "
-                f"{selection['confidence']:g} confidence ({selection.get('reason', '')}).")
-    return {"pattern": pattern, "source": "select", "confirmed": bool(selection.get("confirmed")),
-            "speedup": selection.get("speedup"), "text": text}
+                f"{selection.confidence:g} confidence ({selection.reason}).")
+    return {"pattern": pattern, "source": "select", "confirmed": selection.confirmed, "speedup": selection.speedup,
+            "text": text}
+
+
+def stored_selection(study: optuna.Study) -> tuple[Selection | None, str | None]:
+    """What ``select`` stored in the study, and a note when it cannot be read (another version's record)."""
+    stored = study.user_attrs.get(SELECTION_ATTR)
+    if stored is None:
+        return None, None
+    try:
+        return Selection.from_dict(stored, what=f"the selection stored in study {study.study_name!r}",
+                                   remedy="run 'patternsearch select' again to store a new one"), None
+    except RecordError as error:
+        return None, str(error)
 
 
 def _speedup_axis(study: optuna.Study, baseline: FrozenTrial) -> tuple[Callable[[FrozenTrial], float], str]:
@@ -454,17 +467,17 @@ def build_report(
         selection and the fronts before and after specialization).
     """
     config = StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR])
-    selection = study.user_attrs.get(SELECTION_ATTR)
+    selection, unreadable = stored_selection(study)
     if max_degradation is None:
-        max_degradation = selection["max_degradation"] if selection else DEFAULT_MAX_DEGRADATION
+        max_degradation = selection.max_degradation if selection else DEFAULT_MAX_DEGRADATION
     choice = choose(study, max_degradation)
-    notes = []
+    notes = [] if unreadable is None else [unreadable]
     noise = timing_noise([measured(t).baseline_latency_ms for t in completed_trials(study)],
                          where="between the study's trials")
     if noise:
         notes.append(noise)
-    if selection and selection.get("timing_noise"):
-        notes.append(f"select's timing: {selection['timing_noise']}")
+    if selection and selection.timing_noise:
+        notes.append(f"select's timing: {selection.timing_noise}")
     try:
         full = full_by_steps(study, config, data_root=data_root, checkpoint=checkpoint, device=device)
     except PatternsearchError as error:
@@ -479,7 +492,7 @@ def build_report(
         "stopped_early": len(stopped_early_trials(study)),
         "target": study.user_attrs.get(TARGET_ATTR),
         "config": config.as_dict(),
-        "selection": selection,
+        "selection": None if selection is None else selection.as_dict(),
         "validation_choice": {"max_degradation": max_degradation, "threshold": choice.threshold,
                               "baseline": _row(choice.baseline), "fastest": _row(choice.selected)},
         "pareto": [_row(t) for t in pareto_trials(study)],
@@ -498,7 +511,7 @@ def build_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = ReportFiles(out / "pareto.png", out / "report.html", out / "report.json")
-    _plot(study, choice, selection["pattern"] if selection else None, max_degradation, window, files.png)
+    _plot(study, choice, selection.pattern if selection else None, max_degradation, window, files.png)
     atomic_write_bytes(files.html, _html(data, files.png.read_bytes()).encode("utf-8"))
     atomic_write_bytes(files.json, json.dumps(data, indent=2).encode("utf-8"))
     return files, data

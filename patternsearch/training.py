@@ -65,7 +65,8 @@ class TrainConfig:
         iterations: Meta-updates in total.
         first_order: First-order MAML instead of second order.
         seed: Seeds the initial weights and the training episodes.
-        val_every: Validate every this many iterations.
+        val_every: Validate every this many iterations, and at the end (0:
+            never; ``tune`` scores its candidates itself).
         val_tasks: Validation episodes.
         checkpoint_every: Write the checkpoint every this many iterations.
         model_kwargs: Extra model factory options.
@@ -402,7 +403,8 @@ def train(
             meta_loss = run.step(device)
             bar.update(1)
             bar.set_postfix(loss=f"{meta_loss:.3f}")
-            if run.iteration % run.config.val_every == 0 or run.iteration == total:
+            every = run.config.val_every
+            if every and (run.iteration % every == 0 or run.iteration == total):
                 score = _validate(run.model, benchmark, run.config, run.validation_pattern, device)
                 run.history.append({"iteration": run.iteration, "val_score": score, "train_loss": meta_loss,
                                     "seconds": time.perf_counter() - began})
@@ -477,7 +479,7 @@ def specialize(
         first_order: First-order MAML (default: as the source was trained).
         seed: Seeds the training episodes (1: other episodes than a source
             trained with the default seed 0 saw first).
-        val_every: Validate (with ``pattern``) every this many iterations.
+        val_every: Validate (with ``pattern``) every this many iterations and at the end (0: never).
         val_tasks: Validation episodes.
         checkpoint_every: Write the checkpoint every this many iterations.
         data_root: Data folder.

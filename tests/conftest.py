@@ -22,8 +22,13 @@ SHARED_OMNIGLOT = Path(os.environ.get("PATTERNSEARCH_TEST_OMNIGLOT", REPO.parent
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own cache folder; downloads go to a closed local port."""
+    """Every test gets its own cache folder and working folder; downloads go to a closed local port.
+
+    The working folder keeps what commands write by default (``studies/patternsearch.db`` with its ledger of
+    looks at test splits, ``tuned/``, ``report/``) out of the repository and out of other tests' way.
+    """
     home = tmp_path_factory.mktemp("pshome")
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     monkeypatch.setenv("PATTERNSEARCH_HOME", str(home))
     monkeypatch.delenv("PATTERNSEARCH_DATA", raising=False)
     monkeypatch.setenv("PATTERNSEARCH_OMNIGLOT_URL", "http://127.0.0.1:9/omniglot")

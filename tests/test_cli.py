@@ -47,12 +47,16 @@ def test_evaluate_json(sinusoid_checkpoint: Path) -> None:
                "--pattern", "001:3", "--tasks", "3", "--device", "cpu").stdout
     metric_line = next(line for line in text.splitlines() if line.strip().startswith("neg_mse: "))
     assert " +/- " in metric_line and metric_line.endswith("(95% CI; 3 tasks)"), text
-    # A look at the test split is recorded, and a confirmation on that split says so.
+    # A look at the test split is recorded; a confirmation on that split is refused, or accepted as not covered.
     run("evaluate", "--benchmark", "sinusoid", "--shots", "5", "--checkpoint", str(sinusoid_checkpoint),
         "--pattern", "001:3", "--split", "test", "--tasks", "3", "--json")
-    confirmed = run("select", "--pattern", "001:3", "--checkpoint", str(sinusoid_checkpoint), "--max-degradation",
-                    "0.5", "--tasks", "6", "--report-tasks", "6", "--device", "cpu")
-    assert "looked at before" in confirmed.stderr and "evaluate of 001:3" in confirmed.stderr
+    confirm = ("select", "--pattern", "001:3", "--checkpoint", str(sinusoid_checkpoint), "--max-degradation", "0.5",
+               "--tasks", "6", "--report-tasks", "6", "--device", "cpu")
+    refused = run(*confirm, check=False)
+    assert refused.returncode == 2 and "scored before by a look that confirmed nothing" in refused.stderr
+    assert "evaluate of 001:3, 111:10" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    accepted = run(*confirm, "--accept-test-looks").stdout
+    assert "NOT covered by the guarantee" in accepted and "looked at before: evaluate of 001:3" in accepted
 
 
 def test_evaluate_compares_a_phased_pattern_with_a_baseline_on_the_same_tasks(sinusoid_checkpoint: Path) -> None:
@@ -149,7 +153,8 @@ def test_specialize_then_compare_with_the_parent_in_evaluate_and_select(sinusoid
     assert [c["pattern"] for c in selection["candidates"]] == ["001:3"]
     assert selection["candidates"][0]["lower_bound"] is not None
     assert selection["pattern"] == ("001:3" if selection["confirmed"] else "111:10")
-    assert selection["checkpoint"] == str(special) and selection["baseline_checkpoint"] == str(sinusoid_checkpoint)
+    assert selection["checkpoint"] == str(special if selection["confirmed"] else sinusoid_checkpoint)  # the answer's
+    assert selection["baseline_checkpoint"] == str(sinusoid_checkpoint)
     other = tmp_path / "other.pt"
     run("train", "--benchmark", "sinusoid", "--model", "mlp", "--shots", "3", "--iterations", "1", "--val-tasks",
         "2", "--device", "cpu", "--checkpoint", str(other))

@@ -37,6 +37,7 @@ from patternsearch.confirmation import (
     validation_front,
     worst_group_gap,
 )
+from patternsearch.errors import AdaptationDiverged
 from patternsearch.uncertainty import Estimate, TaskDesign, estimate
 
 D, ALPHA = 0.01, 0.05
@@ -416,6 +417,28 @@ def test_differences_without_spread_confirm_nothing_and_say_so() -> None:
     assert "no spread" in decision.reason and "more tasks" in decision.reason
     assert p_value(estimate(np.zeros(5), TaskDesign.none()), D) == 1.0
     assert p_value(estimate(np.array([0.0, 0.01, -0.01, 0.0]), TaskDesign.none()), D) < 1.0
+
+
+def test_a_candidate_whose_adaptation_diverges_is_not_confirmed_and_the_others_are_still_tested() -> None:
+    rng = np.random.default_rng(4)
+    noise = rng.normal(0, 0.02, 300)
+
+    def differences(candidate: CandidateTest) -> np.ndarray:
+        if candidate.pattern == "fast":
+            raise AdaptationDiverged("fast diverged", diverged=7, tasks=300)
+        return noise - 0.0
+
+    decision = confirm_in_sequence(_candidates("fast", "slow"), differences, TaskDesign.none(), max_degradation=D,
+                                   confidence=0.95)
+    fast, slow = decision.candidates
+    assert decision.selected is not None and decision.selected.pattern == "slow" and slow.confirmed
+    assert (fast.confirmed, fast.diverged, fast.lower_bound, fast.test_difference) == (False, 7, None, None)
+    assert "adaptation diverged: fast on 7 of 300 tasks" in decision.reason
+    # The diverged candidate keeps its share: the slow one holds no more than it would beside a failing one.
+    assert slow.level < 0.05
+    everything = confirm_in_sequence(_candidates("fast"), differences, TaskDesign.none(), max_degradation=D,
+                                     confidence=0.95)
+    assert everything.selected is None and "diverged" in everything.reason
 
 
 def _mixed_groups(tasks: int, seed: int = 0) -> tuple[tuple[int, ...], ...]:

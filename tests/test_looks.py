@@ -1,32 +1,80 @@
-"""A confirmation says when its test split was looked at before with the same checkpoint."""
+"""Looks at test splits are recorded in the study storage, and each confirmation spends its share of the error rate."""
 
 from __future__ import annotations
 
-import os
+import threading
+import uuid
 from pathlib import Path
 
+import optuna
+import pytest
+
 from patternsearch import confirm_pattern, open_experiment
-from patternsearch.checkpoint import file_checksum
-from patternsearch.looks import looks_at, record_look
+from patternsearch.errors import UsageError
+from patternsearch.looks import Ledger, Look
+from patternsearch.search import open_storage
 
 from .conftest import SINUSOID
 
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
-def test_a_confirmation_names_earlier_looks_at_its_test_split(sinusoid_checkpoint: Path) -> None:
+
+def _look(identity: str, benchmark: str = "sinusoid", confirms: bool = True) -> Look:
+    return Look("select", benchmark, identity, ("unit:1", "unit:2"), ("c" * 64,), ("001:3",), confirms)
+
+
+def test_each_new_confirmation_spends_half_of_what_is_left_and_a_repeat_spends_nothing_new() -> None:
+    ledger = Ledger(optuna.storages.InMemoryStorage())
+    first = ledger.spend(_look("a"), 0.95)
+    assert (first.number, first.level, first.repeat, first.earlier) == (1, pytest.approx(0.025), False, ())
+    second = ledger.spend(_look("b"), 0.95)
+    assert (second.number, second.level) == (2, pytest.approx(0.0125))
+    assert [e.identity for e in second.earlier] == ["a"]
+    again = ledger.spend(_look("a"), 0.95)  # the same tasks, candidates and settings: the same decision
+    assert (again.number, again.level, again.repeat) == (1, pytest.approx(0.025), True)
+    assert ledger.spend(_look("x", benchmark="omniglot-small"), 0.95).number == 1  # another test split
+    assert "look 2 at this test split: it spends 0.0125, 1/4 of 0.05" in second.describe(0.95)
+    assert sum(e.spent for e in ledger.looks("sinusoid")) < 0.05
+
+
+def test_a_split_scored_by_a_look_that_confirmed_nothing_is_refused_unless_accepted() -> None:
+    ledger = Ledger(optuna.storages.InMemoryStorage())
+    ledger.record(_look("evaluate", confirms=False))
+    with pytest.raises(UsageError, match="scored before by a look that confirmed nothing.*--accept-test-looks"):
+        ledger.spend(_look("a"), 0.95)
+    assert ledger.looks("sinusoid")[-1].confirms is False  # the refusal recorded nothing
+    accepted = ledger.spend(_look("a"), 0.95, accept_scored=True)
+    assert accepted.covered is False and accepted.number == 1
+    assert "NOT covered" in accepted.describe(0.95)
+
+
+def test_workers_of_one_server_storage_share_the_ledger_and_never_overspend() -> None:
+    benchmark = f"sinusoid-{uuid.uuid4().hex}"  # this run's own test split in the shared database
+    Ledger(open_storage(POSTGRES)).looks(benchmark)  # the schema and the ledger exist, as after any earlier command
+    levels: list[float] = []
+
+    def confirm(index: int) -> None:  # each worker with its own connection, as on its own machine
+        levels.append(Ledger(open_storage(POSTGRES)).spend(_look(f"worker-{index}", benchmark), 0.95).level)
+
+    workers = [threading.Thread(target=confirm, args=(i,)) for i in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(levels) == 6 and sum(levels) <= 0.05  # racing looks may share a place, never overspend
+    assert len(Ledger(open_storage(POSTGRES)).looks(benchmark)) == 6
+
+
+def test_a_second_confirmation_says_what_was_looked_at_and_spends_less(sinusoid_checkpoint: Path,
+                                                                       tmp_path: Path) -> None:
     experiment = open_experiment(SINUSOID.but(checkpoint=sinusoid_checkpoint))
-    sha = file_checksum(sinusoid_checkpoint)
-    options = dict(test_tasks=6, report_tasks=6, timed_tasks=1, timed_rounds=1)
-    assert confirm_pattern(experiment, "001:3", 0.5, **options).seen_before == ()
-    record_look("0" * 64, "sinusoid", ["010:2"], "evaluate")  # another checkpoint: not this split's concern
-    record_look(sha, "omniglot-small", ["010:2"], "evaluate")  # another benchmark
-    record_look(sha, "sinusoid", ["001:3", "111:10"], "evaluate")
-    assert [look.patterns for look in looks_at({sha}, "sinusoid")] == [("001:3", "111:10")]
-    seen = confirm_pattern(experiment, "001:3", 0.5, **options).seen_before
-    assert len(seen) == 1 and seen[0].startswith("evaluate of 001:3, 111:10 on ")
-
-
-def test_a_ledger_cut_short_is_read_up_to_the_damage() -> None:
-    record_look("a" * 64, "sinusoid", ["001:1"], "evaluate")
-    ledger = Path(os.environ["PATTERNSEARCH_HOME"]) / "test_looks.jsonl"
-    ledger.write_text(ledger.read_text() + '{"checkpoint_sha256": "a')
-    assert len(looks_at({"a" * 64}, "sinusoid")) == 1
+    storage = f"sqlite:///{tmp_path / 'looks.db'}"
+    options = dict(test_tasks=6, report_tasks=6, timed_tasks=1, timed_rounds=1, storage=storage)
+    first = confirm_pattern(experiment, "001:3", 0.5, **options)
+    assert (first.look_number, first.look_level, first.earlier_looks) == (1, pytest.approx(0.025), ())
+    repeat = confirm_pattern(experiment, "001:3", 0.5, **options)
+    assert (repeat.look_number, repeat.confirmed, repeat.lower_bound) == (1, first.confirmed, first.lower_bound)
+    second = confirm_pattern(experiment, "001:3", 0.5, test_seed=1, **options)
+    assert (second.look_number, second.look_level) == (2, pytest.approx(0.0125))
+    assert len(second.earlier_looks) == 1 and second.earlier_looks[0].startswith("select --pattern of 001:3 on ")
+    assert "look 2 at this test split" in (second.look_note or "")

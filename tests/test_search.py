@@ -356,7 +356,7 @@ def test_diverging_learning_rate_scales_fail_their_trials_and_the_search_goes_on
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert failed, "no drawn scale diverged"
     for trial in failed:
-        assert trial.user_attrs["fail_reason"].startswith("FloatingPointError")
+        assert trial.user_attrs["fail_reason"].startswith(("FloatingPointError", "AdaptationDiverged"))
         assert any(phase.scale >= 2 for phase in Pattern.parse(trial.user_attrs["pattern"]).phases)
 
 

@@ -6,6 +6,8 @@ import json
 import math
 import shutil
 import sqlite3
+import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +16,17 @@ import optuna
 import pytest
 
 from patternsearch import cli
-from patternsearch.confirmation import CandidateTest, confirm_in_sequence, power_graph
+from patternsearch.confirmation import CandidateTest
 from patternsearch.errors import UsageError
+from patternsearch.looks import Ledger, Look
 from patternsearch.measurement import LatencyStats
-from patternsearch.search import optimize
+from patternsearch.search import confirm_look, optimize
 from patternsearch.tuning import (
     Plan,
     PlannedCandidate,
     TuneConfig,
     TuneResult,
+    UnitResult,
     checkpoint_name,
     expected_speedup,
     load_result,
@@ -30,6 +34,7 @@ from patternsearch.tuning import (
     rung_sizes,
     survivors,
     tune,
+    tune_contenders,
 )
 from patternsearch.tuning._schedule import RungScore
 from patternsearch.uncertainty import TaskDesign
@@ -70,6 +75,23 @@ def test_successive_halving_keeps_the_best_expected_speedups_and_spends_equal_sh
     assert [validated.target(config, 0, r) for r in range(3)] == [60, 220, 580]
 
 
+def test_a_lease_has_one_holder_and_passes_on_when_its_holder_stops_beating() -> None:
+    from patternsearch.tuning._lease import BEAT_ATTR, STALE_S, Lease, worker_name
+
+    storage = optuna.storages.InMemoryStorage()
+    first, second = Lease(storage, "plan"), Lease(storage, "plan")
+    assert first.take() and not second.take() and second.holder() == worker_name()
+    study_id = storage.get_study_id_from_name("plan")
+    storage.set_study_user_attr(study_id, BEAT_ATTR, time.time() - STALE_S - 1)  # its holder was killed
+    assert second.take() and storage.get_study_id_from_name("plan") != study_id  # a study of its own
+    done = Lease(storage, "plan", done_attr="finished")
+    storage.set_study_user_attr(storage.get_study_id_from_name("plan"), "finished", True)
+    storage.set_study_user_attr(storage.get_study_id_from_name("plan"), BEAT_ATTR, 0.0)
+    assert not done.take()  # finished work is never taken for a dead holder's
+    second.release()
+    assert done.take()
+
+
 def test_checkpoint_names_are_safe_file_names() -> None:
     assert checkpoint_name("00010:1") == "00010-1.pt"
     assert checkpoint_name("00010:2+00011:4@0.5") == "00010-2-00011-4-0.5.pt"
@@ -78,36 +100,42 @@ def test_checkpoint_names_are_safe_file_names() -> None:
 def test_the_error_rate_holds_when_candidates_are_specialized() -> None:
     """Fabricated scores: specialized and parent candidates, every one losing exactly D (least favourable).
 
-    Validation decides which specialized checkpoints reach the test split
-    (on its own noise) and, as in ``tune``, their initial shares of the
-    error rate (:func:`power_graph`); the confirmation then sees fixed
-    candidates, one pattern on two checkpoints among them. No run may
-    confirm one more often than the 5% family-wise error allows.
+    Each run draws the validation numbers ``tune`` decides on (the specialized candidates' last rung, the
+    parent's own candidates frozen in the plan); ``tune_contenders`` assembles what reaches the test split and
+    ``confirm_look`` (the step ``confirm_candidates`` runs) tests it, one pattern on two checkpoints among them.
+    No run may confirm one more often than the 5% family-wise error allows.
     """
     rng = np.random.default_rng(0)
     runs, tasks, errors, confirmed_special = 1500, 120, 0, 0
     loss = 0.05
+    config = TuneConfig(search_study="s", parent_sha256="x", max_degradation=loss, budget_s=1.0)
+    specialized = (PlannedCandidate("00010:1", 16.0, -loss, -loss, 1.0, "special-a.pt"),
+                   PlannedCandidate("00011:1", 13.0, -loss, -loss, 1.0, "special-b.pt"))
     for _ in range(runs):
-        names = [("00010:1", "special-a.pt"), ("00010:1", "parent.pt"), ("00011:1", "special-b.pt"),
-                 ("00010:5", "parent.pt")]
-        validation = {name: rng.normal(-loss, 0.02) for name in names}  # validation estimate of each
-        kept = [name for name in names if validation[name] - 1.645 * 0.02 >= -loss - 0.03]
-        if not kept:
+        parents = []
+        for pattern, speedup in (("00010:1", 16.0), ("00010:5", 8.0)):
+            value = rng.normal(-loss, 0.02)  # the study's corrected validation difference
+            if value - 1.645 * 0.02 >= -loss - 0.03:  # proposed (validation is asked for D + margin)
+                parents.append(asdict(CandidateTest(pattern, None, value, speedup, val_corrected=value,
+                                                    val_lower_bound=value - 1.645 * 0.02, checkpoint="parent.pt")))
+        plan = Plan(specialized, (2, 1), parent_candidates=tuple(parents))
+        results = [UnitResult(0, index, 10, rng.normal(-loss, 0.02), 0.02, 0.9, 1.0, 1.0) for index in range(2)]
+        candidates = tune_contenders(plan, results, config)
+        if not candidates:
             continue
-        speedups = {"00010:1": 16.0, "00011:1": 13.0, "00010:5": 8.0}
-        candidates = [CandidateTest(p, None, validation[(p, c)], speedups[p], val_corrected=validation[(p, c)],
-                                    val_lower_bound=validation[(p, c)] - 1.645 * 0.02, checkpoint=c) for p, c in kept]
         shared = rng.normal(0.0, 0.15, tasks)  # the baseline's per-task noise, common to every difference
         draws = {(c.pattern, c.checkpoint): -loss + shared * 0.3 + rng.normal(0.0, 0.1, tasks) for c in candidates}
-        decision = confirm_in_sequence(candidates, lambda c, d=draws: d[(c.pattern, c.checkpoint)], TaskDesign.none(),
-                                       max_degradation=loss, confidence=0.95,
-                                       graph=power_graph(candidates, max_degradation=loss, confidence=0.95))
+        look = Look("tune", "fabricated", "one run", (), (), tuple(c.pattern for c in candidates), True)
+        decision, spending = confirm_look(candidates, lambda c, d=draws: d[(c.pattern, c.checkpoint)],
+                                          TaskDesign.none(), look, Ledger(optuna.storages.InMemoryStorage()),
+                                          max_degradation=loss, confidence=0.95)
+        assert spending.number == 1
         if decision.selected is not None:
             errors += 1
             confirmed_special += decision.selected.checkpoint != "parent.pt"
     rate = errors / runs
     assert rate <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / runs), rate
-    assert errors > 0  # the simulation is near the boundary, not trivially safe
+    assert errors > 0 and confirmed_special > 0  # the simulation is near the boundary, not trivially safe
 
 
 @pytest.fixture
@@ -210,6 +238,86 @@ def test_a_changed_configuration_is_refused_with_its_differences(pattern_study: 
              **{**TINY_TUNE, "budget_s": 60.0, "candidates": 3})
 
 
+def test_a_budget_below_the_fixed_costs_is_refused_before_any_specialization(
+        pattern_study: tuple[str, Path], sinusoid_checkpoint: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    storage, _ = pattern_study
+    _fixed_costs(monkeypatch)  # a meta-update costs 50-60 ms: 2 candidates in rungs of 2 and 1 need 0.24 s
+    spec = SINUSOID.but(checkpoint=str(sinusoid_checkpoint))
+    with pytest.raises(UsageError, match=r"--budget 0s does not cover .* the smallest budget that works is 1s"):
+        tune(D, spec, storage=storage, study_name="tiny", out=tmp_path / "out", **{**TINY_TUNE, "budget_s": 0.2})
+    assert "tiny.tune" not in optuna.get_all_study_names(storage)  # nothing planned: a rerun plans afresh
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_diverging_specialization_is_dropped_and_the_tuning_goes_on(
+        pattern_study: tuple[str, Path], sinusoid_checkpoint: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import patternsearch.tuning._tune as module
+
+    storage, _ = pattern_study
+    _fixed_costs(monkeypatch)
+    original, doomed = module.specialize, []
+
+    def diverging(source: Any, pattern: str, *args: Any, **kwargs: Any) -> Any:
+        if not doomed or doomed[0] == pattern:  # the first candidate specialized always diverges
+            doomed[:] = [pattern]
+            raise FloatingPointError("non-finite inner-loop loss (nan)")
+        return original(source, pattern, *args, **kwargs)
+
+    monkeypatch.setattr(module, "specialize", diverging)
+    result = tune(D, SINUSOID.but(checkpoint=str(sinusoid_checkpoint)), storage=storage, study_name="tiny",
+                  out=tmp_path / "out", **TINY_TUNE)
+    dropped = next(h for h in result.candidates if h.pattern == doomed[0])
+    assert dropped.rungs and all("non-finite" in r.diverged for r in dropped.rungs) and dropped.confirmation is None
+    kept = next(h for h in result.candidates if h.pattern != doomed[0])
+    assert kept.rungs[-1].diverged == "" and kept.rungs[-1].rung == len(result.candidates) - 1  # it went on
+    assert result.selection.confirmation_tasks == 10  # the confirmation ran
+
+
+def test_a_resumed_tuning_confirms_the_parents_candidates_frozen_in_its_plan(
+        pattern_study: tuple[str, Path], sinusoid_checkpoint: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import patternsearch.tuning._tune as module
+
+    storage, _ = pattern_study
+    _fixed_costs(monkeypatch)
+    spec = SINUSOID.but(checkpoint=str(sinusoid_checkpoint))
+    monkeypatch.setattr(module._Session, "confirm", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        tune(D, spec, storage=storage, study_name="tiny", out=tmp_path / "out", **TINY_TUNE)
+    monkeypatch.undo()
+    _fixed_costs(monkeypatch)
+    stored = optuna.load_study(study_name="tiny.tune", storage=storage).user_attrs["tune_plan"]
+    assert stored["parent_candidates"] and stored["record_version"] == 1
+    # The live study may change (more trials) before the rerun: the confirmation reads the plan, not the study.
+    monkeypatch.setattr(module._Session, "own_candidates", lambda self: pytest.fail("recomputed from the study"))
+    result = tune(D, spec, storage=storage, study_name="tiny", out=tmp_path / "out", **TINY_TUNE)
+    parent_tested = {c["pattern"] for c in result.selection.candidates if c["checkpoint"] == str(sinusoid_checkpoint)}
+    assert parent_tested <= {c["pattern"] for c in stored["parent_candidates"]}
+
+
+def test_a_record_of_another_version_is_one_line(pattern_study: tuple[str, Path], sinusoid_checkpoint: Path,
+                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    storage, _ = pattern_study
+    _fixed_costs(monkeypatch)
+    tune(D, SINUSOID.but(checkpoint=str(sinusoid_checkpoint)), storage=storage, study_name="tiny",
+         out=tmp_path / "out", **TINY_TUNE)
+    tuning = optuna.load_study(study_name="tiny.tune", storage=storage)
+    old = {k: v for k, v in tuning.user_attrs["tune_result"].items() if k not in ("record_version", "look_note")}
+    tuning.set_user_attr("tune_result", {**old, "seen_before": []})  # as stored before records had versions
+    args = ["tune", "--benchmark", "sinusoid", "--shots", "5", "--queries", "10", "--storage", storage, "--study",
+            "tiny", "--checkpoint", str(sinusoid_checkpoint), "--max-degradation", str(D), "--budget", "1.2s",
+            "--candidates", "2", "--margin", "5", "--val-tasks", "8", "--tasks", "10", "--report-tasks", "8",
+            "--out", str(tmp_path / "out"), "--device", "cpu"]
+    capsys.readouterr()
+    assert cli.main(args) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("patternsearch: error: the answer of tuning study 'tiny.tune' was written by another "
+                           "version of patternsearch (record version none, this one reads 2); tune afresh"), last
+
+
 def _tables(database: Path) -> dict[str, int]:
     with sqlite3.connect(database) as connection:
         names = [row[0] for row in connection.execute("select name from sqlite_master where type='table'")]
@@ -297,39 +405,68 @@ def test_a_specialized_checkpoint_warns_when_used_with_another_pattern_or_baseli
         assert warned in err and str(sinusoid_checkpoint) in err
 
 
-def test_two_workers_on_a_server_storage_share_the_units(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
-    """Two ``tune`` processes on PostgreSQL: both take units, every unit runs once, both print the same answer."""
-    import json
+def test_three_workers_on_a_server_storage_one_killed_make_one_plan_and_one_confirmation(
+        sinusoid_checkpoint: Path, tmp_path: Path) -> None:
+    """Three ``tune`` processes on PostgreSQL, one SIGKILLed in a unit: the others finish its work, once.
+
+    One plan (the planned units, each completed once), the killed worker's unit retried, one look at the test
+    split (one worker confirms while the others wait for its answer), and every survivor prints that answer.
+    """
     import os
+    import signal
     import subprocess
     import sys
     import uuid
 
-    import optuna
     from optuna.trial import TrialState
+
+    from patternsearch.looks import Ledger
+    from patternsearch.search import open_storage
 
     storage = "postgresql://postgres@127.0.0.1:5432/test"
     name = f"tune-{uuid.uuid4().hex[:12]}"
     optimize(12, SINUSOID.but(checkpoint=str(sinusoid_checkpoint)), storage=storage, study_name=name, **TINY_STUDY)
+    began = time.time()
     command = [sys.executable, "-m", "patternsearch", "tune", "--storage", storage, "--study", name,
                "--checkpoint", str(sinusoid_checkpoint), "--benchmark", "sinusoid", "--shots", "5", "--queries",
                "10", "--device", "cpu", "--max-degradation", str(D), "--budget", "8s", "--candidates", "3",
                "--margin", "5", "--val-tasks", "8", "--tasks", "10", "--report-tasks", "8", "--out",
                str(tmp_path / "out"), "--heartbeat-interval", "1", "--json"]
-    logs = [tmp_path / f"worker{i}.err" for i in range(2)]  # files: a full pipe would stall a worker
+    logs = [tmp_path / f"worker{i}.err" for i in range(3)]  # files: a full pipe would stall a worker
     workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
                                 env={**os.environ, "OMP_NUM_THREADS": "1"}) for log in logs]
+    victim, deadline = workers[2], time.monotonic() + 240
+    while time.monotonic() < deadline:  # SIGKILL the third worker while it runs a unit
+        try:
+            trials = optuna.load_study(study_name=f"{name}.tune", storage=storage).get_trials(deepcopy=False)
+        except KeyError:
+            trials = []
+        if any(t.state == TrialState.RUNNING and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+               for t in trials):
+            victim.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the third worker never ran a unit")
     answers = []
-    for worker, log in zip(workers, logs, strict=True):
+    for worker, log in zip(workers[:2], logs, strict=False):
         out, _ = worker.communicate(timeout=300)
         assert worker.returncode == 0, log.read_text()[-2000:]
         answers.append(json.loads(out)["selection"])
-    assert answers[0]["pattern"] == answers[1]["pattern"] and answers[0]["checkpoint"] == answers[1]["checkpoint"]
-    units = [t for t in optuna.load_study(study_name=f"{name}.tune", storage=storage).get_trials(deepcopy=False)
-             if "rung" in t.user_attrs and t.state == TrialState.COMPLETE]
-    keys = [(t.user_attrs["rung"], t.user_attrs["slot"]) for t in units]
-    assert sorted(keys) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0)]  # rungs of 3, 2 and 1, each once
-    assert len({t.user_attrs["worker"] for t in units}) == 2
+    victim.wait(timeout=30)
+    assert answers[0] == answers[1]  # the one stored answer
+    tuning = optuna.load_study(study_name=f"{name}.tune", storage=storage)
+    trials = tuning.get_trials(deepcopy=False)
+    complete = [(t.user_attrs["rung"], t.user_attrs["slot"]) for t in trials
+                if "rung" in t.user_attrs and t.state == TrialState.COMPLETE]
+    assert sorted(complete) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0)]  # the plan's units, each once
+    killed = [t for t in trials if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
+    assert killed and all(t.state == TrialState.FAIL for t in killed)  # failed by its heartbeat, then retried
+    assert len(tuning.user_attrs["tune_plan"]["candidates"]) == 3
+    looks = [look for look in Ledger(open_storage(storage)).looks("sinusoid")
+             if look.command == "tune" and look.when >= began]
+    assert len(looks) == 1  # one worker confirmed; the other read its answer
+    assert answers[0]["look_number"] == looks[0].number
 
 
 def test_the_shipped_tuned_checkpoint_is_a_specialization_of_the_shipped_one() -> None:

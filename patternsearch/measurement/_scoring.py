@@ -47,6 +47,7 @@ from ..adaptation import (
     stage_part,
 )
 from ..benchmarks import Benchmark, Task
+from ..errors import AdaptationDiverged
 from ..pattern import Pattern
 
 _MAX_FEATURE_BYTES = 4 << 30
@@ -229,17 +230,15 @@ class _ShardScorer:
         features = dict(zip(indices, self.features(plan.cut, indices), strict=True))
         adapt_tasks = self._adapt_batched if self.batch_tasks and _batchable(plan) else self._adapt_each
         outputs, adapted_all = adapt_tasks(plan, pattern, starts, features, copied_buffers(self.model))
-        scores = []
-        for i in indices:
-            score = score_fn(outputs[i], self.tasks[i].y_query) if torch.isfinite(outputs[i]).all() else np.nan
-            if not np.isfinite(score):  # outputs so large that a regression error overflows count too
-                raise FloatingPointError(f"pattern {pattern} gave non-finite outputs or scores; is the inner "
-                                         "learning rate (times the phase's scale) too high?")
-            scores.append(score)
-            self.steps_run += pattern.steps - starts[i][0]
+        scores = np.array([score_fn(outputs[i], self.tasks[i].y_query) if torch.isfinite(outputs[i]).all()
+                           else np.nan for i in indices], dtype=np.float64)
+        diverged = int((~np.isfinite(scores)).sum())  # outputs so large that a regression error overflows count too
+        if diverged:
+            raise _diverged(pattern, diverged, len(indices))
+        self.steps_run += sum(pattern.steps - starts[i][0] for i in indices)
         if adapted_all:
             self._store(pattern, adapted_all)
-        return np.array(scores)
+        return scores
 
     def _adapt_each(self, plan: AdaptationPlan, pattern: Pattern, starts: dict[int, tuple[int, _State | None]],
                     features: dict[int, tuple[Tensor, Tensor]],
@@ -413,7 +412,7 @@ class CachedScorer:
         thread busy when it spreads over the whole range (a strided subset).
 
         Raises:
-            FloatingPointError: If adaptation diverges (NaN or infinite loss).
+            AdaptationDiverged: If adaptation diverges on some tasks (how many, over every shard).
         """
         indices = np.arange(len(self)) if tasks is None else np.asarray(tasks, dtype=int)
         if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
@@ -422,15 +421,31 @@ class CachedScorer:
         owner = np.searchsorted(starts, indices, side="right") - 1
         jobs = [(shard, indices[owner == i] - starts[i], owner == i) for i, shard in enumerate(self._shards)
                 if (owner == i).any()]
+        def run(job: tuple[_ShardScorer, np.ndarray, np.ndarray]) -> np.ndarray | AdaptationDiverged:
+            try:
+                return job[0].scores(pattern, job[1])
+            except AdaptationDiverged as error:  # counted over every shard below
+                return error
+
         if len(jobs) == 1:
-            parts = [shard.scores(pattern, local) for shard, local, _ in jobs]
+            parts = [run(job) for job in jobs]
         else:
             with self.threads() as pool:
-                parts = list(pool.map(lambda job: job[0].scores(pattern, job[1]), jobs))
+                parts = list(pool.map(run, jobs))
+        failures = [part for part in parts if isinstance(part, AdaptationDiverged)]
+        if failures:
+            diverged = sum(f.diverged for f in failures)
+            raise _diverged(pattern, diverged, int(indices.size))
         result = np.empty(indices.size)
         for (_, _, positions), part in zip(jobs, parts, strict=True):
             result[positions] = part
         return result
+
+
+def _diverged(pattern: Pattern, diverged: int, tasks: int) -> AdaptationDiverged:
+    return AdaptationDiverged(f"pattern {pattern} diverged (non-finite outputs or scores) on {diverged} of {tasks} "
+                              "tasks; is the inner learning rate (times the phase's scale) too high?",
+                              diverged=diverged, tasks=tasks)
 
 
 def score_pattern(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from ..confirmation import (
     DEFAULT_CANDIDATES,
     CandidateTest,
     Decision,
-    Graph,
     Proposal,
     confirm_in_sequence,
     propose,
@@ -37,9 +36,10 @@ from ..confirmation import (
 from ..devices import device_name
 from ..errors import UsageError
 from ..experiment import Experiment, check_pairable, open_experiment
-from ..looks import looks_at
+from ..looks import Ledger, Look, Spending, look_identity, unit_names
 from ..measurement import CachedScorer, Measurement, deployment_timing, environment
 from ..pattern import Pattern
+from ..records import from_record, to_record
 from ..spec import ExperimentSpec
 from ..uncertainty import Estimate, TaskDesign, estimate
 from ._config import CONFIG_ATTR, SELECTION_ATTR, StudyConfig, pattern_study_names
@@ -179,9 +179,14 @@ class Selection:
         query_batch: Queries predicted per task.
         timing_noise: A warning when the baseline's timing spread makes the
             ratios unreliable (None otherwise).
-        seen_before: Earlier looks at this test split with these checkpoints
-            (``evaluate --split test``): a pattern chosen from them is not
-            covered by the guarantee (see :mod:`patternsearch.looks`).
+        look_number, look_level: This confirmation's place among the
+            distinct confirmations at the benchmark's test split, and the
+            error rate it spent (``(1 - confidence) / 2**look_number``; see
+            :mod:`patternsearch.looks`); ``confidence`` holds across them all.
+        look_note: The same in words.
+        earlier_looks: The looks at this test split before this one.
+        covered: False when the split was scored before by a look that
+            confirmed nothing (accepted explicitly): not covered by the guarantee.
 
     Without a study (:func:`confirm_pattern`) the study, trial and
     validation fields are None.
@@ -221,7 +226,11 @@ class Selection:
     environment: dict[str, Any] | None = None
     checkpoint: str | None = None
     baseline_checkpoint: str | None = None
-    seen_before: tuple[str, ...] = ()
+    look_number: int | None = None
+    look_level: float | None = None
+    look_note: str | None = None
+    earlier_looks: tuple[str, ...] = ()
+    covered: bool = True
     adapt_predict_ms: float | None = None
     baseline_adapt_predict_ms: float | None = None
     adapt_predict_speedup: float | None = None
@@ -229,8 +238,22 @@ class Selection:
     timing_noise: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return asdict(self)
+        """JSON-ready form, versioned (see :mod:`patternsearch.records`)."""
+        return to_record(self, SELECTION_VERSION)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, what: str, remedy: str) -> Selection:
+        """A stored selection read back.
+
+        Raises:
+            RecordError: It was written by another version of patternsearch.
+        """
+        selection = from_record(cls, data, SELECTION_VERSION, what=what, remedy=remedy)
+        return replace(selection, candidates=tuple(selection.candidates), earlier_looks=tuple(selection.earlier_looks))
+
+
+SELECTION_VERSION = 2
+"""Version of the stored :class:`Selection` (2: looks at the test split, divergences)."""
 
 
 def resolve_study(storage: str, study_name: str | None) -> optuna.Study:
@@ -302,6 +325,7 @@ def select(
     device: str = "auto",
     timed_tasks: int = REPORT_TIMED_TASKS,
     timed_rounds: int = REPORT_TIMED_ROUNDS,
+    accept_test_looks: bool = False,
 ) -> Selection:
     """Selects the fastest pattern confirmed within ``max_degradation`` of the baseline (see the module doc).
 
@@ -312,7 +336,9 @@ def select(
             default study of ``optimize``, ``omniglot-small-conv4-5w1s``).
         confirm: Confirm on test tasks; without it the fastest validation
             candidate is returned unconfirmed.
-        confidence: Probability that a selected pattern is truly within D.
+        confidence: Probability that a selected pattern is truly within D,
+            across every confirmation at the test split (each run spends a
+            share; see :mod:`patternsearch.looks`).
         max_candidates: Most candidates tested (see :func:`~patternsearch.confirmation.plan`).
         test_tasks: Confirmation tasks.
         report_tasks: Report tasks (default: as many as ``test_tasks``).
@@ -325,9 +351,12 @@ def select(
         device: ``auto``, ``cpu`` or ``cuda``.
         timed_tasks: Report tasks the reported speedup is timed on.
         timed_rounds: Interleaved timing rounds on each of them.
+        accept_test_looks: Confirm even when a look that confirmed nothing
+            (``evaluate --split test``) scored the split before (recorded as not covered).
 
     Raises:
-        UsageError: Missing study or trials, bad arguments, or another checkpoint.
+        UsageError: Missing study or trials, bad arguments, another checkpoint,
+            or an earlier look at the test split that confirmed nothing.
     """
     report_tasks = _check_arguments(max_degradation, confidence, max_candidates, test_tasks, report_tasks,
                                     timed_tasks, timed_rounds)
@@ -340,11 +369,12 @@ def select(
                               "reason": "validation only (--no-confirm): the fastest pattern within the "
                                         "degradation on validation, not confirmed"})
     else:
-        result = _confirm(study, choice, validation, max_degradation=max_degradation, confidence=confidence,
+        result = _confirm(study, choice, validation, Ledger(open_storage(storage, create=False)),
+                          max_degradation=max_degradation, confidence=confidence,
                           max_candidates=max_candidates, test_tasks=test_tasks, report_tasks=report_tasks,
                           test_seed=test_seed, data_root=data_root, checkpoint=checkpoint,
                           baseline_checkpoint=baseline_checkpoint, device=device, timed_tasks=timed_tasks,
-                          timed_rounds=timed_rounds)
+                          timed_rounds=timed_rounds, accept_test_looks=accept_test_looks)
     study.set_user_attr(SELECTION_ATTR, result.as_dict())
     return result
 
@@ -371,6 +401,7 @@ def confirm_pattern(
     pattern: str,
     max_degradation: float = 0.01,
     *,
+    storage: str = DEFAULT_STORAGE,
     baseline: str = "full",
     baseline_checkpoint: str | os.PathLike[str] | None = None,
     confidence: float = 0.95,
@@ -379,39 +410,45 @@ def confirm_pattern(
     test_seed: int = 0,
     timed_tasks: int = REPORT_TIMED_TASKS,
     timed_rounds: int = REPORT_TIMED_ROUNDS,
+    accept_test_looks: bool = False,
 ) -> Selection:
     """Confirms one given pattern against the baseline with the selection's rule, without a study.
 
     For a pattern chosen elsewhere, typically a specialized checkpoint's
     pattern against full MAML on its parent (``baseline_checkpoint``): the
-    pattern is confirmed when the one-sided ``confidence`` lower bound of its
-    paired difference on the confirmation tasks is at least ``-D``, and its
+    pattern is confirmed when the one-sided lower bound of its paired
+    difference on the confirmation tasks is at least ``-D`` at the error
+    rate this look may spend (see :mod:`patternsearch.looks`), and its
     accuracies are then measured on fresh report tasks (see the module doc).
 
     Args:
         experiment: Benchmark, checkpoint and model the pattern adapts.
         pattern: The pattern's text.
         max_degradation: D, in accuracy units.
+        storage: Optuna storage URL holding the ledger of looks at test splits (made if missing).
         baseline: The baseline's text (default ``full``, of the baseline's checkpoint).
         baseline_checkpoint: Checkpoint the baseline adapts (default: the same).
-        confidence: Probability that a confirmed pattern is truly within D.
+        confidence: Probability that a confirmed pattern is truly within D, across every look.
         test_tasks: Confirmation tasks.
         report_tasks: Report tasks (default: as many as ``test_tasks``).
         test_seed: Seed of the test tasks and of the split of the test characters (3/4 decide, 1/4 report).
         timed_tasks: Report tasks the reported speedup is timed on.
         timed_rounds: Interleaved timing rounds on each of them.
+        accept_test_looks: Confirm even when a look that confirmed nothing
+            (``evaluate --split test``) scored the split before (recorded as not covered).
 
     Raises:
-        UsageError: Bad arguments.
+        UsageError: Bad arguments, or an earlier look that confirmed nothing.
         CheckpointError: A baseline checkpoint of another benchmark or model.
     """
     reference = experiment if baseline_checkpoint is None else experiment.with_checkpoint(baseline_checkpoint)
     candidate = CandidateTest(str(experiment.pattern(pattern)), None, None, None,
                               checkpoint=str(experiment.checkpoint_path))
     return confirm_candidates(
-        reference, [(candidate, experiment)], max_degradation, baseline=baseline, confidence=confidence,
-        test_tasks=test_tasks, report_tasks=report_tasks, test_seed=test_seed, timed_tasks=timed_tasks,
-        timed_rounds=timed_rounds,
+        reference, [(candidate, experiment)], max_degradation, ledger=Ledger(open_storage(storage)),
+        command="select --pattern", baseline=baseline, confidence=confidence, test_tasks=test_tasks,
+        report_tasks=report_tasks, test_seed=test_seed, timed_tasks=timed_tasks, timed_rounds=timed_rounds,
+        accept_test_looks=accept_test_looks,
         fields_for=lambda _: {"study": None, "trial": None, "val_accuracy": None, "baseline_val_accuracy": None,
                               "val_speedup": None, "mixed_devices": False})
 
@@ -422,6 +459,8 @@ def confirm_candidates(
     max_degradation: float,
     *,
     fields_for: Callable[[CandidateTest | None], dict[str, Any]],
+    ledger: Ledger,
+    command: str,
     baseline: str = "full",
     confidence: float = 0.95,
     test_tasks: int = 600,
@@ -429,14 +468,15 @@ def confirm_candidates(
     test_seed: int = 0,
     timed_tasks: int = REPORT_TIMED_TASKS,
     timed_rounds: int = REPORT_TIMED_ROUNDS,
-    graph: Graph | None = None,
+    accept_test_looks: bool = False,
 ) -> Selection:
     """Confirms candidates, each on its own checkpoint, against the baseline on ``reference``; reports the winner.
 
-    The graphical procedure of :func:`~patternsearch.confirmation.confirm_in_sequence`
-    runs on the confirmation tasks of the test split; the selected candidate
-    (or the baseline when none is confirmed) is then measured on the fresh
-    report tasks and timed next to the baseline.
+    The look is recorded in ``ledger`` first (before any score is seen), and
+    :func:`confirm_look` tests the candidates on the confirmation tasks of
+    the test split at the error rate the look may spend; the selected
+    candidate (or the baseline when none is confirmed) is then measured on
+    the fresh report tasks and timed next to the baseline.
 
     Args:
         reference: The experiment whose checkpoint the baseline adapts.
@@ -445,29 +485,37 @@ def confirm_candidates(
         max_degradation: D, in accuracy units.
         fields_for: The study, trial and validation fields of the
             :class:`Selection` for the selected candidate (None: the baseline).
+        ledger: The looks at test splits of the storage.
+        command: What looks, for the ledger (``select``, ``tune``, ...).
         baseline: The baseline's text.
-        confidence: Family-wise confidence.
+        confidence: Family-wise confidence across every look at the split.
         test_tasks: Confirmation tasks.
         report_tasks: Report tasks (default: as many as ``test_tasks``).
         test_seed: Seed of the test tasks and of the split of the test characters (3/4 decide, 1/4 report).
         timed_tasks: Report tasks the reported speedup is timed on.
         timed_rounds: Interleaved timing rounds on each of them.
-        graph: The multiple-testing procedure (default: ``select``'s,
-            :func:`~patternsearch.confirmation.fallback_graph`).
+        accept_test_looks: Confirm despite an earlier look that confirmed nothing.
 
     Raises:
-        UsageError: Bad arguments.
+        UsageError: Bad arguments, or an earlier look that confirmed nothing.
     """
     report_tasks = _check_arguments(max_degradation, confidence, max(1, len(contenders)), test_tasks, report_tasks,
                                     timed_tasks, timed_rounds)
     base = reference.pattern(baseline)
     decision_tasks, fresh_tasks, disjoint = disjoint_task_sets(reference.benchmark, "test", test_tasks,
                                                                report_tasks, test_seed)
+    checksums = {id(e): file_checksum(e.checkpoint_path) for e in [reference, *(e for _, e in contenders)]}
+    look = Look(command, reference.benchmark.name, look_identity(
+        benchmark=reference.benchmark.name, seed=test_seed, tasks=test_tasks, report_tasks=report_tasks,
+        baseline=[str(base), checksums[id(reference)]], max_degradation=max_degradation, confidence=confidence,
+        candidates=[[asdict(c), checksums[id(e)]] for c, e in contenders]),
+        unit_names([*decision_tasks, *fresh_tasks], test_seed), tuple(sorted(set(checksums.values()))),
+        tuple(c.pattern for c, _ in contenders), confirms=True)
     confirmation = PairedScores(reference, reference, base, [t.to(reference.device) for t in decision_tasks])
     scorers = {candidate: confirmation.on(experiment) for candidate, experiment in contenders}
-    decision = confirm_in_sequence([candidate for candidate, _ in contenders],
-                                   lambda c: scorers[c].differences(c.pattern), confirmation.design,
-                                   max_degradation=max_degradation, confidence=confidence, graph=graph)
+    decision, spending = confirm_look(
+        [candidate for candidate, _ in contenders], lambda c: scorers[c].differences(c.pattern), confirmation.design,
+        look, ledger, max_degradation=max_degradation, confidence=confidence, accept_test_looks=accept_test_looks)
     winner = next((experiment for candidate, experiment in contenders
                    if decision.selected is not None and candidate.pattern == decision.selected.pattern
                    and candidate.checkpoint == decision.selected.checkpoint), reference)
@@ -475,10 +523,38 @@ def confirm_candidates(
     return Selection(**{
         **fields_for(decision.selected), "baseline": str(base), "max_degradation": max_degradation,
         "confidence": confidence, "pattern": str(pattern or base),
-        **_decision_fields(decision, test_tasks, confirmation),
+        **_decision_fields(decision, spending, confidence, test_tasks, confirmation),
         **_measured_fields(winner, reference, base, pattern, fresh_tasks, disjoint, test_seed,
                            timed_tasks, timed_rounds),
     })
+
+
+def confirm_look(candidates: Sequence[CandidateTest], paired_differences: Callable[[CandidateTest], np.ndarray],
+                 design: TaskDesign, look: Look, ledger: Ledger, *, max_degradation: float, confidence: float,
+                 accept_test_looks: bool = False) -> tuple[Decision, Spending]:
+    """One look at a test split: recorded, then the candidates tested at the error rate it may spend.
+
+    The step ``select``, ``select --pattern`` and ``tune`` share (through
+    :func:`confirm_candidates`); the error-rate simulations call it with
+    fabricated differences.
+
+    Args:
+        candidates: Fastest first; the last is the anchor.
+        paired_differences: A candidate's per-task differences to the baseline on the confirmation tasks.
+        design: The confirmation tasks' design.
+        look: The look, for the ledger.
+        ledger: The looks at test splits of the storage.
+        max_degradation: D, in accuracy units.
+        confidence: Family-wise confidence across every look at the split.
+        accept_test_looks: Confirm despite an earlier look that confirmed nothing.
+
+    Raises:
+        UsageError: An earlier look confirmed nothing and ``accept_test_looks`` is False.
+    """
+    spending = ledger.spend(look, confidence, accept_scored=accept_test_looks)
+    decision = confirm_in_sequence(candidates, paired_differences, design, max_degradation=max_degradation,
+                                   confidence=1.0 - spending.level)
+    return decision, spending
 
 
 def _validation_fields(study: str, choice: Choice, max_degradation: float, confidence: float) -> dict[str, Any]:
@@ -493,12 +569,14 @@ def _trial_fields(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
             "val_accuracy": float(measured(trial).accuracy), "val_speedup": float(measured(trial).speedup)}
 
 
-def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], *, max_degradation: float,
+def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], ledger: Ledger, *,
+             max_degradation: float,
              confidence: float, max_candidates: int, test_tasks: int, report_tasks: int, test_seed: int,
              data_root: str | os.PathLike[str] | None, checkpoint: str | os.PathLike[str] | None,
              baseline_checkpoint: str | os.PathLike[str] | None, device: str, timed_tasks: int,
-             timed_rounds: int) -> Selection:
+             timed_rounds: int, accept_test_looks: bool) -> Selection:
     config = StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR])
+    ledger.refuse_scored(config.benchmark, accept_scored=accept_test_looks)  # before any data is read
     experiment = study_experiment(config, data_root=data_root, checkpoint=checkpoint, device=device,
                                   baseline_checkpoint=baseline_checkpoint)
     reference = experiment if baseline_checkpoint is None else experiment.with_checkpoint(baseline_checkpoint)
@@ -513,15 +591,20 @@ def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], *,
 
     return confirm_candidates(
         reference, [(candidate, experiment) for candidate in candidates], max_degradation, fields_for=fields_for,
-        baseline=str(measured(choice.baseline).pattern), confidence=confidence, test_tasks=test_tasks,
-        report_tasks=report_tasks, test_seed=test_seed, timed_tasks=timed_tasks, timed_rounds=timed_rounds)
+        ledger=ledger, command="select", baseline=str(measured(choice.baseline).pattern), confidence=confidence,
+        test_tasks=test_tasks, report_tasks=report_tasks, test_seed=test_seed, timed_tasks=timed_tasks,
+        timed_rounds=timed_rounds, accept_test_looks=accept_test_looks)
 
 
-def _decision_fields(decision: Decision, test_tasks: int, confirmation: PairedScores) -> dict[str, Any]:
+def _decision_fields(decision: Decision, spending: Spending, confidence: float, test_tasks: int,
+                     confirmation: PairedScores) -> dict[str, Any]:
     return {"confirmed": decision.selected is not None, "reason": decision.reason,
             "candidates": tuple(asdict(c) for c in decision.candidates),
             "lower_bound": decision.selected.lower_bound if decision.selected else None,
-            "confirmation_tasks": test_tasks, "confirmation_classes": confirmation.design.distinct_classes()}
+            "confirmation_tasks": test_tasks, "confirmation_classes": confirmation.design.distinct_classes(),
+            "look_number": spending.number, "look_level": spending.level,
+            "look_note": spending.describe(confidence),
+            "earlier_looks": tuple(look.describe() for look in spending.earlier), "covered": spending.covered}
 
 
 def _measured_fields(experiment: Experiment, reference: Experiment, baseline: Pattern, pattern: Pattern | None,
@@ -541,10 +624,7 @@ def _measured_fields(experiment: Experiment, reference: Experiment, baseline: Pa
     difference = estimate(scores - baseline_scores, report.design)
     timing = deployment_timing(experiment.model, pattern, baseline, experiment.inner_lr, experiment.benchmark.loss_fn,
                                fresh[:timed_tasks], experiment.device, repeats=timed_rounds)
-    seen = looks_at({file_checksum(experiment.checkpoint_path), file_checksum(reference.checkpoint_path)},
-                    experiment.benchmark.name)
     return {**_report_fields(accuracy, baseline_accuracy, difference), "classes_disjoint": disjoint,
-            "seen_before": tuple(look.describe() for look in seen),
             "latency_ms": timing.latency_ms, "baseline_latency_ms": timing.baseline_latency_ms,
             "speedup": timing.speedup, "adapt_predict_ms": timing.adapt_predict_ms,
             "baseline_adapt_predict_ms": timing.baseline_adapt_predict_ms,

@@ -2,7 +2,7 @@
 
 from ._plan import DEFAULT_MARGIN, Plan, PlannedCandidate, TuneConfig
 from ._schedule import expected_speedup, format_duration, parse_duration, rung_iterations, rung_sizes, survivors
-from ._tune import CandidateHistory, FrontRow, TuneResult, checkpoint_name, load_result, tune
+from ._tune import CandidateHistory, FrontRow, TuneResult, checkpoint_name, load_result, tune, tune_contenders
 from ._units import UnitResult
 
 __all__ = [
@@ -23,4 +23,5 @@ __all__ = [
     "rung_sizes",
     "survivors",
     "tune",
+    "tune_contenders",
 ]

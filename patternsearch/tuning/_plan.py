@@ -8,17 +8,22 @@ the plan (candidates, their costs, the rungs) is made once.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from scipy import special
 
 from ..errors import UsageError
+from ..records import from_record, to_record
 from ._schedule import rung_iterations, rung_sizes
 
 CONFIG_ATTR = "tune_config"
 PLAN_ATTR = "tune_plan"
 RESULT_ATTR = "tune_result"
+
+RECORD_VERSION = 1
+"""Version of the stored configuration and plan (see :mod:`patternsearch.records`)."""
+RECORD_REMEDY = "tune afresh under another --study name, or delete the tuning study (its name ends in .tune)"
 
 DEFAULT_MARGIN = 0.015
 """How much more than D a candidate may lose on validation before specialization (see ``docs/tune.md``)."""
@@ -79,18 +84,22 @@ class TuneConfig:
             raise UsageError(f"--confidence must be in [0.5, 1), got {self.confidence}")
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return asdict(self)
+        """JSON-ready form, versioned (see :mod:`patternsearch.records`)."""
+        return to_record(self, RECORD_VERSION)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TuneConfig:
-        """The stored form read back (unknown keys ignored)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+    def from_dict(cls, values: dict[str, Any], *, study: str = "") -> TuneConfig:
+        """The stored form read back.
+
+        Raises:
+            RecordError: It was written by another version of patternsearch.
+        """
+        return from_record(cls, values, RECORD_VERSION, what=f"the configuration of tuning study {study!r}",
+                           remedy=RECORD_REMEDY)
 
     def differences(self, stored: TuneConfig) -> list[str]:
         """``name: stored -> requested`` for every setting that differs."""
-        mine, theirs = self.as_dict(), stored.as_dict()
+        mine, theirs = asdict(self), asdict(stored)
         return [f"{name}: {theirs[name]!r} -> {value!r}" for name, value in mine.items() if theirs[name] != value]
 
 
@@ -136,22 +145,32 @@ class Plan:
             steer a search but not to tell close candidates apart (its
             fastest estimates are the lucky ones), so the choice of
             candidates and the order of the confirmation rest on these.
+        parent_candidates: The parent's own candidates at D (what ``select``
+            would test, each a :class:`~patternsearch.confirmation.CandidateTest`
+            as a dict with its timed speedup), frozen here so that a resumed
+            run, or another worker, confirms what a straight run would.
     """
 
     candidates: tuple[PlannedCandidate, ...]
     rungs: tuple[int, ...]
     speedups: dict[str, float] = field(default_factory=dict)
+    parent_candidates: tuple[dict[str, Any], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"candidates": [asdict(c) for c in self.candidates], "rungs": list(self.rungs),
-                "speedups": dict(self.speedups)}
+        """JSON-ready form, versioned (see :mod:`patternsearch.records`)."""
+        return to_record(self, RECORD_VERSION)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Plan:
-        """The stored form read back."""
-        return cls(tuple(PlannedCandidate(**c) for c in values["candidates"]), tuple(values["rungs"]),
-                   dict(values.get("speedups", {})))
+    def from_dict(cls, values: dict[str, Any], *, study: str = "") -> Plan:
+        """The stored form read back.
+
+        Raises:
+            RecordError: It was written by another version of patternsearch.
+        """
+        plan = from_record(cls, values, RECORD_VERSION, what=f"the plan of tuning study {study!r}",
+                           remedy=RECORD_REMEDY)
+        return cls(tuple(PlannedCandidate(**c) for c in plan.candidates), tuple(plan.rungs), dict(plan.speedups),
+                   tuple(plan.parent_candidates))
 
     def target(self, config: TuneConfig, candidate: int, rung: int) -> int:
         """Meta-updates ``candidate`` has in total at the end of ``rung``."""

@@ -80,6 +80,15 @@ def rung_iterations(budget_s: float, sizes: Sequence[int], rung: int, seconds_pe
     return max(1, int(share / max(seconds_per_iteration, 1e-9)))
 
 
+def smallest_budget(sizes: Sequence[int], unit_costs: Sequence[float]) -> float:
+    """The least budget whose every rung share pays each candidate's fixed cost and one meta-update.
+
+    ``unit_costs`` are ``seconds_per_unit + seconds_per_iteration`` per
+    candidate; the first rung, the largest, decides.
+    """
+    return len(sizes) * sizes[0] * max(unit_costs) if sizes and unit_costs else 0.0
+
+
 def expected_speedup(speedup: float, difference: float, standard_error: float, max_degradation: float) -> float:
     """``speedup * P(true difference >= -D)`` under a normal approximation of the validation difference."""
     if not math.isfinite(standard_error) or standard_error <= 0.0:

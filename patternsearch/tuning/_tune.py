@@ -36,10 +36,11 @@ import numpy as np
 import optuna
 
 from ..benchmarks import Benchmark
-from ..checkpoint import check_writable, load_checkpoint
-from ..confirmation import CandidateTest, power_graph
-from ..errors import StorageError, UsageError
+from ..checkpoint import check_writable
+from ..confirmation import CandidateTest
+from ..errors import StorageError, UsageError, one_line
 from ..experiment import Experiment
+from ..looks import Ledger
 from ..measurement import CachedScorer, adaptation_call, interleaved_latencies
 from ..pattern import Pattern
 from ..search import (
@@ -66,12 +67,14 @@ from ..search import (
 from ..spec import ExperimentSpec
 from ..training import meta_update_times, specialize
 from ..uncertainty import TaskDesign, estimate
+from ._lease import Lease
 from ._plan import (
     CONFIG_ATTR as TUNE_CONFIG_ATTR,
 )
 from ._plan import (
     DEFAULT_MARGIN,
     PLAN_ATTR,
+    RECORD_REMEDY,
     RESULT_ATTR,
     Plan,
     PlannedCandidate,
@@ -79,8 +82,8 @@ from ._plan import (
     rungs_for,
     validation_lower_bound,
 )
-from ._schedule import expected_speedup, format_duration
-from ._units import UnitResult, Units, enqueue_units, work
+from ._schedule import expected_speedup, format_duration, smallest_budget
+from ._units import POLL_S, UnitResult, Units, enqueue_units, work
 
 _TIMED_VALIDATION_TASKS = 10
 """Validation tasks timed to plan a rung's fixed cost (scaled to all of them)."""
@@ -88,6 +91,8 @@ _TIMED_PER_CANDIDATE = 3
 """Patterns of the front's fast end timed when planning, per candidate to choose."""
 
 TUNE_SUFFIX = ".tune"
+CONFIRM_SUFFIX = ".confirming"
+"""The lease of the worker confirming a tuning: ``<study>.tune.confirming`` while it runs."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,7 @@ class CandidateHistory:
         speedup: Its speedup over full MAML on the parent, timed when planning.
         val_difference_before: Its validation difference on the parent, in the study.
         rungs: What each rung it took part in measured (iterations, validation difference, score).
-        curve: ``(iteration, validation score)`` pairs of its meta-training.
+        curve: ``(meta-updates, validation score)`` after each rung it took part in.
         confirmation: How it fared on the test split (None: validation
             dropped it, or it did not fit among the candidates tested).
     """
@@ -201,6 +206,7 @@ def tune(
     heartbeat_interval: int = DEFAULT_HEARTBEAT_S,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    accept_test_looks: bool = False,
 ) -> TuneResult:
     """From a checkpoint to its fastest confirmed adaptation: search, specialize, confirm (see the module doc).
 
@@ -232,6 +238,9 @@ def tune(
         heartbeat_interval: Seconds between heartbeats of running units.
         progress: Show progress bars.
         log: Where messages go (default: standard error).
+        accept_test_looks: Confirm even when a look that confirmed nothing
+            (``evaluate --split test``) scored the test split before
+            (recorded as not covered; see :mod:`patternsearch.looks`).
 
     Raises:
         UsageError: Bad settings, an unknown study, another checkpoint than
@@ -247,17 +256,20 @@ def tune(
     name, study = _search(spec, storage, study_name, trials, search_options or {}, progress, say)
     study_config = StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR])
     config = TuneConfig(search_study=name, parent_sha256=study_config.checkpoint_sha256,
-                        out=os.fspath(out or Path("tuned") / name), **requested)
+                        out=os.fspath(Path(out or Path("tuned") / name).absolute()), **requested)
     tuning_name = name + TUNE_SUFFIX
     _refuse_changed(storage, tuning_name, config)
     check_writable(Path(config.out) / "candidate.pt")
     parent = study_experiment(study_config, data_root=spec.data_root, checkpoint=spec.checkpoint, device=spec.device)
     say(f"pattern study {name!r}: {len(completed_trials(study))} complete trials; tuning study {tuning_name!r}")
     session = _Session(config, study, parent, spec.data_root, say, progress)
-    with creation_lock(storage):
+    with creation_lock(storage):  # SQLite: one process at a time creates tables and the plan
         rdb = open_storage(storage, heartbeat_interval=max(1, heartbeat_interval))
-        tuning = _tuning_study(rdb, tuning_name, config, session)
-    plan = Plan.from_dict(tuning.user_attrs[PLAN_ATTR])
+        ledger = Ledger(rdb)
+        if RESULT_ATTR not in _stored_attrs(rdb, tuning_name):  # refused before hours of specialization
+            ledger.refuse_scored(study_config.benchmark, accept_scored=accept_test_looks)
+        tuning = _tuning_study(rdb, tuning_name, config, session, say)
+    plan = Plan.from_dict(tuning.user_attrs[PLAN_ATTR], study=tuning.study_name)
     units = Units(tuning, rdb, plan)
     if RESULT_ATTR not in tuning.user_attrs:
         if plan.candidates:
@@ -266,8 +278,8 @@ def tune(
                 f"by successive halving, rungs of {', '.join(map(str, plan.rungs))}: budget "
                 f"{format_duration(config.budget_s)}, {format_duration(total)} spent so far")
             work(units, session.run_unit(plan), log=say)
-        selection = session.confirm(plan, units.results())
-        tuning.set_user_attr(RESULT_ATTR, selection.as_dict())
+        _confirm_once(tuning, rdb, lambda: session.confirm(plan, units.results(), ledger,
+                                                           accept_test_looks=accept_test_looks), say)
         tuning = optuna.load_study(study_name=tuning_name, storage=rdb)
     return _result(tuning, rdb)
 
@@ -284,10 +296,12 @@ def load_result(storage: str, study_name: str) -> TuneResult | None:
 
 def _result(tuning: optuna.Study, storage: optuna.storages.BaseStorage) -> TuneResult:
     """A finished tuning study's answer and its candidates' histories."""
-    plan = Plan.from_dict(tuning.user_attrs[PLAN_ATTR])
-    selection = Selection(**tuning.user_attrs[RESULT_ATTR])
+    plan = Plan.from_dict(tuning.user_attrs[PLAN_ATTR], study=tuning.study_name)
+    selection = Selection.from_dict(tuning.user_attrs[RESULT_ATTR], what=f"the answer of tuning study "
+                                    f"{tuning.study_name!r}", remedy=RECORD_REMEDY)
     results = Units(tuning, storage, plan).results()
-    return TuneResult(tuning.study_name, TuneConfig.from_dict(tuning.user_attrs[TUNE_CONFIG_ATTR]), selection,
+    config = TuneConfig.from_dict(tuning.user_attrs[TUNE_CONFIG_ATTR], study=tuning.study_name)
+    return TuneResult(tuning.study_name, config, selection,
                       _histories(plan, results, selection))
 
 
@@ -316,6 +330,14 @@ def _search(spec: ExperimentSpec, storage: str, study_name: str | None, trials: 
     return study.study_name, study
 
 
+def _stored_attrs(storage: optuna.storages.BaseStorage, name: str) -> dict[str, Any]:
+    """The user attributes of study ``name`` (empty when there is none)."""
+    try:
+        return storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+    except KeyError:
+        return {}
+
+
 def _refuse_changed(storage: str, name: str, config: TuneConfig) -> None:
     """Refuses, reading only the database, a configuration the tuning study ``name`` was not made with."""
     try:
@@ -324,34 +346,62 @@ def _refuse_changed(storage: str, name: str, config: TuneConfig) -> None:
     except (StorageError, KeyError):
         return
     stored = rdb.get_study_user_attrs(study_id).get(TUNE_CONFIG_ATTR)
-    found = [] if stored is None else config.differences(TuneConfig.from_dict(stored))
+    found = [] if stored is None else config.differences(TuneConfig.from_dict(stored, study=name))
     if found:
         raise UsageError(f"tuning study {name!r} was made with other settings: {'; '.join(found)}; use the same "
                          "settings, or another --study")
 
 
-def _tuning_study(storage: optuna.storages.BaseStorage, name: str, config: TuneConfig,
-                  session: _Session) -> optuna.Study:
-    """The tuning study; its creator makes the plan and enqueues the units, others wait for them."""
-    try:
-        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=name, storage=storage)
-        deadline = time.monotonic() + 30.0
-        while PLAN_ATTR not in study.user_attrs and time.monotonic() < deadline:
-            time.sleep(0.5)
+def _tuning_study(storage: optuna.storages.BaseStorage, name: str, config: TuneConfig, session: _Session,
+                  say: Callable[[str], None]) -> optuna.Study:
+    """The tuning study; the worker that creates it makes the plan and enqueues the units, the others wait.
+
+    The study's creation is the plan's lease (:mod:`patternsearch.tuning._lease`): a worker waits while its
+    creator plans, and replaces a creator that was killed before the plan was written.
+    """
+    lease, waiting_for = Lease(storage, name, done_attr=PLAN_ATTR), None
+    while not lease.take():
+        try:
             study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:  # removed between the two calls: try again
+            continue
         if PLAN_ATTR in study.user_attrs:
             return study
-    try:  # made by the creator, or by whoever finds its creator gone before the plan
-        plan = session.plan()
-        study.set_user_attr(TUNE_CONFIG_ATTR, config.as_dict())
-        enqueue_units(study, plan)
-        study.set_user_attr(PLAN_ATTR, plan.as_dict())  # last: a study with a plan has its units
+        if lease.holder() != waiting_for:
+            waiting_for = lease.holder()
+            say(f"waiting for {waiting_for or 'another worker'} to make the tuning's plan")
+        time.sleep(POLL_S)
+    study = optuna.load_study(study_name=name, storage=storage)
+    try:
+        with lease.beating():
+            plan = session.plan()
+            study.set_user_attr(TUNE_CONFIG_ATTR, config.as_dict())
+            enqueue_units(study, plan)
+            study.set_user_attr(PLAN_ATTR, plan.as_dict())  # last: a study with a plan has its units
     except BaseException:
         optuna.delete_study(study_name=name, storage=storage)  # never left half-made: a rerun starts afresh
         raise
     return optuna.load_study(study_name=name, storage=storage)
+
+
+def _confirm_once(tuning: optuna.Study, storage: optuna.storages.BaseStorage, confirm: Callable[[], Selection],
+                  say: Callable[[str], None]) -> None:
+    """Stores the tuning's answer: one worker confirms (under a lease), the others wait for its answer."""
+    lease, waiting_for = Lease(storage, tuning.study_name + CONFIRM_SUFFIX), None
+    study_id = storage.get_study_id_from_name(tuning.study_name)
+    while RESULT_ATTR not in storage.get_study_user_attrs(study_id):
+        if lease.take():
+            try:
+                with lease.beating():
+                    if RESULT_ATTR not in storage.get_study_user_attrs(study_id):  # not answered meanwhile
+                        storage.set_study_user_attr(study_id, RESULT_ATTR, confirm().as_dict())
+            finally:
+                lease.release()
+            return
+        if lease.holder() != waiting_for:
+            waiting_for = lease.holder()
+            say(f"{waiting_for or 'another worker'} is confirming; waiting for its answer")
+        time.sleep(POLL_S)
 
 
 def checkpoint_name(pattern: str) -> str:
@@ -388,8 +438,8 @@ class _Session:
                                         max_degradation=config.max_degradation + config.margin,
                                         confidence=config.confidence)
                  if c.pattern != self.study_config.baseline][:_TIMED_PER_CANDIDATE * config.candidates]
-        speedups = self.measured_speedups([c.pattern for c in front] +
-                                          [c.pattern for c in self.own_candidates()])
+        own = self.own_candidates()
+        speedups = self.measured_speedups([c.pattern for c in front] + [c.pattern for c in own])
         self.say("speedups timed on the parent (the study's estimates in brackets): " + ", ".join(
             f"{c.pattern} {speedups[c.pattern]:.1f}x ({c.val_speedup or 0.0:.1f}x)" for c in front))
         chosen = sorted(front, key=lambda c: -speedups[c.pattern])[:config.candidates]
@@ -407,7 +457,16 @@ class _Session:
             checkpoint=os.fspath(Path(config.out) / checkpoint_name(c.pattern)),
             seconds_per_unit=self.unit_seconds(p), study_speedup=float(c.val_speedup or 0.0))
             for c, p in zip(chosen, patterns, strict=True))
-        return Plan(planned, rungs_for(config, len(planned)), speedups)
+        rungs = rungs_for(config, len(planned))
+        smallest = smallest_budget(rungs, [c.seconds_per_unit + c.seconds_per_iteration for c in planned])
+        if config.budget_s < smallest:
+            raise UsageError(f"--budget {format_duration(config.budget_s)} does not cover the fixed costs of "
+                             f"{len(planned)} candidates in {len(rungs)} rungs (each rung's share must pay a "
+                             f"validation and one meta-update of each candidate in it): the smallest budget that "
+                             f"works is {format_duration(math.ceil(smallest))}, or use fewer --candidates")
+        parent_candidates = tuple(asdict(replace(c, checkpoint=str(self.parent.checkpoint_path),
+                                                 val_speedup=speedups.get(c.pattern, c.val_speedup))) for c in own)
+        return Plan(planned, rungs, speedups, parent_candidates)
 
     def own_candidates(self) -> list[CandidateTest]:
         """The parent's own candidates at D: what ``select`` would test (the safe fallback)."""
@@ -444,16 +503,24 @@ class _Session:
             self.say(f"rung {rung + 1}/{len(plan.rungs)}, candidate {planned.pattern}: specializing to {target} "
                      f"meta-updates (~{format_duration(expected)} for this rung)")
             began = time.perf_counter()
-            specialize(self.parent.checkpoint_path, planned.pattern, target, planned.checkpoint, seed=config.seed,
-                       val_every=target, val_tasks=config.val_tasks, data_root=self.data_root,
-                       device=self.parent.device.type, benchmark=self.parent.benchmark, progress=self.progress)
-            seconds = time.perf_counter() - began
-            return self.measure(planned, rung, candidate, target, seconds)
+            try:  # the unit scores the candidate once, below: the training does not validate (val_every=0)
+                special = specialize(self.parent.checkpoint_path, planned.pattern, target, planned.checkpoint,
+                                     seed=config.seed, val_every=0, val_tasks=config.val_tasks,
+                                     data_root=self.data_root, device=self.parent.device.type,
+                                     benchmark=self.parent.benchmark, progress=self.progress)
+                done = int(special.training.get("iteration", target))
+                if done != target:
+                    self.say(f"  {planned.checkpoint} already held {done} meta-updates, more than this rung's "
+                             f"{target}: it was not made by this tuning; its numbers are those of {done}")
+                result = self.measure(planned, rung, candidate, done)
+            except FloatingPointError as error:  # dropped with its reason; the same seed would diverge again
+                self.say(f"  {planned.pattern} dropped: {one_line(error)}")
+                result = UnitResult.dropped(rung, candidate, target, 0.0, one_line(error))
+            return replace(result, seconds=time.perf_counter() - began)  # meta-training and validation
 
         return run
 
-    def measure(self, planned: PlannedCandidate, rung: int, candidate: int, iterations: int,
-                seconds: float) -> UnitResult:
+    def measure(self, planned: PlannedCandidate, rung: int, candidate: int, iterations: int) -> UnitResult:
         """A specialized candidate's paired validation difference to the baseline, and its expected speedup."""
         special = self.parent.with_checkpoint(planned.checkpoint)
         scores = CachedScorer(special.model, special.benchmark, self.tasks, special.inner_lr).scores(
@@ -465,35 +532,22 @@ class _Session:
                  f"{difference.mean:+.4f} +/- {difference.ci95:.4f}, expected speedup {score:.1f}x")
         return UnitResult(rung=rung, candidate=candidate, iterations=iterations, val_difference=difference.mean,
                           val_standard_error=difference.standard_error, val_accuracy=float(np.mean(scores)),
-                          score=score, seconds=seconds)
+                          score=score, seconds=0.0)
 
-    def confirm(self, plan: Plan, results: Sequence[UnitResult]) -> Selection:
-        """The specialized candidates validation supports and the parent's own, confirmed on the test split."""
+    def confirm(self, plan: Plan, results: Sequence[UnitResult], ledger: Ledger, *,
+                accept_test_looks: bool) -> Selection:
+        """The specialized candidates validation supports and the parent's own, confirmed on the test split.
+
+        The look is recorded in ``ledger`` and spends its share of the error rate (see :mod:`patternsearch.looks`).
+        """
         config, parent = self.config, self.parent
         parent_path = str(parent.checkpoint_path)
-        final = _final_results(results)
-        contenders: list[tuple[CandidateTest, Experiment]] = []
-        for index, result in sorted(final.items()):
-            planned = plan.candidates[index]
-            bound = validation_lower_bound(result.val_difference, result.val_standard_error, config.confidence)
-            if bound >= -config.max_degradation:
-                contenders.append((CandidateTest(planned.pattern, None, result.val_difference, planned.speedup,
-                                                 val_corrected=result.val_difference, val_lower_bound=bound,
-                                                 checkpoint=planned.checkpoint),
-                                   parent.with_checkpoint(planned.checkpoint)))
-        specialized = {test.pattern for test, _ in contenders}
-        # the parent's version of a pattern that was specialized for it and passes validation would only split alpha
-        contenders += [(replace(c, checkpoint=parent_path, val_speedup=plan.speedups.get(c.pattern, c.val_speedup)),
-                        parent) for c in self.own_candidates() if c.pattern not in specialized]
-        contenders.sort(key=lambda item: -(item[0].val_speedup or 0.0))  # stable: specialized first at equal speed
-        if len(contenders) > config.max_confirmed:  # the fastest, and the slowest as the anchor
-            contenders = contenders[:config.max_confirmed - 1] + contenders[-1:]
-        graph = power_graph([test for test, _ in contenders], max_degradation=config.max_degradation,
-                            confidence=config.confidence)
+        contenders = [(test, parent if test.checkpoint == parent_path else parent.with_checkpoint(test.checkpoint))
+                      for test in tune_contenders(plan, results, config)]
         self.say(f"confirming {len(contenders)} candidates against {self.study_config.baseline} on the parent, on "
-                 f"{config.test_tasks} test tasks; initial shares of the error rate (from validation): "
-                 + ", ".join(f"{test.pattern} {weight:.0%}" for (test, _), weight in zip(contenders, graph.weights,
-                                                                                       strict=True)))
+                 f"{config.test_tasks} test tasks: " + ", ".join(
+                     test.pattern + ("" if test.checkpoint == parent_path else " (specialized)")
+                     for test, _ in contenders))
         trials = {t.number: t for t in completed_trials(self.study)}
 
         def fields_for(selected: CandidateTest | None) -> dict[str, Any]:
@@ -504,9 +558,33 @@ class _Session:
                     "mixed_devices": False}
 
         return confirm_candidates(parent, contenders, config.max_degradation, fields_for=fields_for,
-                                  baseline=self.study_config.baseline, confidence=config.confidence,
-                                  test_tasks=config.test_tasks, report_tasks=config.report_tasks,
-                                  test_seed=config.test_seed, graph=graph)
+                                  ledger=ledger, command="tune", baseline=self.study_config.baseline,
+                                  confidence=config.confidence, test_tasks=config.test_tasks,
+                                  report_tasks=config.report_tasks, test_seed=config.test_seed,
+                                  accept_test_looks=accept_test_looks)
+
+
+def tune_contenders(plan: Plan, results: Sequence[UnitResult], config: TuneConfig) -> list[CandidateTest]:
+    """What ``tune`` confirms, fastest first (the last is the anchor), from its plan and its units' results.
+
+    Every specialized candidate whose validation lower bound after its last rung is within D, and the parent's
+    own candidates frozen in the plan (not the parent's version of a pattern whose specialized version passed:
+    it would only take a share of the error rate); at most ``max_confirmed``: the fastest and the slowest.
+    """
+    contenders = []
+    for index, result in sorted(_final_results(results).items()):
+        planned = plan.candidates[index]
+        bound = validation_lower_bound(result.val_difference, result.val_standard_error, config.confidence)
+        if bound >= -config.max_degradation:
+            contenders.append(CandidateTest(planned.pattern, None, result.val_difference, planned.speedup,
+                                            val_corrected=result.val_difference, val_lower_bound=bound,
+                                            checkpoint=planned.checkpoint))
+    specialized = {test.pattern for test in contenders}
+    contenders += [CandidateTest(**c) for c in plan.parent_candidates if c["pattern"] not in specialized]
+    contenders.sort(key=lambda test: -(test.val_speedup or 0.0))  # stable: specialized first at equal speed
+    if len(contenders) > config.max_confirmed:
+        contenders = contenders[:config.max_confirmed - 1] + contenders[-1:]
+    return contenders
 
 
 def _sampling_seconds(benchmark: Benchmark, meta_batch: int, seed: int, batches: int = 4) -> float:
@@ -530,13 +608,10 @@ def _histories(plan: Plan, results: Sequence[UnitResult], selection: Selection) 
     tested = {(c["pattern"], c.get("checkpoint")): CandidateTest(**c) for c in selection.candidates}
     histories = []
     for index, planned in enumerate(plan.candidates):
-        path = Path(planned.checkpoint)
-        curve: tuple[tuple[int, float], ...] = ()
-        if path.is_file():
-            curve = tuple((int(h["iteration"]), float(h["val_score"])) for h in load_checkpoint(path).history)
+        rungs = tuple(r for r in sorted(results, key=lambda r: r.rung) if r.candidate == index)
         histories.append(CandidateHistory(
             pattern=planned.pattern, checkpoint=planned.checkpoint, speedup=planned.speedup,
-            val_difference_before=planned.val_difference,
-            rungs=tuple(r for r in sorted(results, key=lambda r: r.rung) if r.candidate == index), curve=curve,
+            val_difference_before=planned.val_difference, rungs=rungs,
+            curve=tuple((r.iterations, r.val_accuracy) for r in rungs if not r.diverged),
             confirmation=tested.get((planned.pattern, planned.checkpoint))))
     return tuple(histories)

@@ -15,8 +15,7 @@ validation numbers.
 
 from __future__ import annotations
 
-import os
-import platform
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import UsageError
 from ..search import fail_stale_trials
+from ._lease import worker_name
 from ._plan import Plan
 from ._schedule import RungScore, survivors
 
@@ -47,6 +47,9 @@ class UnitResult:
         val_accuracy: Its validation accuracy.
         score: Expected speedup (what successive halving ranks by).
         seconds: Wall time of the unit's meta-training.
+        diverged: Why the candidate was dropped (its specialization or its
+            validation diverged), or empty; a dropped candidate ranks last and
+            validation never supports it.
     """
 
     rung: int
@@ -57,6 +60,7 @@ class UnitResult:
     val_accuracy: float
     score: float
     seconds: float
+    diverged: str = ""
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> UnitResult:
@@ -66,7 +70,14 @@ class UnitResult:
                    iterations=int(attrs["iterations"]), val_difference=float(attrs["val_difference"]),
                    val_standard_error=float(attrs["val_standard_error"]),
                    val_accuracy=float(attrs["val_accuracy"]), score=float(trial.values[0]),
-                   seconds=float(attrs["seconds"]))
+                   seconds=float(attrs["seconds"]), diverged=str(attrs.get("diverged", "")))
+
+    @classmethod
+    def dropped(cls, rung: int, candidate: int, iterations: int, seconds: float, reason: str) -> UnitResult:
+        """A candidate whose specialization or validation diverged: no validation numbers, ranked last (score -1)."""
+        return cls(rung=rung, candidate=candidate, iterations=iterations, val_difference=math.nan,
+                   val_standard_error=math.nan, val_accuracy=math.nan, score=-1.0, seconds=seconds,
+                   diverged=reason)
 
 
 def enqueue_units(study: optuna.Study, plan: Plan) -> None:
@@ -190,7 +201,7 @@ class _Objective:
         if key is None:
             raise _NoUnit
         self.held = key
-        trial.set_user_attr("worker", f"{platform.node()}:{os.getpid()}")
+        trial.set_user_attr("worker", worker_name())
         rung, slot = key
         candidate = self.units.candidate_for(rung, slot)
         while candidate is None:
@@ -201,7 +212,7 @@ class _Objective:
             candidate = self.units.candidate_for(rung, slot)
         trial.set_user_attr(CANDIDATE_ATTR, candidate)
         result = self.run_unit(rung, slot, candidate)
-        for name in ("iterations", "val_difference", "val_standard_error", "val_accuracy", "seconds"):
+        for name in ("iterations", "val_difference", "val_standard_error", "val_accuracy", "seconds", "diverged"):
             trial.set_user_attr(name, getattr(result, name))
         return result.score
 
