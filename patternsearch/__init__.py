@@ -11,7 +11,7 @@ from .importing import import_checkpoint
 from .models import create_model, list_models, register_model
 from .pattern import Pattern, Phase
 from .reference import reference_adapt
-from .search import confirm_pattern, optimize, select
+from .search import Evaluation, confirm_pattern, evaluate, optimize, select
 from .spec import ExperimentSpec
 from .training import TrainConfig, ensure_checkpoint, specialize, train
 from .tuning import TuneResult, tune
@@ -32,6 +32,8 @@ __all__ = [
     "adapt",
     "adaptation_plan",
     "confirm_pattern",
+    "evaluate",
+    "Evaluation",
     "create_benchmark",
     "create_model",
     "ensure_checkpoint",

@@ -269,69 +269,34 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_evaluate)
 
 
-def _scores(scorer: Any, pattern: Any, bar: Any) -> Any:
-    """``pattern``'s scores on every task of ``scorer``, in task order, advancing ``bar`` chunk by chunk."""
-    import numpy as np
-
-    from .measurement import task_chunks
-
-    scores = np.empty(len(scorer))
-    with scorer.threads():
-        for chunk in task_chunks(len(scorer), min(len(scorer), 10)):
-            scores[chunk] = scorer.scores(pattern, chunk)
-            bar.update(chunk.size)
-    return scores
-
-
 def _evaluate(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .devices import device_name
-    from .measurement import CachedScorer, adaptation_flops, deployment_timing, environment
-    from .uncertainty import TaskDesign, estimate
+    from .search import evaluate
 
-    ledger = _test_ledger(args)
     experiment = _open(args)
-    reference = experiment if args.baseline_checkpoint is None else experiment.with_checkpoint(
-        args.baseline_checkpoint)
-    pattern, baseline = experiment.pattern(args.pattern), reference.pattern(args.baseline)
-    _warn_if_specialized_for_another(experiment, pattern, args.baseline_checkpoint)
-    tasks = experiment.tasks(args.split, args.tasks, args.seed)
-    design = TaskDesign.of(tasks)
-    scorer = CachedScorer(experiment.model, experiment.benchmark, tasks, experiment.inner_lr)
-    baseline_scorer = scorer if reference is experiment else CachedScorer(
-        reference.model, reference.benchmark, tasks, reference.inner_lr)
-    with tqdm(total=2 * len(tasks), desc=f"scoring {pattern} and the baseline", unit="task",
-              dynamic_ncols=True) as bar:
-        pattern_scores = _scores(scorer, pattern, bar)
-        baseline_scores = _scores(baseline_scorer, baseline, bar)
-    accuracy, base = estimate(pattern_scores, design), estimate(baseline_scores, design)
-    difference = estimate(pattern_scores - baseline_scores, design)
-    _record_test_look(ledger, "evaluate", [experiment, reference], [pattern, baseline], tasks, args.seed)
-    # Time does not depend on the weights: both patterns are timed on the same model, interleaved.
-    model, lr, loss_fn = experiment.model, experiment.inner_lr, experiment.benchmark.loss_fn
-    timing = deployment_timing(model, pattern, baseline, lr, loss_fn, tasks[:5], experiment.device,
-                               repeats=args.repeats)
-    flops = adaptation_flops(model, tasks[0], pattern, lr, loss_fn)
-    if timing.noise:
-        print(f"patternsearch: warning: {timing.noise}", file=sys.stderr)
-    baseline_name = f"{baseline}" + ("" if reference is experiment else f" on {reference.checkpoint_path}")
+    bars: list[Any] = []  # opened at the first scored chunk: a refusal before it is the only line printed
+
+    def advance(tasks: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=2 * args.tasks, desc=f"scoring {args.pattern} and the baseline", unit="task",
+                             dynamic_ncols=True))
+        bars[0].update(tasks)
+
+    try:
+        result = evaluate(experiment, args.pattern, baseline=args.baseline,
+                          baseline_checkpoint=args.baseline_checkpoint, split=args.split, tasks=args.tasks,
+                          seed=args.seed, repeats=args.repeats, storage=args.storage, advance=advance)
+    finally:
+        for bar in bars:
+            bar.close()
+    _warn_if_specialized_for_another(experiment, experiment.pattern(args.pattern), args.baseline_checkpoint)
+    if result.timing.noise:
+        print(f"patternsearch: warning: {result.timing.noise}", file=sys.stderr)
     if args.json:
-        _print_json({"pattern": str(pattern.canonical()), "accuracy": accuracy.mean, "ci95": accuracy.ci95,
-                     "tasks": accuracy.tasks, "classes": accuracy.classes, "units": accuracy.units,
-                     "split": args.split, "metric": experiment.benchmark.metric,
-                     "checkpoint": str(experiment.checkpoint_path), "baseline": str(baseline),
-                     "baseline_checkpoint": str(reference.checkpoint_path), "baseline_accuracy": base.mean,
-                     "baseline_ci95": base.ci95, "difference": difference.mean, "difference_ci95": difference.ci95,
-                     **timing.as_dict(), "flops": flops, "device": device_name(experiment.device),
-                     "environment": environment()})
-        return 0
-    print(f"pattern {pattern} on {accuracy.tasks} {args.split} tasks ({device_name(experiment.device)})")
-    print(f"  {experiment.benchmark.metric}: {accuracy.describe()}")
-    print(f"  baseline {baseline_name}: {base.describe()}")
-    print(f"  paired difference: {difference.mean:+.4f} +/- {difference.ci95:.4f} (95% CI, same tasks)")
-    print(_timing_lines(timing))
-    print(f"  adaptation FLOPs: {flops:,}")
+        _print_json(result.to_dict())
+    else:
+        print(result.describe())
     return 0
 
 
@@ -348,14 +313,6 @@ def _warn_if_specialized_for_another(experiment: Any, pattern: Any, baseline_che
     elif baseline_checkpoint is None or Path(baseline_checkpoint).resolve() == experiment.checkpoint_path.resolve():
         print(f"patternsearch: warning: the baseline adapts the specialized checkpoint itself; compare with its "
               f"parent {parent} (--baseline-checkpoint)", file=sys.stderr)
-
-
-def _timing_lines(timing: Any) -> str:
-    """Adaptation time (what the search optimises) and adapt + predict time, each with its speedup."""
-    return (f"  adaptation time: {timing.latency_ms:.2f} ms vs the baseline's {timing.baseline_latency_ms:.2f} ms: "
-            f"speedup {timing.speedup:.1f}x (what the search optimises)\n"
-            f"  adapt + predict {timing.query_batch} queries: {timing.adapt_predict_ms:.2f} ms vs "
-            f"{timing.baseline_adapt_predict_ms:.2f} ms: {timing.adapt_predict_speedup:.1f}x end to end")
 
 
 # --------------------------------------------------------------------------- groups
@@ -465,7 +422,11 @@ def _bench(args: argparse.Namespace) -> int:
     patterns = [experiment.pattern(text) for text in args.patterns]
     tasks = experiment.tasks(args.split, args.tasks, args.seed)
     rows = bench(experiment, patterns, tasks, repeats=args.repeats, warmup=args.warmup)
-    _record_test_look(ledger, "bench", [experiment], patterns, tasks, args.seed)  # it prints accuracies
+    if ledger is not None:  # it prints accuracies
+        from .checkpoint import file_checksum
+
+        ledger.record_scoring("bench", experiment.benchmark.name, [file_checksum(experiment.checkpoint_path)],
+                              patterns, tasks, args.seed)
     if args.json:
         _print_json([row.as_dict() for row in rows])
         return 0
@@ -506,21 +467,6 @@ def _test_ledger(args: argparse.Namespace) -> Any:
     from .search import open_storage
 
     return Ledger(open_storage(args.storage)) if args.split == "test" else None
-
-
-def _record_test_look(ledger: Any, command: str, experiments: Sequence[Any], patterns: Sequence[Any],
-                      tasks: Sequence[Any], seed: int) -> None:
-    """Records a look at the test split that confirmed nothing (no-op without a ledger)."""
-    if ledger is None:
-        return
-    from .checkpoint import file_checksum
-    from .looks import Look, look_identity, unit_names
-
-    checksums = tuple(sorted({file_checksum(e.checkpoint_path) for e in experiments}))
-    names = tuple(str(p) for p in patterns)
-    ledger.record(Look(command, experiments[0].benchmark.name, look_identity(command=command, patterns=names,
-                                                                             checkpoints=checksums, seed=seed),
-                       unit_names(tasks, seed), checksums, names, confirms=False))
 
 
 def _add_storage_options(parser: argparse.ArgumentParser) -> None:

@@ -177,6 +177,14 @@ class Ledger:
         self._write(_new_key(), replace(look, confirms=False, number=0, spent=0.0, when=time.time(),
                                         host=platform.node()))
 
+    def record_scoring(self, command: str, benchmark: str, checkpoints: Sequence[str], patterns: Sequence[object],
+                       tasks: Sequence[object], seed: int) -> None:
+        """Records that ``command`` scored ``patterns`` on these test tasks with these checkpoint checksums."""
+        names, checksums = tuple(str(p) for p in patterns), tuple(sorted(set(checkpoints)))
+        self.record(Look(command, benchmark, look_identity(command=command, patterns=names, checkpoints=checksums,
+                                                           seed=seed),
+                         unit_names(tasks, seed), checksums, names, confirms=False))
+
     def refuse_scored(self, benchmark: str, *, accept_scored: bool) -> list[Look]:
         """The looks at ``benchmark``'s test split that confirmed nothing; refused unless ``accept_scored``.
 

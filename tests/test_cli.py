@@ -160,3 +160,20 @@ def test_specialize_then_compare_with_the_parent_in_evaluate_and_select(sinusoid
         "2", "--device", "cpu", "--checkpoint", str(other))
     refused = run("evaluate", *common, "--checkpoint", str(special), "--baseline-checkpoint", str(other), check=False)
     assert refused.returncode == 2 and "5-way 3-shot" in refused.stderr and refused.stderr.count("\n") == 1
+
+
+def test_evaluate_is_a_python_function_whose_result_the_command_prints(sinusoid_checkpoint: Path) -> None:
+    import patternsearch as ps
+
+    from .conftest import SINUSOID
+
+    experiment = ps.open_experiment(SINUSOID.but(checkpoint=sinusoid_checkpoint))
+    result = ps.evaluate(experiment, "001:3", tasks=4, repeats=1)
+    assert isinstance(result, ps.Evaluation) and result.pattern == "001:3" and result.accuracy.tasks == 4
+    assert result.difference.mean == pytest.approx(result.accuracy.mean - result.baseline_accuracy.mean)
+    printed = json.loads(run("evaluate", "--benchmark", "sinusoid", "--shots", "5", "--queries", "10",
+                             "--checkpoint", str(sinusoid_checkpoint), "--pattern", "001:3", "--tasks", "4",
+                             "--repeats", "1", "--json", "--device", "cpu").stdout)
+    assert {k: printed[k] for k in ("pattern", "accuracy", "difference", "tasks")} == {
+        k: result.to_dict()[k] for k in ("pattern", "accuracy", "difference", "tasks")}
+    assert result.describe().startswith("pattern 001:3 on 4 val tasks (")

@@ -9,6 +9,7 @@ from ._config import (
     StudyConfig,
     pattern_study_names,
 )
+from ._evaluation import Evaluation, evaluate
 from ._pareto import (
     Choice,
     SelectionError,
@@ -43,6 +44,8 @@ from ._study import default_study_name, fail_stale_trials, optimize
 from ._summary import StudySummary, list_studies
 
 __all__ = [
+    "Evaluation",
+    "evaluate",
     "CONFIG_ATTR",
     "DEFAULT_MAX_PHASES",
     "DEFAULT_HEARTBEAT_S",
