@@ -16,6 +16,7 @@ import optuna
 import pytest
 
 from patternsearch import cli
+from patternsearch.checkpoint import load_checkpoint
 from patternsearch.confirmation import CandidateTest
 from patternsearch.errors import UsageError
 from patternsearch.looks import Ledger, Look
@@ -191,6 +192,11 @@ def test_tune_specializes_and_confirms_and_an_interrupted_run_resumes_to_the_sam
     decided = _decisions(straight)
     assert len(straight.candidates) == 2 and [len(h.rungs) for h in straight.candidates] in ([2, 1], [1, 2])
     assert all(Path(h.checkpoint).is_file() and h.curve for h in straight.candidates)
+    for history in straight.candidates:  # what ran: the checkpoint's own count; scored once, by the unit
+        written = load_checkpoint(history.checkpoint)
+        assert written.training["iteration"] == history.rungs[-1].iterations
+        assert not [h for h in written.history if "val_score" in h]  # the meta-training did not validate too
+        assert all(r.seconds > 0.0 for r in history.rungs)
     assert straight.selection.confirmation_tasks == 10 and straight.selection.candidates
     # The parent's version of a pattern whose specialized version passed validation is not tested beside it.
     tested = [(c["pattern"], Path(c["checkpoint"]).parent == tmp_path / "straight" / "out")
@@ -470,7 +476,7 @@ def test_three_workers_on_a_server_storage_one_killed_make_one_plan_and_one_conf
 
 
 def test_the_shipped_tuned_checkpoint_is_a_specialization_of_the_shipped_one() -> None:
-    from patternsearch.checkpoint import file_checksum, load_checkpoint, shipped_folder
+    from patternsearch.checkpoint import file_checksum, shipped_folder
 
     parent = shipped_folder() / "omniglot-small-conv4-5w1s.pt"
     tuned = load_checkpoint(shipped_folder() / "omniglot-small-conv4-5w1s-tuned.pt")

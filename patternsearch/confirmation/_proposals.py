@@ -1,0 +1,226 @@
+"""Step 1, on validation only: the front of plausible patterns and the candidates picked from it.
+
+Winner's-curse corrected (Tweedie), judged on the least favourable validation group, an anchor among the
+plain patterns; docs/selection.md explains the choices and measures them.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import special
+
+from ..uncertainty import TaskDesign, estimate
+from ._graphs import (
+    Graph,
+    power_graph,
+    predicted_speedup,
+)
+from ._records import CandidateTest, Proposal
+
+DEFAULT_CANDIDATES = 5
+"""Candidates ``select`` tests at most by default."""
+
+
+def pick_candidates(front: Sequence[CandidateTest], *, max_candidates: int, max_degradation: float,
+                    confidence: float) -> list[CandidateTest]:
+    """The at most ``max_candidates`` patterns of a validation front worth testing, fastest first.
+
+    The anchor (the front's last, most reliable pattern) is always tested;
+    the others are added one at a time, each time the one that most raises
+    :func:`predicted_speedup` of the set, until ``max_candidates`` or until
+    no addition raises it (another candidate also thins every share of the
+    error rate). Spreading the picks evenly along the front instead spent
+    them on slow, safe patterns between the anchor and the fast end: see
+    ``examples/selection_power.py --long-fronts``. The picks depend on
+    validation only, so the family-wise error bound holds as for any fixed
+    set of candidates.
+
+    Args:
+        front: A :func:`validation_front`, fastest first, the anchor last.
+        max_candidates: At most this many are returned (the anchor included).
+        max_degradation: D, in accuracy units.
+        confidence: Family-wise confidence of the confirmation.
+
+    Returns:
+        The picks, fastest first; the last is the anchor.
+
+    Raises:
+        ValueError: If a candidate lacks its validation speedup, difference or bound.
+    """
+    if any(c.val_speedup is None or c.val_difference is None or c.val_lower_bound is None for c in front):
+        raise ValueError("picking candidates needs each one's validation speedup, difference and bound")
+    if len(front) <= 1 or max_candidates <= 1:
+        return list(front[-1:])
+    order = {id(candidate): i for i, candidate in enumerate(front)}
+    chosen, value = [front[-1]], predicted_speedup(front[-1:], max_degradation=max_degradation,
+                                                   confidence=confidence)
+    while len(chosen) < min(max_candidates, len(front)):
+        options = []
+        for candidate in front[:-1]:
+            if any(candidate is c for c in chosen):
+                continue
+            trial = sorted([*chosen, candidate], key=lambda c: order[id(c)])
+            options.append((predicted_speedup(trial, max_degradation=max_degradation, confidence=confidence), trial))
+        best_value, best = max(options, key=lambda option: option[0])
+        if not best_value > value:
+            break
+        chosen, value = best, best_value
+    return chosen
+
+
+def plan(front: Sequence[CandidateTest], *, max_degradation: float, confidence: float,
+         max_candidates: int = DEFAULT_CANDIDATES) -> tuple[list[CandidateTest], Graph]:
+    """The candidates ``select`` and ``tune`` test from a validation front, and the graph that tests them.
+
+    :func:`pick_candidates` (where validation predicts the speed), tested by
+    :func:`power_graph`. Both depend on validation only; the front itself
+    is judged on each pattern's least favourable validation group
+    (:func:`validation_front`). docs/selection.md compares this rule with
+    others on simulations and on replays of real studies.
+    """
+    picks = pick_candidates(front, max_candidates=max_candidates, max_degradation=max_degradation,
+                            confidence=confidence)
+    return picks, power_graph(picks, max_degradation=max_degradation, confidence=confidence)
+
+
+def propose(proposals: Sequence[Proposal], design: TaskDesign, *, max_degradation: float, confidence: float,
+            max_candidates: int, compared: Sequence[float] | np.ndarray | None = None) -> list[CandidateTest]:
+    """The candidates to test (step 1): :func:`plan`'s picks on the :func:`validation_front`.
+
+    Args:
+        proposals: As for :func:`validation_front`.
+        design: As for :func:`validation_front`.
+        max_degradation: D, in accuracy units.
+        confidence: Level of the validation lower bound and of the family-wise confidence.
+        max_candidates: At most this many are returned.
+        compared: As for :func:`validation_front`.
+
+    Returns:
+        The candidates, fastest first; the last is the anchor.
+    """
+    front = validation_front(proposals, design, max_degradation=max_degradation, confidence=confidence,
+                             compared=compared)
+    return plan(front, max_degradation=max_degradation, confidence=confidence, max_candidates=max_candidates)[0]
+
+
+def validation_front(proposals: Sequence[Proposal], design: TaskDesign, *, max_degradation: float, confidence: float,
+                     compared: Sequence[float] | np.ndarray | None = None) -> list[CandidateTest]:
+    """Every pattern from the fastest plausible one to the most reliable one, winner's curse corrected.
+
+    Args:
+        proposals: Patterns faster than the baseline, in any order (all of
+            a study's, not only its Pareto front: the correction can
+            reorder them).
+        design: The validation tasks' design (classes and units).
+        max_degradation: D, in accuracy units.
+        confidence: Level of the validation lower bound.
+        compared: Validation differences to the baseline of every pattern
+            the study compared (the proposals among them); their spread sets
+            the winner's-curse correction. Default: the proposals' own.
+
+    Returns:
+        The front, fastest first, each pattern more reliable (higher corrected
+        bound) than every faster one; the last is the anchor. Where the
+        validation tasks know their units' groups (Omniglot: alphabets), a
+        pattern's corrected difference is moved down by how far its least
+        favourable group lies below its mean (:func:`worst_group_gap`): the
+        test split is a new group, and patterns that validation's groups
+        disagree on are the ones a new group moves.
+    """
+    kept, errors, gaps = [], [], []
+    for proposal in proposals:
+        differences = np.asarray(proposal.val_differences, dtype=np.float64)
+        error, gap = math.nan, 0.0
+        if differences.size:
+            task_design = design if design.units is None or len(design.units) == differences.size \
+                else TaskDesign.none()
+            error = estimate(differences, task_design).standard_error
+            if not math.isfinite(error):  # no interval on validation: nothing to propose it on
+                continue
+            gap = worst_group_gap(differences, task_design.groups)
+        kept.append(proposal)
+        errors.append(error)
+        gaps.append(gap)
+    if not kept:
+        return []
+    spread = np.asarray([p.val_difference for p in kept] if compared is None else compared, dtype=np.float64)
+    known = np.asarray(errors)[np.isfinite(errors)]
+    typical = float(np.median(known)) if known.size else 0.0
+    quantile = float(special.ndtri(confidence))
+    scored = []
+    for proposal, error, gap in zip(kept, errors, gaps, strict=True):
+        error = typical if math.isnan(error) else error
+        corrected = (proposal.val_difference + error**2 * _log_density_slope(proposal.val_difference, spread, typical)
+                     + gap)
+        bound = corrected - quantile * error
+        if bound >= -max_degradation:
+            scored.append((proposal, corrected, bound))
+    if not scored:
+        return []
+    anchor = max([item for item in scored if item[0].plain] or scored, key=lambda item: item[2])
+    faster = sorted((item for item in scored if item[0].speedup > anchor[0].speedup),
+                    key=lambda item: (-item[0].speedup, -item[2]))
+    front: list[tuple[Proposal, float, float]] = []
+    for item in faster:  # fastest first: keep a pattern only if more reliable than every faster one kept
+        if not front or item[2] > front[-1][2]:
+            front.append(item)
+    front.append(anchor)
+    return [CandidateTest(p.pattern, p.trial, p.val_difference, p.speedup, val_corrected=corrected,
+                          val_lower_bound=bound) for p, corrected, bound in front]
+
+
+def group_differences(differences: np.ndarray, groups: tuple[tuple[int, ...], ...] | None) -> dict[int, float]:
+    """The paired difference on each unit group (Omniglot: alphabet), by least squares; empty where none can be told.
+
+    Tasks mix groups (a task's five characters come from several
+    alphabets), so each group's difference is the least-squares fit of the
+    per-task differences on each task's share of ways from that group.
+    Empty without groups, with one group, or when the shares cannot
+    separate them.
+    """
+    if groups is None or len(groups) != np.asarray(differences).size:
+        return {}
+    fit = _group_fit(groups)
+    if fit is None:
+        return {}
+    names, solve = fit
+    return dict(zip(names, map(float, solve @ np.asarray(differences, dtype=np.float64)), strict=True))
+
+
+def worst_group_gap(differences: np.ndarray, groups: tuple[tuple[int, ...], ...] | None) -> float:
+    """How far the paired difference on the least favourable unit group lies below the mean (0 or negative).
+
+    See :func:`group_differences`; 0 where it is empty.
+    """
+    by_group = group_differences(differences, groups)
+    return min(0.0, min(by_group.values()) - float(np.mean(differences))) if by_group else 0.0
+
+
+@functools.lru_cache(maxsize=16)
+def _group_fit(groups: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], np.ndarray] | None:
+    """The groups and the least-squares solve of a design's group shares (the same for every pattern; cached)."""
+    names = tuple(sorted({g for task in groups for g in task}))
+    if len(names) < 2:
+        return None
+    shares = np.array([[task.count(g) / len(task) for g in names] for task in groups])
+    if np.linalg.matrix_rank(shares) < len(names):
+        return None
+    solve = np.linalg.pinv(shares)
+    solve.flags.writeable = False
+    return names, solve
+
+
+def _log_density_slope(x: float, sample: np.ndarray, bandwidth: float) -> float:
+    """``d/dx log f(x)`` for the Gaussian kernel density of ``sample`` (0 without a spread to learn from)."""
+    if sample.size < 2 or bandwidth <= 0.0:
+        return 0.0
+    z = (sample - x) / bandwidth
+    kernel = np.exp(-0.5 * z**2)
+    total = float(kernel.sum())
+    if total <= 0.0:  # x far from every compared pattern: nothing to pull it toward
+        return 0.0
+    return float(kernel @ z) / (total * bandwidth)
