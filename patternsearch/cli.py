@@ -40,6 +40,28 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _add_seed(parser: argparse.ArgumentParser, name: str, default: int, what: str) -> None:
+    """``--<name>`` (e.g. ``--test-seed``) and, for one release, the old ``--seed`` with a deprecation warning."""
+    dest = name.replace("-", "_")
+    parser.add_argument(f"--{name}", dest=dest, type=int, default=default, help=f"{what} (default {default})")
+    parser.add_argument("--seed", dest=dest, type=int, action=_DeprecatedSeed, help=argparse.SUPPRESS,
+                        new_name=f"--{name}")
+
+
+class _DeprecatedSeed(argparse.Action):
+    """The old ``--seed``: it meant another seed in each command; it still works, and says what to write instead."""
+
+    def __init__(self, *args: Any, new_name: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.new_name = new_name
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"patternsearch: warning: --seed is deprecated (each command seeded something else with it); "
+              f"use {self.new_name}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def _add_data_options(parser: argparse.ArgumentParser, *, queries: bool = True) -> None:
     parser.add_argument("--benchmark", default="omniglot-small", help="benchmark name or module:function")
     parser.add_argument("--model", default=None, help="model name, module:function or file.py:function")
@@ -87,7 +109,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--pattern", default=None,
                         help="inner-loop pattern, e.g. 00011:5 (default: full MAML at --train-steps); the outer "
                              "loop still updates every parameter")
-    parser.add_argument("--seed", type=int, default=0)
+    _add_seed(parser, "train-seed", 0, "seed of the initial weights and the training episodes")
     _add_progress_options(parser)
     parser.set_defaults(handler=_train)
 
@@ -125,7 +147,7 @@ def _specialize_parser(sub: argparse._SubParsersAction) -> None:
     _add_meta_update_options(parser, " (default: the source's)")
     parser.add_argument("--first-order", action="store_true", default=None,
                         help="first-order MAML (default: as the source was trained)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the training episodes (default 1)")
+    _add_seed(parser, "train-seed", 1, "seed of the training episodes")
     _add_progress_options(parser)
     parser.set_defaults(handler=_specialize)
 
@@ -140,7 +162,7 @@ def _specialize(args: argparse.Namespace) -> int:
         source = checkpoint_path(spec, build_benchmark(spec))
     checkpoint = specialize(  # the parent's own benchmark settings come from its checkpoint
         source, args.pattern, args.iterations, args.out, meta_batch=args.meta_batch, meta_lr=args.meta_lr,
-        first_order=args.first_order, seed=args.seed, val_every=args.val_every, val_tasks=args.val_tasks,
+        first_order=args.first_order, seed=args.train_seed, val_every=args.val_every, val_tasks=args.val_tasks,
         checkpoint_every=args.checkpoint_every, data_root=args.data_root, device=args.device,
     )
     last = checkpoint.history[-1] if checkpoint.history else {}
@@ -158,7 +180,7 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig.for_spec(
         spec, inner_lr=args.inner_lr, train_steps=args.train_steps, eval_steps=args.eval_steps,
         meta_batch=args.meta_batch, meta_lr=args.meta_lr, iterations=args.iterations,
-        first_order=args.first_order, seed=args.seed, val_every=args.val_every, val_tasks=args.val_tasks,
+        first_order=args.first_order, seed=args.train_seed, val_every=args.val_every, val_tasks=args.val_tasks,
         checkpoint_every=args.checkpoint_every, pattern=args.pattern,
     )
     benchmark = build_benchmark(spec)
@@ -262,7 +284,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
                         help="val (default: explore here) or test (recorded in --storage: a later confirmation "
                              "on the test split is refused without --accept-test-looks)")
     parser.add_argument("--tasks", type=_positive_int, default=600, help="number of tasks (default 600)")
-    parser.add_argument("--seed", type=int, default=0, help="task seed (default 0)")
+    _add_seed(parser, "task-seed", 0, "seed of the tasks")
     parser.add_argument("--repeats", type=_positive_int, default=5, help="timed rounds (default 5)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     _add_ledger_option(parser)
@@ -286,7 +308,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         result = evaluate(experiment, args.pattern, baseline=args.baseline,
                           baseline_checkpoint=args.baseline_checkpoint, split=args.split, tasks=args.tasks,
-                          seed=args.seed, repeats=args.repeats, storage=args.storage, advance=advance)
+                          seed=args.task_seed, repeats=args.repeats, storage=args.storage, advance=advance)
     finally:
         for bar in bars:
             bar.close()
@@ -404,7 +426,7 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--warmup", type=_non_negative_int, default=2, help="untimed rounds first (default 2)")
     parser.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: PyTorch's)")
     parser.add_argument("--split", choices=["val", "test"], default="val")
-    parser.add_argument("--seed", type=int, default=0, help="task seed (default 0)")
+    _add_seed(parser, "task-seed", 0, "seed of the tasks")
     parser.add_argument("--json", action="store_true", help="print a JSON list")
     _add_ledger_option(parser)
     parser.set_defaults(handler=_bench)
@@ -420,13 +442,13 @@ def _bench(args: argparse.Namespace) -> int:
     ledger = _test_ledger(args)
     experiment = _open(args)
     patterns = [experiment.pattern(text) for text in args.patterns]
-    tasks = experiment.tasks(args.split, args.tasks, args.seed)
+    tasks = experiment.tasks(args.split, args.tasks, args.task_seed)
     rows = bench(experiment, patterns, tasks, repeats=args.repeats, warmup=args.warmup)
     if ledger is not None:  # it prints accuracies
         from .checkpoint import file_checksum
 
         ledger.record_scoring("bench", experiment.benchmark.name, [file_checksum(experiment.checkpoint_path)],
-                              patterns, tasks, args.seed)
+                              patterns, tasks, args.task_seed)
     if args.json:
         _print_json([row.as_dict() for row in rows])
         return 0
@@ -500,7 +522,7 @@ def _optimize_parser(sub: argparse._SubParsersAction) -> None:
                         help="also search a scale of the inner learning rate per phase "
                              f"({', '.join(f'{s:g}' for s in LR_SCALES)})")
     parser.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="search algorithm (default tpe)")
-    parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    _add_seed(parser, "sampler-seed", 0, "seed of the sampler")
     parser.add_argument("--baseline", default="full", help="baseline pattern (default full)")
     parser.add_argument("--time-metric", choices=["ratio", "latency", "flops"], default="ratio",
                         help="time objective: latency relative to the baseline (default), ms, or FLOPs")
@@ -521,7 +543,7 @@ def _optimize(args: argparse.Namespace) -> int:
     study = optimize(
         args.trials, _spec(args), storage=args.storage, study_name=args.study, tasks=args.tasks,
         task_seed=args.task_seed, max_steps=args.max_steps, space=args.space, max_phases=args.max_phases,
-        search_lr=args.search_lr, sampler=args.sampler, seed=args.seed, baseline=args.baseline,
+        search_lr=args.search_lr, sampler=args.sampler, seed=args.sampler_seed, baseline=args.baseline,
         time_metric=args.time_metric, latency_tasks=args.latency_tasks, repeats=args.repeats,
         train_iterations=args.train_iterations, early_stopping=args.early_stopping,
         heartbeat_interval=args.heartbeat_interval,
@@ -566,7 +588,7 @@ def _select_parser(sub: argparse._SubParsersAction) -> None:
     _add_confirmation_options(parser)
     parser.add_argument("--candidates", type=_positive_int, default=None,
                         help=f"most candidates tested on the test split (default {DEFAULT_CANDIDATES})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the test tasks (default 0)")
+    _add_seed(parser, "test-seed", 0, "seed of the test tasks and of the split of the test characters")
     parser.add_argument("--no-confirm", action="store_true", help="skip the test split (validation only)")
     parser.add_argument("--data-root", default=None, help="folder holding the benchmark's archives")
     parser.add_argument("--checkpoint", type=Path, default=None,
@@ -604,14 +626,14 @@ def _select(args: argparse.Namespace) -> int:
         result = confirm_pattern(
             experiment, args.pattern, args.max_degradation,
             baseline=args.baseline, baseline_checkpoint=args.baseline_checkpoint, confidence=args.confidence,
-            test_tasks=args.tasks, report_tasks=args.report_tasks, test_seed=args.seed, storage=args.storage,
+            test_tasks=args.tasks, report_tasks=args.report_tasks, test_seed=args.test_seed, storage=args.storage,
             accept_test_looks=args.accept_test_looks, **timing,
         )
     else:
         result = select(
             args.max_degradation, storage=args.storage, study_name=args.study, confirm=not args.no_confirm,
             confidence=args.confidence, max_candidates=args.candidates or DEFAULT_CANDIDATES, test_tasks=args.tasks,
-            report_tasks=args.report_tasks, test_seed=args.seed, data_root=args.data_root,
+            report_tasks=args.report_tasks, test_seed=args.test_seed, data_root=args.data_root,
             checkpoint=args.checkpoint, baseline_checkpoint=args.baseline_checkpoint, device=args.device,
             accept_test_looks=args.accept_test_looks, **timing,
         )
@@ -706,7 +728,7 @@ def _tune_parser(sub: argparse._SubParsersAction) -> None:
                         help="validation tasks ranking the candidates between rungs (default 200)")
     parser.add_argument("--confirm-candidates", type=_positive_int, default=4,
                         help="most (pattern, checkpoint) pairs tested on the test split (default 4)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the test tasks (default 0)")
+    _add_seed(parser, "test-seed", 0, "seed of the test tasks and of the split of the test characters")
     parser.add_argument("--heartbeat-interval", type=_positive_int, default=10,
                         help="seconds between heartbeats; a dead worker's unit is retried after 3 intervals")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -721,7 +743,7 @@ def _tune(args: argparse.Namespace) -> int:
         study_name=args.study, trials=args.trials, search_options={"space": args.space, "search_lr": args.search_lr},
         candidates=args.candidates, margin=DEFAULT_MARGIN if args.margin is None else args.margin,
         val_tasks=args.val_tasks, confidence=args.confidence, max_confirmed=args.confirm_candidates,
-        test_tasks=args.tasks, report_tasks=args.report_tasks, test_seed=args.seed, out=args.out,
+        test_tasks=args.tasks, report_tasks=args.report_tasks, test_seed=args.test_seed, out=args.out,
         heartbeat_interval=args.heartbeat_interval, accept_test_looks=args.accept_test_looks,
     )
     if args.json:
@@ -802,12 +824,13 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from .confirmation import check_promise
     from .report import build_report
-    from .search import SelectionError, resolve_study
+    from .search import resolve_study
     from .tuning import load_result
 
-    if args.max_degradation is not None and not 0.0 <= args.max_degradation <= 1.0:
-        raise SelectionError(f"--max-degradation must be between 0 and 1, got {args.max_degradation}")
+    if args.max_degradation is not None:
+        check_promise(args.max_degradation)
     study = resolve_study(args.storage, args.study)
     files, data = build_report(study, args.out, max_degradation=args.max_degradation, data_root=args.data_root,
                                checkpoint=args.checkpoint, device=args.device,

@@ -12,6 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from patternsearch import cli
 from patternsearch.search import counts_toward_target
 
 TINY_SEARCH = ["--benchmark", "sinusoid", "--shots", "5", "--queries", "10", "--tasks", "12",
@@ -177,3 +178,19 @@ def test_evaluate_is_a_python_function_whose_result_the_command_prints(sinusoid_
     assert {k: printed[k] for k in ("pattern", "accuracy", "difference", "tasks")} == {
         k: result.to_dict()[k] for k in ("pattern", "accuracy", "difference", "tasks")}
     assert result.describe().startswith("pattern 001:3 on 4 val tasks (")
+
+
+@pytest.mark.parametrize(("command", "name"), [
+    (["train"], "train_seed"),
+    (["specialize", "--pattern", "001:1", "--iterations", "1", "--out", "x.pt"], "train_seed"),
+    (["optimize"], "sampler_seed"), (["evaluate"], "task_seed"), (["bench", "--patterns", "full"], "task_seed"),
+    (["select"], "test_seed"), (["tune"], "test_seed"),
+])
+def test_seeds_are_named_by_what_they_seed_and_the_old_seed_still_works_with_a_warning(
+        command: list[str], name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = cli.build_parser()
+    flag = "--" + name.replace("_", "-")
+    assert getattr(parser.parse_args([*command, flag, "7"]), name) == 7
+    assert capsys.readouterr().err == ""
+    assert getattr(parser.parse_args([*command, "--seed", "7"]), name) == 7
+    assert f"--seed is deprecated (each command seeded something else with it); use {flag}" in capsys.readouterr().err

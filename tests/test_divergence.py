@@ -36,7 +36,7 @@ def test_a_diverging_pattern_is_not_confirmed_and_says_so(sinusoid_checkpoint: P
     assert result.candidates[0]["diverged"] == 6 and "diverged" in result.reason
     args = ["select", "--pattern", DIVERGING, "--checkpoint", str(sinusoid_checkpoint), "--storage", storage,
             "--max-degradation", "0.5", "--tasks", "6", "--report-tasks", "6", "--timed-tasks", "1",
-            "--timed-rounds", "1", "--seed", "1"]
+            "--timed-rounds", "1", "--test-seed", "1"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "not confirmed: the baseline is the answer" in out and "adaptation diverged" in out

@@ -35,7 +35,7 @@ from ._proposals import (
     validation_front,
     worst_group_gap,
 )
-from ._records import CandidateTest, Decision, Proposal
+from ._records import CandidateTest, Decision, Proposal, check_promise
 from ._testing import (
     MAX_PARAMETRIC_CANDIDATES,
     IntersectionLevels,
@@ -63,6 +63,7 @@ __all__ = [
     "fixed_sequence_graph",
     "graphical_test",
     "group_differences",
+    "check_promise",
     "holm_graph",
     "intersection_weights",
     "p_value",

@@ -1,10 +1,12 @@
-"""What the rule works on and returns: proposals, each candidate's test, the decision."""
+"""What the rule works on and returns (proposals, each candidate's test, the decision), and the promise's check."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -80,3 +82,17 @@ class Decision:
     candidates: tuple[CandidateTest, ...]
     selected: CandidateTest | None
     reason: str
+
+
+def check_promise(max_degradation: float, confidence: float | None = None) -> None:
+    """Refuses a promise the rule cannot make: D outside [0, 1], a confidence outside [0.5, 1).
+
+    The one check of D and the confidence, for every command that takes them.
+
+    Raises:
+        UsageError: Naming the option and the value.
+    """
+    if not 0.0 <= max_degradation <= 1.0:
+        raise UsageError(f"--max-degradation must be between 0 and 1, got {max_degradation}")
+    if confidence is not None and not 0.5 <= confidence < 1.0:
+        raise UsageError(f"--confidence must be in [0.5, 1), got {confidence}")

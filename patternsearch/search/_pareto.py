@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..confirmation import check_promise
 from ..errors import SelectionError
 from ..measurement import Measurement
 from ._config import CONFIG_ATTR
@@ -100,10 +101,10 @@ def choose(study: optuna.Study, max_degradation: float) -> Choice:
     The baseline always qualifies, so there is always an answer.
 
     Raises:
-        SelectionError: Bad degradation, or no complete baseline trial.
+        UsageError: Bad degradation.
+        SelectionError: No complete baseline trial.
     """
-    if not 0.0 <= max_degradation <= 1.0:
-        raise SelectionError(f"--max-degradation must be between 0 and 1, got {max_degradation}")
+    check_promise(max_degradation)
     trials = completed_trials(study)
     if not trials:
         raise SelectionError(f"study {study.study_name!r} has no completed trial")

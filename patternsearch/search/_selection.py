@@ -29,6 +29,7 @@ from ..confirmation import (
     CandidateTest,
     Decision,
     Proposal,
+    check_promise,
     confirm_in_sequence,
     propose,
     validation_front,
@@ -384,10 +385,7 @@ def _check_arguments(max_degradation: float, confidence: float, max_candidates: 
     """Validates select's numbers; returns the report task count."""
     if timed_tasks < 1 or timed_rounds < 1:
         raise UsageError(f"--timed-tasks and --timed-rounds must be at least 1, got {timed_tasks} and {timed_rounds}")
-    if not 0.0 <= max_degradation <= 1.0:
-        raise UsageError(f"--max-degradation must be between 0 and 1, got {max_degradation}")
-    if not 0.5 <= confidence < 1.0:
-        raise UsageError(f"--confidence must be in [0.5, 1), got {confidence}")
+    check_promise(max_degradation, confidence)
     if max_candidates < 1:
         raise UsageError(f"--candidates must be at least 1, got {max_candidates}")
     report_tasks = test_tasks if report_tasks is None else report_tasks

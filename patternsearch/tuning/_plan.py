@@ -13,6 +13,7 @@ from typing import Any
 
 from scipy import special
 
+from ..confirmation import check_promise
 from ..errors import UsageError
 from ..records import from_record, to_record
 from ._schedule import rung_iterations, rung_sizes
@@ -68,8 +69,7 @@ class TuneConfig:
     out: str = "tuned"
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.max_degradation <= 1.0:
-            raise UsageError(f"--max-degradation must be between 0 and 1, got {self.max_degradation}")
+        check_promise(self.max_degradation, self.confidence)
         if not self.budget_s > 0.0:
             raise UsageError(f"--budget must be positive, got {self.budget_s}s")
         if self.margin < 0.0:
@@ -80,8 +80,6 @@ class TuneConfig:
             raise UsageError(f"--reduction must be at least 2, got {self.reduction}")
         if self.val_tasks < 2 or self.test_tasks < 2 or self.report_tasks < 2:
             raise UsageError("--val-tasks, --tasks and --report-tasks must be at least 2")
-        if not 0.5 <= self.confidence < 1.0:
-            raise UsageError(f"--confidence must be in [0.5, 1), got {self.confidence}")
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form, versioned (see :mod:`patternsearch.records`)."""
