@@ -153,11 +153,11 @@ def _fixed_times(model: Any, benchmark: Any, patterns: Any, *args: Any, **kwargs
 
 def _fixed_costs(monkeypatch: pytest.MonkeyPatch, *, timed_speedups: bool = False) -> None:
     # Timing is not what these tests check: fixed costs make two runs plan the same meta-updates.
-    monkeypatch.setattr("patternsearch.tuning._tune.meta_update_times", _fixed_times)
-    monkeypatch.setattr("patternsearch.tuning._tune._sampling_seconds", lambda *args: 0.0)
-    monkeypatch.setattr("patternsearch.tuning._tune._Session.unit_seconds", lambda self, pattern: 0.0)
+    monkeypatch.setattr("patternsearch.tuning._session.meta_update_times", _fixed_times)
+    monkeypatch.setattr("patternsearch.tuning._session._sampling_seconds", lambda *args: 0.0)
+    monkeypatch.setattr("patternsearch.tuning._session.TuningSession.unit_seconds", lambda self, pattern: 0.0)
     if not timed_speedups:
-        monkeypatch.setattr("patternsearch.tuning._tune._Session.measured_speedups",
+        monkeypatch.setattr("patternsearch.tuning._session.TuningSession.measured_speedups",
                             lambda self, patterns: {p: 20.0 - i for i, p in enumerate(dict.fromkeys(patterns))})
 
 
@@ -208,10 +208,10 @@ def test_tune_specializes_and_confirms_and_an_interrupted_run_resumes_to_the_sam
     assert _decisions(tune(D, spec, storage=straight_storage, study_name="tiny", out=tmp_path / "straight" / "out",
                            **TINY_TUNE)) == decided
 
-    import patternsearch.tuning._tune as module
+    import patternsearch.tuning._session as module
 
-    stages = {"plan": (module._Session, "plan"), "specialize": (module, "specialize"),
-              "measure": (module._Session, "measure"), "confirm": (module._Session, "confirm")}
+    stages = {"plan": (module.TuningSession, "plan"), "specialize": (module, "specialize"),
+              "measure": (module.TuningSession, "measure"), "confirm": (module.TuningSession, "confirm")}
     for stage, (owner, name) in stages.items():
         storage = _copy_storage(database, tmp_path / stage)
         original = getattr(owner, name)
@@ -259,7 +259,7 @@ def test_a_budget_below_the_fixed_costs_is_refused_before_any_specialization(
 def test_a_diverging_specialization_is_dropped_and_the_tuning_goes_on(
         pattern_study: tuple[str, Path], sinusoid_checkpoint: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import patternsearch.tuning._tune as module
+    import patternsearch.tuning._session as module
 
     storage, _ = pattern_study
     _fixed_costs(monkeypatch)
@@ -284,12 +284,15 @@ def test_a_diverging_specialization_is_dropped_and_the_tuning_goes_on(
 def test_a_resumed_tuning_confirms_the_parents_candidates_frozen_in_its_plan(
         pattern_study: tuple[str, Path], sinusoid_checkpoint: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import patternsearch.tuning._tune as module
+    import patternsearch.tuning._session as module
 
     storage, _ = pattern_study
     _fixed_costs(monkeypatch)
     spec = SINUSOID.but(checkpoint=str(sinusoid_checkpoint))
-    monkeypatch.setattr(module._Session, "confirm", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module.TuningSession, "confirm", interrupted)
     with pytest.raises(KeyboardInterrupt):
         tune(D, spec, storage=storage, study_name="tiny", out=tmp_path / "out", **TINY_TUNE)
     monkeypatch.undo()
@@ -297,7 +300,7 @@ def test_a_resumed_tuning_confirms_the_parents_candidates_frozen_in_its_plan(
     stored = optuna.load_study(study_name="tiny.tune", storage=storage).user_attrs["tune_plan"]
     assert stored["parent_candidates"] and stored["record_version"] == 1
     # The live study may change (more trials) before the rerun: the confirmation reads the plan, not the study.
-    monkeypatch.setattr(module._Session, "own_candidates", lambda self: pytest.fail("recomputed from the study"))
+    monkeypatch.setattr(module.TuningSession, "own_candidates", lambda self: pytest.fail("recomputed from the study"))
     result = tune(D, spec, storage=storage, study_name="tiny", out=tmp_path / "out", **TINY_TUNE)
     parent_tested = {c["pattern"] for c in result.selection.candidates if c["checkpoint"] == str(sinusoid_checkpoint)}
     assert parent_tested <= {c["pattern"] for c in stored["parent_candidates"]}

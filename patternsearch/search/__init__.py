@@ -9,6 +9,14 @@ from ._config import (
     StudyConfig,
     pattern_study_names,
 )
+from ._confirming import (
+    REPORT_TIMED_ROUNDS,
+    REPORT_TIMED_TASKS,
+    PairedScores,
+    confirm_candidates,
+    confirm_look,
+    confirm_pattern,
+)
 from ._evaluation import Evaluation, evaluate
 from ._pareto import (
     Choice,
@@ -22,15 +30,9 @@ from ._pareto import (
     stopped_early,
     stopped_early_trials,
 )
+from ._record import Selection
 from ._samplers import SAMPLERS, make_sampler
 from ._selection import (
-    REPORT_TIMED_ROUNDS,
-    REPORT_TIMED_TASKS,
-    PairedScores,
-    Selection,
-    confirm_candidates,
-    confirm_look,
-    confirm_pattern,
     proposals,
     resolve_study,
     select,

@@ -2,7 +2,8 @@
 
 from ._plan import DEFAULT_MARGIN, Plan, PlannedCandidate, TuneConfig
 from ._schedule import expected_speedup, format_duration, parse_duration, rung_iterations, rung_sizes, survivors
-from ._tune import CandidateHistory, FrontRow, TuneResult, checkpoint_name, load_result, tune, tune_contenders
+from ._session import checkpoint_name, tune_contenders
+from ._tune import CandidateHistory, FrontRow, TuneResult, load_result, tune
 from ._units import UnitResult
 
 __all__ = [
