@@ -140,20 +140,35 @@ class Ledger:
 
     def __init__(self, storage: optuna.storages.BaseStorage) -> None:
         self.storage = storage
+        self._id: int | None = None
 
-    def _study_id(self) -> int:
-        try:
-            return self.storage.get_study_id_from_name(LEDGER_STUDY)
-        except KeyError:
+    def _existing_id(self) -> int | None:
+        """The ledger study's id, None while no look was recorded (a read never makes it)."""
+        if self._id is None:
             try:
-                return self.storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], LEDGER_STUDY)
-            except optuna.exceptions.DuplicatedStudyError:  # another worker made it first
-                return self.storage.get_study_id_from_name(LEDGER_STUDY)
+                self._id = self.storage.get_study_id_from_name(LEDGER_STUDY)
+            except KeyError:
+                return None
+        return self._id
+
+    def _made_id(self) -> int:
+        """The ledger study's id, made by the first look recorded."""
+        found = self._existing_id()
+        if found is not None:
+            return found
+        try:
+            self._id = self.storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], LEDGER_STUDY)
+        except optuna.exceptions.DuplicatedStudyError:  # another worker made it first
+            self._id = self.storage.get_study_id_from_name(LEDGER_STUDY)
+        return self._id
 
     def _entries(self) -> dict[str, Look]:
         """Every readable look by its key (a record of another version is skipped: it cannot be counted right)."""
-        entries = {}
-        for key, value in self.storage.get_study_user_attrs(self._study_id()).items():
+        study_id = self._existing_id()
+        entries: dict[str, Look] = {}
+        if study_id is None:
+            return entries
+        for key, value in self.storage.get_study_user_attrs(study_id).items():
             if not key.startswith(_KEY_PREFIX):
                 continue
             try:
@@ -170,7 +185,7 @@ class Ledger:
                       key=lambda look: look.when)
 
     def _write(self, key: str, look: Look) -> None:
-        self.storage.set_study_user_attr(self._study_id(), key, to_record(look, LOOK_VERSION))
+        self.storage.set_study_user_attr(self._made_id(), key, to_record(look, LOOK_VERSION))
 
     def record(self, look: Look) -> None:
         """Records a look that confirms nothing (``evaluate``, ``bench`` on the test split)."""
@@ -191,14 +206,7 @@ class Ledger:
         Raises:
             UsageError: There are some, and ``accept_scored`` is False.
         """
-        scored = [e for e in self.looks(benchmark) if not e.confirms]
-        if scored and not accept_scored:
-            raise UsageError(
-                f"the test split of {benchmark} was scored before by a look that confirmed nothing "
-                f"({'; '.join(e.describe() for e in scored[-2:])}); a pattern chosen from those numbers is not "
-                "covered by a confirmation on that split. Choose on validation; to confirm anyway, recorded as "
-                "not covered, pass --accept-test-looks")
-        return scored
+        return _refused(self.looks(benchmark), benchmark, accept_scored)
 
     def spend(self, look: Look, confidence: float, *, accept_scored: bool = False) -> Spending:
         """Records a confirmation before it sees its scores, and returns the error rate it may spend.
@@ -215,7 +223,7 @@ class Ledger:
         """
         alpha = 1.0 - confidence
         earlier = self.looks(look.benchmark)
-        scored = self.refuse_scored(look.benchmark, accept_scored=accept_scored)
+        scored = _refused(earlier, look.benchmark, accept_scored)
         same = next((e for e in earlier if e.confirms and e.identity == look.identity and e.number > 0), None)
         if same is not None:
             return Spending(same.number, same.spent, tuple(earlier), repeat=True, covered=not scored)
@@ -228,6 +236,18 @@ class Ledger:
         level = alpha * look_share(number)
         self._write(key, replace(mine, number=number, spent=level))
         return Spending(number, level, tuple(earlier), repeat=False, covered=not scored)
+
+
+def _refused(looks: Sequence[Look], benchmark: str, accept_scored: bool) -> list[Look]:
+    """Those of ``looks`` that confirmed nothing; refused unless ``accept_scored`` (see :meth:`Ledger.spend`)."""
+    scored = [e for e in looks if not e.confirms]
+    if scored and not accept_scored:
+        raise UsageError(
+            f"the test split of {benchmark} was scored before by a look that confirmed nothing "
+            f"({'; '.join(e.describe() for e in scored[-2:])}); a pattern chosen from those numbers is not "
+            "covered by a confirmation on that split. Choose on validation; to confirm anyway, recorded as "
+            "not covered, pass --accept-test-looks")
+    return scored
 
 
 def _new_key() -> str:

@@ -237,7 +237,7 @@ def tune(
     config = TuneConfig(search_study=name, parent_sha256=study_config.checkpoint_sha256,
                         out=os.fspath(Path(out or Path("tuned") / name).absolute()), **requested)
     tuning_name = name + TUNE_SUFFIX
-    _refuse_changed(storage, tuning_name, config)
+    _refuse_early(storage, tuning_name, config, study_config.benchmark, accept_test_looks)
     check_writable(Path(config.out) / "candidate.pt")
     parent = study_experiment(study_config, data_root=spec.data_root, checkpoint=spec.checkpoint, device=spec.device)
     say(f"pattern study {name!r}: {len(completed_trials(study))} complete trials; tuning study {tuning_name!r}")
@@ -245,8 +245,6 @@ def tune(
     with creation_lock(storage):  # SQLite: one process at a time creates tables and the plan
         rdb = open_storage(storage, heartbeat_interval=max(1, heartbeat_interval))
         ledger = Ledger(rdb)
-        if RESULT_ATTR not in _stored_attrs(rdb, tuning_name):  # refused before hours of specialization
-            ledger.refuse_scored(study_config.benchmark, accept_scored=accept_test_looks)
         tuning = _tuning_study(rdb, tuning_name, config, session, say)
     plan = Plan.from_dict(tuning.user_attrs[PLAN_ATTR], study=tuning.study_name)
     units = Units(tuning, rdb, plan)
@@ -317,18 +315,21 @@ def _stored_attrs(storage: optuna.storages.BaseStorage, name: str) -> dict[str, 
         return {}
 
 
-def _refuse_changed(storage: str, name: str, config: TuneConfig) -> None:
-    """Refuses, reading only the database, a configuration the tuning study ``name`` was not made with."""
-    try:
-        rdb = open_storage(storage, create=False)
-        study_id = rdb.get_study_id_from_name(name)
-    except (StorageError, KeyError):
-        return
-    stored = rdb.get_study_user_attrs(study_id).get(TUNE_CONFIG_ATTR)
+def _refuse_early(storage: str, name: str, config: TuneConfig, benchmark: str, accept_test_looks: bool) -> None:
+    """Refuses, reading only the database and before any data is read, what the tuning cannot do.
+
+    A configuration the tuning study ``name`` was not made with; and, for a tuning not yet answered, a test
+    split that a look which confirmed nothing scored before (unless accepted; see :mod:`patternsearch.looks`).
+    """
+    rdb = open_storage(storage, create=False)  # the pattern study is in it
+    attrs = _stored_attrs(rdb, name)
+    stored = attrs.get(TUNE_CONFIG_ATTR)
     found = [] if stored is None else config.differences(TuneConfig.from_dict(stored, study=name))
     if found:
         raise UsageError(f"tuning study {name!r} was made with other settings: {'; '.join(found)}; use the same "
                          "settings, or another --study")
+    if RESULT_ATTR not in attrs:
+        Ledger(rdb).refuse_scored(benchmark, accept_scored=accept_test_looks)
 
 
 def _tuning_study(storage: optuna.storages.BaseStorage, name: str, config: TuneConfig, session: TuningSession,
