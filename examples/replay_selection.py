@@ -155,7 +155,8 @@ def main() -> None:
     parser.add_argument("--time", action="store_true", help="measure each front pattern's speedup once (bench)")
     parser.add_argument("--timed-tasks", type=int, default=5)
     parser.add_argument("--timed-rounds", type=int, default=10)
-    parser.add_argument("--rules", nargs="*", default=None, help=f"rules to replay (default all: {', '.join(RULES)})")
+    rules = ", ".join(RULES).replace("%", "%%")  # argparse formats help with %
+    parser.add_argument("--rules", nargs="*", default=None, help=f"rules to replay (default all: {rules})")
     parser.add_argument("--report", action="store_true",
                         help="also score each selection on the seed's report tasks (its paired difference there)")
     parser.add_argument("--all", action="store_true",
