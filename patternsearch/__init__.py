@@ -5,19 +5,39 @@ from .adaptation import adapt, adaptation_plan, functional_forward
 from .benchmarks import Benchmark, Task, create_benchmark, list_benchmarks, register_benchmark
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .errors import PatternsearchError
-from .experiment import Experiment, open_experiment
+from .experiment import Experiment, ModelGroups, model_groups, open_checkpoint, open_experiment
 from .groups import LayerGroup, layer_groups
 from .importing import import_checkpoint
 from .models import create_model, list_models, register_model
 from .pattern import Pattern, Phase
 from .reference import reference_adapt
-from .search import Evaluation, confirm_pattern, evaluate, optimize, select
+from .report import Report, write_report
+from .search import (
+    BenchReport,
+    Evaluation,
+    Selection,
+    bench_patterns,
+    confirm_pattern,
+    evaluate,
+    list_studies,
+    optimize,
+    select,
+)
 from .spec import ExperimentSpec
 from .training import TrainConfig, ensure_checkpoint, specialize, train
 from .tuning import TuneResult, tune
 
 __all__ = [
+    "BenchReport",
     "Benchmark",
+    "ModelGroups",
+    "Report",
+    "Selection",
+    "bench_patterns",
+    "list_studies",
+    "model_groups",
+    "open_checkpoint",
+    "write_report",
     "Checkpoint",
     "Experiment",
     "ExperimentSpec",

@@ -17,8 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .benchmarks import Benchmark, cache_home
-from .benchmarks._archives import atomic_write_bytes
+from .benchmarks import Benchmark, atomic_write_bytes, cache_home
 from .errors import CheckpointError
 from .models import create_model
 from .spec import ExperimentSpec
@@ -116,6 +115,10 @@ class Checkpoint:
                   "imported_from": source or {}}
         return cls(model=model_name, benchmark=benchmark.name, ways=ways, shots=shots, inner_lr=inner_lr,
                    train_steps=train_steps or 0, eval_steps=eval_steps, state_dict=state, config=config, mode=mode)
+
+    def last_val_score(self) -> float:
+        """The validation score of its last validation (NaN when it was never validated)."""
+        return float(self.history[-1].get("val_score", float("nan"))) if self.history else float("nan")
 
     def spec(self, path: str | Path, *, data_root: str | None = None, device: str = "auto") -> ExperimentSpec:
         """The experiment this checkpoint was made for, read from ``path``."""

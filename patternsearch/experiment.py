@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
 import os
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .benchmarks import Benchmark, Task, create_benchmark
-from .checkpoint import Checkpoint, CheckpointError, default_checkpoint_path, load_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, default_checkpoint_path, load_checkpoint, shipped_checkpoint
 from .devices import resolve_device
-from .groups import LayerGroup, layer_groups
+from .groups import GroupSummary, LayerGroup, group_summaries, layer_groups
+from .models import MODELS, create_model
 from .pattern import Pattern
 from .spec import ExperimentSpec
+from .tables import text_table
 
 
 @dataclass
@@ -81,6 +84,31 @@ class Experiment:
                                   f"{[g.name for g in self.groups]}")
         return replace(self, checkpoint=other, checkpoint_path=Path(path), model=net, groups=groups)
 
+    def specialization_warning(self, pattern: Pattern,
+                               baseline_checkpoint: str | os.PathLike[str] | None) -> str | None:
+        """Why comparing ``pattern`` here with the baseline on ``baseline_checkpoint`` misleads, if it does.
+
+        A specialized checkpoint was meta-trained for its own pattern: with
+        another pattern it is not the network it was trained to be, and its
+        baseline is its parent (full MAML on the specialized weights is not
+        what the specialization is measured against).
+
+        Returns:
+            One sentence, or None when the comparison is the intended one.
+        """
+        special = self.checkpoint
+        if special.pattern is None or not special.parent:
+            return None
+        parent = f"{special.parent.get('path', '?')} (sha256 {str(special.parent.get('sha256', ''))[:12]}...)"
+        if str(pattern.canonical()) != special.pattern:
+            return (f"{self.checkpoint_path} was specialized for {special.pattern}, not {pattern.canonical()}: with "
+                    f"another pattern it is not the network it was trained to be; its parent {parent} is the "
+                    "baseline to compare with (--baseline-checkpoint)")
+        if baseline_checkpoint is None or Path(baseline_checkpoint).resolve() == self.checkpoint_path.resolve():
+            return f"the baseline adapts the specialized checkpoint itself; compare with its parent {parent} " \
+                   "(--baseline-checkpoint)"
+        return None
+
 
 def check_pairable(other: Checkpoint, benchmark: str, ways: int, shots: int, path: str | os.PathLike[str]) -> None:
     """Refuses a checkpoint made for another benchmark, ways or shots than the one it is compared with.
@@ -104,6 +132,20 @@ def build_benchmark(spec: ExperimentSpec) -> Benchmark:
     """The spec's benchmark (loads or downloads its data)."""
     return create_benchmark(spec.benchmark, spec.ways, spec.shots, spec.queries, spec.data_root,
                             **spec.benchmark_options)
+
+
+def open_checkpoint(path: str | os.PathLike[str] | None = None, *, data_root: str | os.PathLike[str] | None = None,
+                    device: str = "auto") -> Experiment:
+    """The experiment of a checkpoint's own benchmark, ways and shots (default: the shipped parent checkpoint).
+
+    Raises:
+        CheckpointError: The file is missing or not a patternsearch checkpoint.
+    """
+    path = path or shipped_checkpoint("omniglot-small", "conv4", 5, 1)
+    if path is None:
+        raise CheckpointError("no shipped checkpoint in this installation; pass --checkpoint")
+    spec = load_checkpoint(path).spec(path, data_root=None if data_root is None else str(data_root), device=device)
+    return open_experiment(spec)
 
 
 def open_experiment(spec: ExperimentSpec | None = None, *, benchmark: Benchmark | None = None) -> Experiment:
@@ -130,3 +172,59 @@ def open_experiment(spec: ExperimentSpec | None = None, *, benchmark: Benchmark 
     net = ckpt.build_model(bench, spec.model).to(device)
     return Experiment(bench, ckpt, path, net, layer_groups(net), device, spec.ways, spec.shots, spec.queries,
                       dict(spec.benchmark_options))
+
+
+@dataclass(frozen=True)
+class ModelGroups:
+    """A model's layer groups as ``patternsearch groups`` shows them.
+
+    Attributes:
+        model: The model's name.
+        input_shape: The shape of one example the FLOPs were counted on.
+        groups: Index, name, parameters and share of forward FLOPs of each group.
+    """
+
+    model: str
+    input_shape: tuple[int, ...]
+    groups: tuple[GroupSummary, ...]
+
+    def to_dict(self) -> list[dict[str, object]]:
+        """JSON-ready form (what ``groups --json`` prints): one object per group."""
+        return [asdict(group) for group in self.groups]
+
+    def describe(self) -> str:
+        """The lines ``groups`` prints."""
+        return (f"{self.model}: {len(self.groups)} layer groups (a pattern has one flag per group, in this order); "
+                f"input {','.join(map(str, self.input_shape))}\n"
+                + text_table(["index", "group", "parameters", "FLOPs share"],
+                             [(g.index, g.name, f"{g.parameters:,}", f"{100 * g.flops_share:.1f}%")
+                              for g in self.groups]))
+
+
+def model_groups(spec: ExperimentSpec, input_shape: tuple[int, ...] | None = None) -> ModelGroups:
+    """The layer groups of the spec's model (``patternsearch groups``).
+
+    Args:
+        spec: The model, and the benchmark that gives its input shape and outputs.
+        input_shape: One example's shape; with it, or with a model whose factory
+            has a default input shape, no data is read.
+    """
+    shape = input_shape or (None if spec.model is None else _default_input_shape(spec.model))
+    if shape is not None:  # the groups come from the model alone: no data needed
+        outputs, name = spec.ways, spec.model or "conv4"
+    else:
+        benchmark = build_benchmark(spec)
+        shape, outputs, name = benchmark.input_shape, benchmark.num_outputs, spec.model or benchmark.default_model
+    model = create_model(name, outputs, input_shape=shape)
+    return ModelGroups(name, tuple(shape), tuple(group_summaries(model, torch.zeros(2, *shape))))
+
+
+def _default_input_shape(model: str) -> tuple[int, ...] | None:
+    """The input shape a model's factory defaults to (None when it has no default)."""
+    try:
+        parameter = inspect.signature(MODELS.get(model)).parameters.get("input_shape")
+    except (TypeError, ValueError):
+        return None
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return None
+    return tuple(int(size) for size in parameter.default)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -88,6 +89,18 @@ class ImportResult:
     full: Estimate
     chance: float | None
     warning: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (what ``import-checkpoint --json`` prints)."""
+        return {"checkpoint": str(self.path), "full": self.full.as_dict(), "chance": self.chance,
+                "warning": self.warning, "mode": self.checkpoint.mode}
+
+    def describe(self) -> str:
+        """The lines ``import-checkpoint`` prints."""
+        c = self.checkpoint
+        return (f"wrote {self.path} ({c.model} on {c.benchmark}, {c.ways}-way {c.shots}-shot, inner lr "
+                f"{c.inner_lr:g}, {c.eval_steps} evaluation steps, mode {c.mode})\n"
+                f"  full MAML on validation tasks: {self.full.describe()}")
 
 
 def import_checkpoint(

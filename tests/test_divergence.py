@@ -51,7 +51,7 @@ def test_a_diverging_baseline_is_one_line_with_exit_1(sinusoid_checkpoint: Path,
     assert last.startswith(f"patternsearch: error: pattern {DIVERGING} diverged"), last
 
 
-def test_diverging_candidates_print_without_bounds(capsys: pytest.CaptureFixture[str]) -> None:
+def test_diverging_candidates_print_without_bounds() -> None:
     from patternsearch.search import Selection
 
     fields: dict[str, Any] = dict(study=None, pattern="full", baseline="full", max_degradation=0.5, confidence=0.95,
@@ -59,5 +59,5 @@ def test_diverging_candidates_print_without_bounds(capsys: pytest.CaptureFixture
                                   baseline_val_accuracy=None, val_speedup=None, mixed_devices=False)
     candidate = {"pattern": DIVERGING, "trial": None, "val_difference": None, "val_speedup": None,
                  "test_difference": None, "lower_bound": None, "level": 0.025, "confirmed": False, "diverged": 6}
-    cli._print_selection(Selection(**fields, candidates=(candidate,), confirmation_tasks=6))
-    assert f"{DIVERGING}: diverged on 6 of 6 confirmation tasks: not confirmed" in capsys.readouterr().out
+    lines = Selection(**fields, candidates=(candidate,), confirmation_tasks=6).describe()
+    assert f"{DIVERGING}: diverged on 6 of 6 confirmation tasks: not confirmed" in lines

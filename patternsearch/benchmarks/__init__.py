@@ -1,7 +1,7 @@
 """Few-shot benchmarks: episodes, the registry and the built-in data sets."""
 
 from . import images, omniglot, sinusoid  # noqa: E402,F401  (registers the built-ins)
-from ._archives import DataError, cache_home, resolve_data_root
+from ._archives import DataError, atomic_write_bytes, cache_home, resolve_data_root
 from ._registry import BENCHMARKS, create_benchmark, list_benchmarks, register_benchmark
 from ._tasks import (
     Benchmark,
@@ -26,6 +26,7 @@ __all__ = [
     "TaskSource",
     "TrainingDefaults",
     "accuracy",
+    "atomic_write_bytes",
     "cache_home",
     "classification_benchmark",
     "create_benchmark",

@@ -17,7 +17,7 @@ from ._confirming import (
     confirm_look,
     confirm_pattern,
 )
-from ._evaluation import Evaluation, evaluate
+from ._evaluation import BenchReport, Evaluation, bench_patterns, evaluate
 from ._pareto import (
     Choice,
     SelectionError,
@@ -46,7 +46,9 @@ from ._study import default_study_name, fail_stale_trials, optimize
 from ._summary import StudySummary, list_studies
 
 __all__ = [
+    "BenchReport",
     "Evaluation",
+    "bench_patterns",
     "evaluate",
     "CONFIG_ATTR",
     "DEFAULT_MAX_PHASES",

@@ -1,4 +1,4 @@
-"""``evaluate``: one pattern scored and timed against a baseline on the same tasks, as a typed result.
+"""``evaluate`` and ``bench``: patterns scored and timed against a baseline on the same tasks, as typed results.
 
 Scores go through the one :class:`~patternsearch.measurement.CachedScorer`
 every command uses, accuracies carry their class-aware intervals, and both
@@ -10,7 +10,7 @@ confirmation on that split is refused unless accepted explicitly.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,17 @@ from ..checkpoint import file_checksum
 from ..devices import device_name
 from ..experiment import Experiment
 from ..looks import Ledger
-from ..measurement import CachedScorer, DeploymentTiming, adaptation_flops, deployment_timing, environment, task_chunks
+from ..measurement import (
+    BenchRow,
+    CachedScorer,
+    DeploymentTiming,
+    adaptation_flops,
+    bench,
+    deployment_timing,
+    environment,
+    task_chunks,
+)
+from ..tables import optional, text_table
 from ..uncertainty import Estimate, TaskDesign, estimate
 from ._storage import DEFAULT_STORAGE, open_storage
 
@@ -147,3 +157,67 @@ def _scores(scorer: CachedScorer, pattern: Any, advance: Callable[[int], None] |
             if advance is not None:
                 advance(chunk.size)
     return scores
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """Patterns timed against full MAML and the plain PyTorch loop (``patternsearch bench``).
+
+    Attributes:
+        rows: One timed variant each (see :class:`~patternsearch.measurement.BenchRow`).
+        tasks: Tasks per round.
+        repeats: Timed rounds, interleaved.
+    """
+
+    rows: tuple[BenchRow, ...]
+    tasks: int
+    repeats: int
+
+    def to_dict(self) -> list[dict[str, Any]]:
+        """JSON-ready form (what ``bench --json`` prints): one object per variant."""
+        return [row.as_dict() for row in self.rows]
+
+    def describe(self) -> str:
+        """The lines ``bench`` prints."""
+        first = self.rows[0]
+        return (f"{first.device}, {first.threads} threads; {self.tasks} tasks x {self.repeats} rounds, interleaved; "
+                f"adapt + predict predicts {first.query_batch} queries\n" + text_table(
+                    ["variant", "pattern", "adapt ms", "IQR ms", "speedup", "vs full@same steps", "adapt+predict ms",
+                     "adapt+predict speedup", "FLOPs", f"accuracy ({self.tasks} tasks)"],
+                    [(r.name, r.pattern, f"{r.latency_ms:.3f}", f"{r.latency_iqr_ms:.3f}", f"{r.speedup:.2f}x",
+                      optional(r.speedup_same_steps, ".2f") + ("" if r.speedup_same_steps is None else "x"),
+                      f"{r.adapt_predict_ms:.3f}", f"{r.adapt_predict_speedup:.2f}x", f"{r.flops:.3g}",
+                      f"{r.accuracy:.4f}") for r in self.rows]))
+
+
+def bench_patterns(
+    experiment: Experiment,
+    patterns: Sequence[str],
+    *,
+    split: str = "val",
+    tasks: int = 5,
+    seed: int = 0,
+    repeats: int = 10,
+    warmup: int = 2,
+    storage: str = DEFAULT_STORAGE,
+) -> BenchReport:
+    """Times ``patterns``, full MAML and the plain PyTorch loop on the same tasks (``patternsearch bench``).
+
+    Args:
+        experiment: Benchmark, checkpoint and model.
+        patterns: The patterns' texts.
+        split: ``val`` or ``test`` (it prints accuracies: recorded in ``storage``'s ledger of looks).
+        tasks: Tasks per round.
+        seed: Seed of the tasks.
+        repeats: Timed rounds, interleaved, after ``warmup`` untimed ones.
+        warmup: Untimed rounds first.
+        storage: Where a look at the test split is recorded (opened before any work).
+    """
+    ledger = Ledger(open_storage(storage)) if split == "test" else None
+    parsed = [experiment.pattern(text) for text in patterns]
+    drawn = experiment.tasks(split, tasks, seed)
+    rows = bench(experiment, parsed, drawn, repeats=repeats, warmup=warmup)
+    if ledger is not None:
+        ledger.record_scoring("bench", experiment.benchmark.name, [file_checksum(experiment.checkpoint_path)],
+                              parsed, drawn, seed)
+    return BenchReport(tuple(rows), tasks, repeats)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..records import from_record, to_record
+from ..uncertainty import support
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,59 @@ class Selection:
     query_batch: int | None = None
     timing_noise: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def describe(self) -> str:
+        """The lines ``select`` prints: the answer first (pattern, speedup, accuracy), then what it rests on."""
+        if self.confirmation_tasks is None:
+            verdict = "validation only: not confirmed on test tasks"
+        else:
+            verdict = "confirmed" if self.confirmed else "not confirmed: the baseline is the answer"
+        lines = [f"selected {self.pattern} ({verdict})"]
+        if self.speedup is not None:
+            lines += [f"  speedup: {self.speedup:.1f}x (adaptation {self.latency_ms:.2f} ms vs "
+                      f"{self.baseline_latency_ms:.2f} ms for {self.baseline}, paired, measured now on held-out "
+                      f"tasks; {self.device}; what the search optimises)",
+                      f"  adapt + predict {self.query_batch} queries: {self.adapt_predict_ms:.2f} ms vs "
+                      f"{self.baseline_adapt_predict_ms:.2f} ms, {self.adapt_predict_speedup:.1f}x end to end"]
+        if self.test_accuracy is not None:
+            rests_on = support(self.test_tasks or 0, self.test_classes, self.test_units)
+            fresh = "classes disjoint from the confirmation's" if self.classes_disjoint else \
+                "the confirmation's classes, other episodes"
+            lines.append(f"  accuracy on fresh test tasks ({rests_on}; {fresh}): {self.test_accuracy:.4f} +/- "
+                         f"{self.test_ci95:.4f} vs {self.baseline_test_accuracy:.4f} +/- "
+                         f"{self.baseline_test_ci95:.4f}; difference {self.difference:+.4f} +/- "
+                         f"{self.difference_ci95:.4f} (95% CI)")
+        if self.speedup is None and self.val_speedup is not None:
+            lines.append(f"  estimated speedup (validation, not confirmed): {self.val_speedup:.1f}x; validation "
+                         f"accuracy {self.val_accuracy:.4f} vs {self.baseline_val_accuracy:.4f}")
+        lines.append(f"  why: {self.reason}")
+        if self.look_number is not None:
+            lines.append(f"  test split: {self.look_note}")
+            lines += [f"    looked at before: {look}" for look in self.earlier_looks[-3:]]
+            if len(self.earlier_looks) > 3:
+                lines.append(f"    ... {len(self.earlier_looks) - 3} earlier looks not shown")
+        if self.baseline_checkpoint and self.baseline_checkpoint != self.checkpoint:
+            lines.append(f"  checkpoints: {self.checkpoint} vs the baseline's {self.baseline_checkpoint}")
+        if self.candidates:
+            level = self.look_level if self.look_level is not None else 1 - self.confidence
+            lines.append(f"  candidates, fastest first, each tested on {self.confirmation_tasks} confirmation tasks "
+                         f"({self.confirmation_classes or '-'} classes) at its own level (this look's error rate "
+                         f"{level:.3g}); speedups here are validation estimates:")
+            lines += [f"    {self._describe_candidate(c)}" for c in self.candidates]
+        return "\n".join(lines)
+
+    def _describe_candidate(self, c: dict[str, Any]) -> str:
+        corrected = "" if c.get("val_corrected") is None else f" (corrected {c['val_corrected']:+.4f})"
+        validation = "" if c["val_difference"] is None else (
+            f"validation {c['val_difference']:+.4f}{corrected}, estimated {c['val_speedup']:.1f}x; ")
+        tested = "not tested" if c["lower_bound"] is None else (
+            f"test {c['test_difference']:+.4f}, lower bound {c['lower_bound']:+.4f} at level {c['level']:.3g}: "
+            + ("confirmed" if c["confirmed"] else "not confirmed"))
+        if c.get("diverged"):
+            tested = f"diverged on {c['diverged']} of {self.confirmation_tasks} confirmation tasks: not confirmed"
+        where = "" if c.get("checkpoint") in (None, self.baseline_checkpoint) else f" on {c['checkpoint']}"
+        return f"{c['pattern']}{where}: {validation}{tested}"
+
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, versioned (see :mod:`patternsearch.records`)."""
         return to_record(self, SELECTION_VERSION)
 

@@ -210,7 +210,7 @@ def select(
                           test_seed=test_seed, data_root=data_root, checkpoint=checkpoint,
                           baseline_checkpoint=baseline_checkpoint, device=device, timed_tasks=timed_tasks,
                           timed_rounds=timed_rounds, accept_test_looks=accept_test_looks)
-    study.set_user_attr(SELECTION_ATTR, result.as_dict())
+    study.set_user_attr(SELECTION_ATTR, result.to_dict())
     return result
 
 

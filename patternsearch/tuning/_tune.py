@@ -51,6 +51,7 @@ from ..search import (
     study_experiment,
 )
 from ..spec import ExperimentSpec
+from ..tables import optional, text_table
 from ._lease import Lease
 from ._plan import (
     CONFIG_ATTR as TUNE_CONFIG_ATTR,
@@ -117,9 +118,23 @@ class TuneResult:
     selection: Selection
     candidates: tuple[CandidateHistory, ...]
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
+
+    def describe(self) -> str:
+        """The lines ``tune`` prints: the selection, then the fronts before and after specialization."""
+        return "\n".join([
+            self.selection.describe(),
+            "fronts before and after specialization (validation difference to full MAML on the parent; the test "
+            "split's lower bound):",
+            text_table(["pattern", "checkpoint", "speedup", "before", "after", "meta-updates", "confirmation"],
+                       [(r.pattern, "parent" if r.after is None else Path(r.checkpoint).name, f"{r.speedup:.1f}x",
+                         optional(r.before, "+.4f"), optional(r.after, "+.4f"), r.meta_updates,
+                         "not tested" if r.lower_bound is None else
+                         f"{r.lower_bound:+.4f} {'confirmed' if r.confirmed else 'not confirmed'}")
+                        for r in self.fronts()]),
+        ])
 
     def fronts(self) -> list[FrontRow]:
         """The fronts before and after specialization: the specialized candidates, then the parent's tested ones."""
@@ -374,7 +389,7 @@ def _confirm_once(tuning: optuna.Study, storage: optuna.storages.BaseStorage, co
             try:
                 with lease.beating():
                     if RESULT_ATTR not in storage.get_study_user_attrs(study_id):  # not answered meanwhile
-                        storage.set_study_user_attr(study_id, RESULT_ATTR, confirm().as_dict())
+                        storage.set_study_user_attr(study_id, RESULT_ATTR, confirm().to_dict())
             finally:
                 lease.release()
             return

@@ -1,0 +1,111 @@
+"""The ``patternsearch`` parser and ``main``: one-line errors, exit codes, and what Ctrl-C leaves saved."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+import optuna
+
+from .. import __version__
+from ..errors import PatternsearchError, one_line
+from ..search import safe_url
+from . import _measuring, _searching, _selecting, _training
+
+Handler = Callable[[argparse.Namespace], int]
+
+# The command families, in the order --help lists them.
+_FAMILIES = (_training, _measuring, _searching, _selecting)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports usage errors on one line (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see --help)\n")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps descriptions; keeps the example lines of an epilog as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command, each ``--help`` ending with examples."""
+    parser = _Parser(
+        prog="patternsearch", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Find the fastest Lambda pattern for MAML few-shot adaptation: which layer groups to update,\n"
+                    "for how many inner steps, so that accuracy stays within a budget of full MAML.",
+        epilog="typical use:\n"
+               "  patternsearch optimize --trials 200 --data-root DATA     search patterns (resumable)\n"
+               "  patternsearch select --max-degradation 0.01 --data-root DATA\n"
+               "                                                          the fastest confirmed pattern\n"
+               "  patternsearch report --out report/                      plot and tables of the study\n"
+               "'patternsearch COMMAND --help' describes each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"patternsearch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for family in _FAMILIES:
+        family.add_parsers(sub)
+        for name, examples in family.EXAMPLES.items():
+            command = sub.choices[name]
+            command.formatter_class = _HelpFormatter
+            data = any("DATA" in line for line in examples)
+            command.epilog = ("examples (DATA: the folder holding the benchmark's archives; leave --data-root out "
+                              "to download them):" if data else "examples:") + "".join(f"\n  {x}" for x in examples)
+    return parser
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # Optuna would log the interrupted trial with a traceback; the one line main() prints says what matters.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    raise KeyboardInterrupt
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """The one line printed after Ctrl-C: what is saved and how to continue."""
+    again = "run the same command again to"
+    if args.command == "optimize":
+        return (f"interrupted: the finished trials are saved in {safe_url(args.storage)} (the interrupted one is "
+                f"marked failed); {again} continue the study")
+    if args.command in ("train", "specialize"):
+        where = args.out if args.command == "specialize" else args.checkpoint or "the default checkpoint"
+        return f"interrupted: the meta-training so far is saved in {where}; {again} resume it"
+    if args.command == "tune":
+        return (f"interrupted: the specialization so far is saved in {args.out or 'tuned/<study>'} and the tuning "
+                f"study in {safe_url(args.storage)}; {again} continue")
+    if args.command == "select":
+        return f"interrupted: nothing was saved (select stores its answer when it ends); {again} start over"
+    return f"interrupted: nothing was saved; {again} start over"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit code (2 bad input, 1 an unabsorbed divergence, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except PatternsearchError as error:
+        print(f"patternsearch: error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except FloatingPointError as error:  # e.g. the baseline itself diverging; candidates' divergences are answers
+        print(f"patternsearch: error: {one_line(error)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not turn the line into a traceback
+        print(f"patternsearch: {_interrupted(args)}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into a command that stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -1,0 +1,128 @@
+"""``train``, ``specialize`` and ``import-checkpoint``: making checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..experiment import build_benchmark, checkpoint_path
+from ..importing import import_checkpoint
+from ..training import TrainConfig, specialize, train
+from ._options import (
+    add_data_options,
+    add_meta_update_options,
+    add_progress_options,
+    add_seed,
+    positive_float,
+    positive_int,
+    spec,
+)
+from ._output import show, warn
+
+EXAMPLES = {
+    "train": ["patternsearch train --benchmark omniglot-small --model conv4 --iterations 3000 --data-root DATA",
+              "patternsearch train --benchmark sinusoid --model mlp --shots 5 --iterations 200 "
+              "--checkpoint runs/sin.pt"],
+    "specialize": ["patternsearch specialize --pattern 00010:5 --iterations 1000 --out runs/special.pt "
+                   "--data-root DATA"],
+    "import-checkpoint": ["patternsearch import-checkpoint my_maml.pt --out runs/mine.pt --model conv4 "
+                          "--inner-lr 0.4 --eval-steps 10 --data-root DATA"],
+}
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Declares the three commands."""
+    parser = sub.add_parser("train", help="meta-train a model with MAML", description="Meta-train a model with MAML.")
+    add_data_options(parser)
+    parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint path (resumed if it exists)")
+    parser.add_argument("--iterations", type=positive_int, default=None, help="meta-updates in total")
+    add_meta_update_options(parser, "")
+    parser.add_argument("--inner-lr", type=positive_float, default=None, help="inner-loop learning rate")
+    parser.add_argument("--train-steps", type=positive_int, default=None, help="inner steps in training")
+    parser.add_argument("--eval-steps", type=positive_int, default=None, help="inner steps at evaluation ('full')")
+    parser.add_argument("--first-order", action="store_true", help="first-order MAML (default: second order)")
+    parser.add_argument("--pattern", default=None,
+                        help="inner-loop pattern, e.g. 00011:5 (default: full MAML at --train-steps); the outer "
+                             "loop still updates every parameter")
+    add_seed(parser, "train-seed", 0, "seed of the initial weights and the training episodes")
+    add_progress_options(parser)
+    parser.set_defaults(handler=_train)
+
+    parser = sub.add_parser(
+        "specialize", help="continue meta-training a checkpoint with a pattern as its inner loop",
+        description="Continue meta-training an existing checkpoint with pattern P as the inner loop (the outer "
+                    "loop updates every parameter), so that P loses less against full MAML. The new checkpoint "
+                    "records P and its parent's checksum; rerunning resumes.",
+    )
+    add_data_options(parser, queries=False)
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="checkpoint to specialize (default: the shipped or cached one of --benchmark, "
+                             "--model, --ways, --shots)")
+    parser.add_argument("--pattern", required=True, help="inner-loop pattern, e.g. the one select chose")
+    parser.add_argument("--iterations", type=positive_int, required=True, help="meta-updates in total")
+    parser.add_argument("--out", type=Path, required=True, help="specialized checkpoint (resumed if it exists)")
+    add_meta_update_options(parser, " (default: the source's)")
+    parser.add_argument("--first-order", action="store_true", default=None,
+                        help="first-order MAML (default: as the source was trained)")
+    add_seed(parser, "train-seed", 1, "seed of the training episodes")
+    add_progress_options(parser)
+    parser.set_defaults(handler=_specialize)
+
+    parser = sub.add_parser(
+        "import-checkpoint", help="turn a state dict meta-trained elsewhere into a patternsearch checkpoint",
+        description="Read SRC (a state dict, possibly under 'state_dict'/'model_state_dict'/'model', keys possibly "
+                    "prefixed by a wrapper such as 'module.' or 'model.') with weights_only=True, match it to "
+                    "--model, write DST atomically and score full MAML on a few validation tasks.",
+    )
+    parser.add_argument("source", type=Path, metavar="SRC", help="file saved with torch.save(model.state_dict())")
+    parser.add_argument("--out", type=Path, required=True, metavar="DST", help="checkpoint to write")
+    add_data_options(parser)
+    parser.add_argument("--inner-lr", type=positive_float, required=True, help="the model's inner learning rate")
+    parser.add_argument("--eval-steps", type=positive_int, required=True,
+                        help="inner steps of its evaluation protocol (the 'full' pattern)")
+    parser.add_argument("--train-steps", type=positive_int, default=None, help="inner steps it was trained with")
+    parser.add_argument("--mode", choices=["train", "eval"], default="train",
+                        help="module mode to adapt in: train (batch statistics, MAML's default) or eval")
+    parser.add_argument("--strip-prefix", default=None, help="remove this prefix from every key that has it")
+    parser.add_argument("--check-tasks", type=positive_int, default=50,
+                        help="validation tasks for the sanity check (default 50)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=_import)
+
+
+def _train(args: argparse.Namespace) -> int:
+    experiment = spec(args)
+    config = TrainConfig.for_spec(
+        experiment, inner_lr=args.inner_lr, train_steps=args.train_steps, eval_steps=args.eval_steps,
+        meta_batch=args.meta_batch, meta_lr=args.meta_lr, iterations=args.iterations,
+        first_order=args.first_order, seed=args.train_seed, val_every=args.val_every, val_tasks=args.val_tasks,
+        checkpoint_every=args.checkpoint_every, pattern=args.pattern,
+    )
+    benchmark = build_benchmark(experiment)
+    path = checkpoint_path(experiment, benchmark)
+    checkpoint = train(config, path, benchmark=benchmark)
+    print(f"checkpoint: {path} (iteration {checkpoint.training.get('iteration')}, "
+          f"validation score {checkpoint.last_val_score():.4f})")
+    return 0
+
+
+def _specialize(args: argparse.Namespace) -> int:
+    source = args.checkpoint or checkpoint_path(spec(args), build_benchmark(spec(args)))
+    checkpoint = specialize(  # the parent's own benchmark settings come from its checkpoint
+        source, args.pattern, args.iterations, args.out, meta_batch=args.meta_batch, meta_lr=args.meta_lr,
+        first_order=args.first_order, seed=args.train_seed, val_every=args.val_every, val_tasks=args.val_tasks,
+        checkpoint_every=args.checkpoint_every, data_root=args.data_root, device=args.device,
+    )
+    print(f"specialized checkpoint: {args.out} (pattern {checkpoint.pattern}, parent {source}, iteration "
+          f"{checkpoint.training.get('iteration')}, validation score with the pattern "
+          f"{checkpoint.last_val_score():.4f})")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    result = import_checkpoint(
+        args.source, args.out, spec(args), inner_lr=args.inner_lr, eval_steps=args.eval_steps,
+        train_steps=args.train_steps, mode=args.mode, strip_prefix=args.strip_prefix, check_tasks=args.check_tasks,
+    )
+    warn(result.warning)
+    return show(result, args.json)
