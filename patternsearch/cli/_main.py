@@ -18,8 +18,8 @@ from . import _measuring, _searching, _selecting, _training
 
 Handler = Callable[[argparse.Namespace], int]
 
-# The command families, in the order --help lists them.
-_FAMILIES = (_training, _measuring, _searching, _selecting)
+# Every command, in the order --help lists them.
+_COMMANDS = (*_training.COMMANDS, *_measuring.COMMANDS, *_searching.COMMANDS, *_selecting.COMMANDS)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,14 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"patternsearch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for family in _FAMILIES:
-        family.add_parsers(sub)
-        for name, examples in family.EXAMPLES.items():
-            command = sub.choices[name]
-            command.formatter_class = _HelpFormatter
-            data = any("DATA" in line for line in examples)
-            command.epilog = ("examples (DATA: the folder holding the benchmark's archives; leave --data-root out "
-                              "to download them):" if data else "examples:") + "".join(f"\n  {x}" for x in examples)
+    for command in _COMMANDS:
+        data = any("DATA" in line for line in command.examples)
+        epilog = ("examples (DATA: the folder holding the benchmark's archives; leave --data-root out to download "
+                  "them):" if data else "examples:") + "".join(f"\n  {line}" for line in command.examples)
+        command_parser = sub.add_parser(command.name, help=command.summary, description=command.description,
+                                        epilog=epilog, formatter_class=_HelpFormatter)
+        command.add_options(command_parser)
+        command_parser.set_defaults(handler=command.run)
     return parser
 
 

@@ -11,9 +11,11 @@ from tqdm.auto import tqdm
 
 from ..experiment import model_groups, open_experiment
 from ..search import bench_patterns, evaluate
+from ._command import Command
 from ._options import (
     add_data_options,
     add_experiment_options,
+    add_json_option,
     add_ledger_option,
     add_seed,
     non_negative_int,
@@ -22,22 +24,8 @@ from ._options import (
 )
 from ._output import show, warn
 
-EXAMPLES = {
-    "evaluate": ["patternsearch evaluate --pattern 00010:5 --data-root DATA",
-                 "patternsearch evaluate --pattern 00010:5 --split val --tasks 100 --json --data-root DATA"],
-    "groups": ["patternsearch groups --model conv4", "patternsearch groups --model resnet12 --input-shape 3,84,84"],
-    "bench": ["patternsearch bench --patterns 00010:5 00011:1 --data-root DATA"],
-}
 
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Declares the three commands."""
-    parser = sub.add_parser(
-        "evaluate", help="score one pattern and time it against full MAML",
-        description="Adapt with one pattern on fixed tasks and compare it with the baseline (full MAML) on the same "
-                    "tasks: accuracy with its 95%% interval, the paired difference, adaptation time and adapt + "
-                    "predict time (each with its speedup), and FLOPs.",
-    )
+def _evaluate_options(parser: argparse.ArgumentParser) -> None:
     add_experiment_options(parser)
     parser.add_argument("--pattern", default="full",
                         help="FLAGS:STEPS[@SCALE] phases joined by +, 'full' or 'none' (default full)")
@@ -52,28 +40,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--tasks", type=positive_int, default=600, help="number of tasks (default 600)")
     add_seed(parser, "task-seed", 0, "seed of the tasks")
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed rounds (default 5)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_option(parser)
     add_ledger_option(parser)
-    parser.set_defaults(handler=_evaluate)
 
-    parser = sub.add_parser(
-        "groups", help="show a model's layer groups",
-        description="Index, name, parameter count and share of forward FLOPs of each layer group of a model. "
-                    "With --model (and optionally --input-shape) no data is needed.",
-    )
+
+def _groups_options(parser: argparse.ArgumentParser) -> None:
     add_data_options(parser)
     parser.add_argument("--input-shape", type=_shape, default=None,
                         help="shape of one example, e.g. 1,28,28 (default: the model's own default, else the "
                              "benchmark's)")
-    parser.add_argument("--json", action="store_true", help="print a JSON list")
-    parser.set_defaults(handler=lambda args: show(model_groups(spec(args), args.input_shape), args.json))
+    add_json_option(parser, "a JSON list")
 
-    parser = sub.add_parser(
-        "bench", help="time patterns against full MAML and the plain PyTorch loop",
-        description="Time each pattern, full MAML and a plain PyTorch MAML loop on the same tasks, interleaved, "
-                    "after warm-up: adaptation time (median, spread, speedup over full MAML: what the search "
-                    "optimises) and adapt + predict time (adapting, then predicting the task's query batch).",
-    )
+
+def _bench_options(parser: argparse.ArgumentParser) -> None:
     add_experiment_options(parser)
     parser.add_argument("--patterns", nargs="+", required=True,
                         help="patterns to time (FLAGS:STEPS[@SCALE] phases joined by +, full, none)")
@@ -83,9 +62,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: PyTorch's)")
     parser.add_argument("--split", choices=["val", "test"], default="val")
     add_seed(parser, "task-seed", 0, "seed of the tasks")
-    parser.add_argument("--json", action="store_true", help="print a JSON list")
+    add_json_option(parser, "a JSON list")
     add_ledger_option(parser)
-    parser.set_defaults(handler=_bench)
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -126,3 +104,26 @@ def _bench(args: argparse.Namespace) -> int:
     result = bench_patterns(open_experiment(spec(args)), args.patterns, split=args.split, tasks=args.tasks,
                             seed=args.task_seed, repeats=args.repeats, warmup=args.warmup, storage=args.storage)
     return show(result, args.json)
+
+
+def _groups(args: argparse.Namespace) -> int:
+    return show(model_groups(spec(args), args.input_shape), args.json)
+
+
+COMMANDS = (
+    Command("evaluate", "score one pattern and time it against full MAML",
+            "Adapt with one pattern on fixed tasks and compare it with the baseline (full MAML) on the same tasks: "
+            "accuracy with its 95%% interval, the paired difference, adaptation time and adapt + predict time (each "
+            "with its speedup), and FLOPs.", _evaluate_options, _evaluate, (
+                "patternsearch evaluate --pattern 00010:5 --data-root DATA",
+                "patternsearch evaluate --pattern 00010:5 --split val --tasks 100 --json --data-root DATA")),
+    Command("groups", "show a model's layer groups",
+            "Index, name, parameter count and share of forward FLOPs of each layer group of a model. With --model "
+            "(and optionally --input-shape) no data is needed.", _groups_options, _groups,
+            ("patternsearch groups --model conv4", "patternsearch groups --model resnet12 --input-shape 3,84,84")),
+    Command("bench", "time patterns against full MAML and the plain PyTorch loop",
+            "Time each pattern, full MAML and a plain PyTorch MAML loop on the same tasks, interleaved, after "
+            "warm-up: adaptation time (median, spread, speedup over full MAML: what the search optimises) and "
+            "adapt + predict time (adapting, then predicting the task's query batch).", _bench_options, _bench,
+            ("patternsearch bench --patterns 00010:5 00011:1 --data-root DATA",)),
+)

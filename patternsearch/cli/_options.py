@@ -141,3 +141,8 @@ def add_progress_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-every", type=positive_int, default=100, help="validate every this many iterations")
     parser.add_argument("--val-tasks", type=positive_int, default=100, help="validation episodes")
     parser.add_argument("--checkpoint-every", type=positive_int, default=25, help="iterations between checkpoints")
+
+
+def add_json_option(parser: argparse.ArgumentParser, what: str = "one JSON object") -> None:
+    """``--json``: print the result for programs."""
+    parser.add_argument("--json", action="store_true", help=f"print {what}")

@@ -19,25 +19,12 @@ from ..search import (
     pareto_trials,
 )
 from ..tables import optional, text_table
-from ._options import add_experiment_options, add_seed, add_storage_options, positive_int, spec
+from ._command import Command
+from ._options import add_experiment_options, add_json_option, add_seed, add_storage_options, positive_int, spec
 from ._output import note, show
 
-EXAMPLES = {
-    "optimize": ["patternsearch optimize --trials 200 --data-root DATA     (rerun to resume, raise --trials to "
-                 "extend)",
-                 "patternsearch optimize --trials 200 --space phases --search-lr --study phases --data-root DATA"],
-    "studies": ["patternsearch studies", "patternsearch studies --storage sqlite:///runs/study.db --json"],
-    "report": ["patternsearch report --out report/ --data-root DATA"],
-}
 
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Declares the three commands."""
-    parser = sub.add_parser(
-        "optimize", help="search Lambda patterns (multi-objective, resumable)",
-        description="Search the patterns of a meta-trained model for the best latency/accuracy trade-offs. "
-                    "--trials is the study's total target: rerunning resumes, a larger value extends.",
-    )
+def _optimize_options(parser: argparse.ArgumentParser) -> None:
     add_experiment_options(parser)
     add_storage_options(parser)
     parser.add_argument("--trials", type=int, default=200, help="target number of evaluated trials (default 200)")
@@ -66,19 +53,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         help="score every pattern on every task, even once a faster trial is surely more accurate")
     parser.add_argument("--heartbeat-interval", type=positive_int, default=10,
                         help="seconds between heartbeats; a dead worker's trial is retried after 3 intervals")
-    parser.set_defaults(handler=_optimize)
 
-    parser = sub.add_parser("studies", help="list the studies in a storage")
+
+def _studies_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
-    parser.add_argument("--json", action="store_true", help="print a JSON list")
-    parser.set_defaults(handler=_studies)
+    add_json_option(parser, "a JSON list")
 
-    parser = sub.add_parser(
-        "report", help="write the answer, Pareto plot, tables and importances of a study",
-        description="Write report.html (self-contained), pareto.png and report.json for a study. The headline is "
-                    "the pattern select confirmed (run select first); the plot and tables show the study's "
-                    "validation accuracies and estimated speedups. Reads the study, never writes it.",
-    )
+
+def _report_options(parser: argparse.ArgumentParser) -> None:
     add_storage_options(parser)
     parser.add_argument("--out", type=Path, default=Path("report"), help="output folder (default ./report)")
     parser.add_argument("--max-degradation", type=float, default=None,
@@ -87,7 +69,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         help="data folder, to score full MAML at the step counts the study did not try")
     parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint the study was made with")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    parser.set_defaults(handler=_report)
 
 
 def _optimize(args: argparse.Namespace) -> int:
@@ -127,3 +108,19 @@ def _report(args: argparse.Namespace) -> int:
     for line in report.notes:
         note(line)
     return show(report, as_json=False)
+
+
+COMMANDS = (
+    Command("optimize", "search Lambda patterns (multi-objective, resumable)",
+            "Search the patterns of a meta-trained model for the best latency/accuracy trade-offs. --trials is the "
+            "study's total target: rerunning resumes, a larger value extends.", _optimize_options, _optimize, (
+                "patternsearch optimize --trials 200 --data-root DATA     (rerun to resume, raise --trials to extend)",
+                "patternsearch optimize --trials 200 --space phases --search-lr --study phases --data-root DATA")),
+    Command("studies", "list the studies in a storage", "List the studies in a storage.", _studies_options,
+            _studies, ("patternsearch studies", "patternsearch studies --storage sqlite:///runs/study.db --json")),
+    Command("report", "write the answer, Pareto plot, tables and importances of a study",
+            "Write report.html (self-contained), pareto.png and report.json for a study. The headline is the pattern "
+            "select confirmed (run select first); the plot and tables show the study's validation accuracies and "
+            "estimated speedups. Reads the study, never writes it.", _report_options, _report,
+            ("patternsearch report --out report/ --data-root DATA",)),
+)

@@ -10,30 +10,19 @@ from ..errors import UsageError
 from ..experiment import open_checkpoint
 from ..search import REPORT_TIMED_ROUNDS, REPORT_TIMED_TASKS, SPACES, confirm_pattern, select
 from ..tuning import DEFAULT_MARGIN, parse_duration, tune
-from ._options import add_confirmation_options, add_experiment_options, add_storage_options, positive_int, spec
+from ._command import Command
+from ._options import (
+    add_confirmation_options,
+    add_experiment_options,
+    add_json_option,
+    add_storage_options,
+    positive_int,
+    spec,
+)
 from ._output import show, warn
 
-EXAMPLES = {
-    "select": ["patternsearch select --max-degradation 0.01 --data-root DATA",
-               "patternsearch select --pattern 00010:5 --checkpoint runs/special.pt --baseline-checkpoint "
-               "patternsearch/checkpoints/omniglot-small-conv4-5w1s.pt --data-root DATA"],
-    "tune": ["patternsearch tune --max-degradation 0.01 --budget 2h --data-root DATA     (rerun to resume)",
-             "patternsearch tune --study flags --storage sqlite:///runs/flags.db --budget 30m --data-root DATA"],
-}
 
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Declares the two commands."""
-    parser = sub.add_parser(
-        "select", help="pick the fastest pattern confirmed within an accuracy budget on test tasks",
-        description="Validation proposes candidates (the study's patterns faster than the baseline, their "
-                    "validation differences corrected for the winner's curse and judged on their least favourable "
-                    "validation alphabet); each is compared with the baseline on the same test tasks at its own "
-                    "share of the error rate, a confirmed one passing its share on (a fallback procedure: one "
-                    "failure does not end the testing). The fastest confirmed pattern is selected, with "
-                    "probability >= --confidence of being truly within D; its accuracy and speedup are then "
-                    "measured on fresh test tasks that took no part in the decision.",
-    )
+def _select_options(parser: argparse.ArgumentParser) -> None:
     add_storage_options(parser)
     add_confirmation_options(parser)
     parser.add_argument("--candidates", type=positive_int, default=None,
@@ -55,18 +44,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--timed-rounds", type=positive_int, default=REPORT_TIMED_ROUNDS,
                         help=f"interleaved timing rounds on each of them (default {REPORT_TIMED_ROUNDS})")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.set_defaults(handler=_select)
+    add_json_option(parser)
 
-    parser = sub.add_parser(
-        "tune", help="search, specialize and confirm: the fastest trusted adaptation of a checkpoint",
-        description="From a checkpoint to its fastest adaptation confirmed within --max-degradation of full MAML on "
-                    "it: reuse (or run) the pattern study, propose the fastest patterns validation finds close "
-                    "enough, specialize them by successive halving within --budget, and confirm the specialized "
-                    "checkpoints together with the parent's own candidates on test tasks. Rerunning continues "
-                    "where it stopped; several workers on one server --storage (and one --out folder) share the "
-                    "work.",
-    )
+
+def _tune_options(parser: argparse.ArgumentParser) -> None:
     add_experiment_options(parser)
     add_storage_options(parser)
     add_confirmation_options(parser)
@@ -87,8 +68,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         help="most (pattern, checkpoint) pairs tested on the test split (default 4)")
     parser.add_argument("--heartbeat-interval", type=positive_int, default=10,
                         help="seconds between heartbeats; a dead worker's unit is retried after 3 intervals")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.set_defaults(handler=_tune)
+    add_json_option(parser)
 
 
 def _select(args: argparse.Namespace) -> int:
@@ -130,3 +110,26 @@ def _tune(args: argparse.Namespace) -> int:
     )
     warn(result.selection.timing_noise)
     return show(result, args.json)
+
+
+COMMANDS = (
+    Command("select", "pick the fastest pattern confirmed within an accuracy budget on test tasks",
+            "Validation proposes candidates (the study's patterns faster than the baseline, their validation "
+            "differences corrected for the winner's curse and judged on their least favourable validation "
+            "alphabet); each is compared with the baseline on the same test tasks at its own share of the error "
+            "rate, a confirmed one passing its share on (a fallback procedure: one failure does not end the "
+            "testing). The fastest confirmed pattern is selected, with probability >= --confidence of being truly "
+            "within D; its accuracy and speedup are then measured on fresh test tasks that took no part in the "
+            "decision.", _select_options, _select, (
+                "patternsearch select --max-degradation 0.01 --data-root DATA",
+                "patternsearch select --pattern 00010:5 --checkpoint runs/special.pt --baseline-checkpoint "
+                "patternsearch/checkpoints/omniglot-small-conv4-5w1s.pt --data-root DATA")),
+    Command("tune", "search, specialize and confirm: the fastest trusted adaptation of a checkpoint",
+            "From a checkpoint to its fastest adaptation confirmed within --max-degradation of full MAML on it: "
+            "reuse (or run) the pattern study, propose the fastest patterns validation finds close enough, "
+            "specialize them by successive halving within --budget, and confirm the specialized checkpoints "
+            "together with the parent's own candidates on test tasks. Rerunning continues where it stopped; several "
+            "workers on one server --storage (and one --out folder) share the work.", _tune_options, _tune, (
+                "patternsearch tune --max-degradation 0.01 --budget 2h --data-root DATA     (rerun to resume)",
+                "patternsearch tune --study flags --storage sqlite:///runs/flags.db --budget 30m --data-root DATA")),
+)

@@ -8,8 +8,10 @@ from pathlib import Path
 from ..experiment import build_benchmark, checkpoint_path
 from ..importing import import_checkpoint
 from ..training import TrainConfig, specialize, train
+from ._command import Command
 from ._options import (
     add_data_options,
+    add_json_option,
     add_meta_update_options,
     add_progress_options,
     add_seed,
@@ -19,20 +21,8 @@ from ._options import (
 )
 from ._output import show, warn
 
-EXAMPLES = {
-    "train": ["patternsearch train --benchmark omniglot-small --model conv4 --iterations 3000 --data-root DATA",
-              "patternsearch train --benchmark sinusoid --model mlp --shots 5 --iterations 200 "
-              "--checkpoint runs/sin.pt"],
-    "specialize": ["patternsearch specialize --pattern 00010:5 --iterations 1000 --out runs/special.pt "
-                   "--data-root DATA"],
-    "import-checkpoint": ["patternsearch import-checkpoint my_maml.pt --out runs/mine.pt --model conv4 "
-                          "--inner-lr 0.4 --eval-steps 10 --data-root DATA"],
-}
 
-
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Declares the three commands."""
-    parser = sub.add_parser("train", help="meta-train a model with MAML", description="Meta-train a model with MAML.")
+def _train_options(parser: argparse.ArgumentParser) -> None:
     add_data_options(parser)
     parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint path (resumed if it exists)")
     parser.add_argument("--iterations", type=positive_int, default=None, help="meta-updates in total")
@@ -46,14 +36,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                              "loop still updates every parameter")
     add_seed(parser, "train-seed", 0, "seed of the initial weights and the training episodes")
     add_progress_options(parser)
-    parser.set_defaults(handler=_train)
 
-    parser = sub.add_parser(
-        "specialize", help="continue meta-training a checkpoint with a pattern as its inner loop",
-        description="Continue meta-training an existing checkpoint with pattern P as the inner loop (the outer "
-                    "loop updates every parameter), so that P loses less against full MAML. The new checkpoint "
-                    "records P and its parent's checksum; rerunning resumes.",
-    )
+
+def _specialize_options(parser: argparse.ArgumentParser) -> None:
     add_data_options(parser, queries=False)
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="checkpoint to specialize (default: the shipped or cached one of --benchmark, "
@@ -66,14 +51,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         help="first-order MAML (default: as the source was trained)")
     add_seed(parser, "train-seed", 1, "seed of the training episodes")
     add_progress_options(parser)
-    parser.set_defaults(handler=_specialize)
 
-    parser = sub.add_parser(
-        "import-checkpoint", help="turn a state dict meta-trained elsewhere into a patternsearch checkpoint",
-        description="Read SRC (a state dict, possibly under 'state_dict'/'model_state_dict'/'model', keys possibly "
-                    "prefixed by a wrapper such as 'module.' or 'model.') with weights_only=True, match it to "
-                    "--model, write DST atomically and score full MAML on a few validation tasks.",
-    )
+
+def _import_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", type=Path, metavar="SRC", help="file saved with torch.save(model.state_dict())")
     parser.add_argument("--out", type=Path, required=True, metavar="DST", help="checkpoint to write")
     add_data_options(parser)
@@ -86,8 +66,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--strip-prefix", default=None, help="remove this prefix from every key that has it")
     parser.add_argument("--check-tasks", type=positive_int, default=50,
                         help="validation tasks for the sanity check (default 50)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.set_defaults(handler=_import)
+    add_json_option(parser)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -126,3 +105,21 @@ def _import(args: argparse.Namespace) -> int:
     )
     warn(result.warning)
     return show(result, args.json)
+
+
+COMMANDS = (
+    Command("train", "meta-train a model with MAML", "Meta-train a model with MAML.", _train_options, _train, (
+        "patternsearch train --benchmark omniglot-small --model conv4 --iterations 3000 --data-root DATA",
+        "patternsearch train --benchmark sinusoid --model mlp --shots 5 --iterations 200 --checkpoint runs/sin.pt")),
+    Command("specialize", "continue meta-training a checkpoint with a pattern as its inner loop",
+            "Continue meta-training an existing checkpoint with pattern P as the inner loop (the outer loop updates "
+            "every parameter), so that P loses less against full MAML. The new checkpoint records P and its "
+            "parent's checksum; rerunning resumes.", _specialize_options, _specialize,
+            ("patternsearch specialize --pattern 00010:5 --iterations 1000 --out runs/special.pt --data-root DATA",)),
+    Command("import-checkpoint", "turn a state dict meta-trained elsewhere into a patternsearch checkpoint",
+            "Read SRC (a state dict, possibly under 'state_dict'/'model_state_dict'/'model', keys possibly prefixed "
+            "by a wrapper such as 'module.' or 'model.') with weights_only=True, match it to --model, write DST "
+            "atomically and score full MAML on a few validation tasks.", _import_options, _import,
+            ("patternsearch import-checkpoint my_maml.pt --out runs/mine.pt --model conv4 --inner-lr 0.4 "
+             "--eval-steps 10 --data-root DATA",)),
+)
