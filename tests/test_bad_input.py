@@ -68,6 +68,11 @@ CASES = {
                               "must be a positive integer"),
     "unreachable database": (["studies", "--storage", "postgresql://alice:s3cret-pw@127.0.0.1:1/none"],
                              "cannot open storage postgresql://alice:***@127.0.0.1:1/none"),
+    "select with one report task": (["select", "--storage", "{storage}", "--study", "good", "--report-tasks", "1"],
+                                    "--tasks and --report-tasks must be at least 2, got 600 and 1"),
+    "tune with one confirmation task (the same settings as select)": (
+        ["tune", *SINUSOID, "--checkpoint", "{ckpt}", "--storage", "{storage}", "--study", "good", "--tasks", "1"],
+        "--tasks and --report-tasks must be at least 2, got 1 and 1"),
     "select --pattern with study options": (["select", "--pattern", "001:3", "--checkpoint", "{ckpt}", "--study",
                                              "good", "--no-confirm"],
                                             "--no-confirm, --study do not apply with --pattern"),

@@ -76,6 +76,14 @@ def test_successive_halving_keeps_the_best_expected_speedups_and_spends_equal_sh
     assert [validated.target(config, 0, r) for r in range(3)] == [60, 220, 580]
 
 
+def test_the_old_seed_keyword_warns_and_seeds_the_specialization() -> None:
+    # Refused for its budget right after the warning: the deprecated spelling is read before any work.
+    with pytest.warns(DeprecationWarning, match="write train_seed"), pytest.raises(UsageError, match="--budget"):
+        tune(0.01, SINUSOID, budget_s=-1.0, seed=3)
+    assert TuneConfig(search_study="s", parent_sha256="x", max_degradation=0.01, budget_s=1.0,
+                      train_seed=3).confirmation().max_candidates == 4
+
+
 def test_a_lease_has_one_holder_and_passes_on_when_its_holder_stops_beating() -> None:
     from patternsearch.tuning._lease import BEAT_ATTR, STALE_S, Lease, worker_name
 
@@ -298,7 +306,7 @@ def test_a_resumed_tuning_confirms_the_parents_candidates_frozen_in_its_plan(
     monkeypatch.undo()
     _fixed_costs(monkeypatch)
     stored = optuna.load_study(study_name="tiny.tune", storage=storage).user_attrs["tune_plan"]
-    assert stored["parent_candidates"] and stored["record_version"] == 1
+    assert stored["parent_candidates"] and stored["record_version"] == 2
     # The live study may change (more trials) before the rerun: the confirmation reads the plan, not the study.
     monkeypatch.setattr(module.TuningSession, "own_candidates", lambda self: pytest.fail("recomputed from the study"))
     result = tune(D, spec, storage=storage, study_name="tiny", out=tmp_path / "out", **TINY_TUNE)

@@ -9,14 +9,7 @@ from ._config import (
     StudyConfig,
     pattern_study_names,
 )
-from ._confirming import (
-    REPORT_TIMED_ROUNDS,
-    REPORT_TIMED_TASKS,
-    PairedScores,
-    confirm_candidates,
-    confirm_look,
-    confirm_pattern,
-)
+from ._confirming import PairedScores, confirm_candidates, confirm_look, confirm_pattern
 from ._evaluation import BenchReport, Evaluation, bench_patterns, evaluate
 from ._pareto import (
     Choice,
@@ -40,6 +33,7 @@ from ._selection import (
     study_experiment,
     study_front,
 )
+from ._settings import REPORT_TIMED_ROUNDS, REPORT_TIMED_TASKS, ConfirmationSettings
 from ._space import DEFAULT_MAX_PHASES, LR_SCALES, SPACES, SearchSpace, flag_param, lr_param, steps_param
 from ._storage import DEFAULT_HEARTBEAT_S, DEFAULT_STORAGE, StorageError, creation_lock, open_storage, safe_url
 from ._study import default_study_name, fail_stale_trials, optimize
@@ -64,6 +58,7 @@ __all__ = [
     "TARGET_ATTR",
     "TIME_METRICS",
     "Choice",
+    "ConfirmationSettings",
     "PairedScores",
     "Selection",
     "SearchSpace",

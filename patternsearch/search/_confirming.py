@@ -21,17 +21,16 @@ from ..checkpoint import file_checksum
 from ..confirmation import (
     CandidateTest,
     Decision,
-    check_promise,
     confirm_in_sequence,
 )
 from ..devices import device_name
-from ..errors import UsageError
 from ..experiment import Experiment
 from ..looks import Ledger, Look, Spending, look_identity, unit_names
 from ..measurement import CachedScorer, deployment_timing, environment
 from ..pattern import Pattern
 from ..uncertainty import Estimate, TaskDesign, estimate
 from ._record import Selection
+from ._settings import REPORT_TIMED_ROUNDS, REPORT_TIMED_TASKS, ConfirmationSettings
 from ._storage import DEFAULT_STORAGE, open_storage
 
 
@@ -74,24 +73,6 @@ class PairedScores:
     def differences(self, pattern: str | Pattern) -> np.ndarray:
         """Paired per-task differences, candidate minus baseline."""
         return self.candidate_scores(pattern) - self.baseline_scores()
-
-
-REPORT_TIMED_TASKS, REPORT_TIMED_ROUNDS = 5, 10
-"""The fewest tasks and interleaved rounds a reported speedup rests on (50 paired adaptations of each pattern)."""
-
-
-def check_arguments(max_degradation: float, confidence: float, max_candidates: int, test_tasks: int,
-                     report_tasks: int | None, timed_tasks: int, timed_rounds: int) -> int:
-    """Validates select's numbers; returns the report task count."""
-    if timed_tasks < 1 or timed_rounds < 1:
-        raise UsageError(f"--timed-tasks and --timed-rounds must be at least 1, got {timed_tasks} and {timed_rounds}")
-    check_promise(max_degradation, confidence)
-    if max_candidates < 1:
-        raise UsageError(f"--candidates must be at least 1, got {max_candidates}")
-    report_tasks = test_tasks if report_tasks is None else report_tasks
-    if test_tasks < 2 or report_tasks < 2:
-        raise UsageError(f"--tasks and --report-tasks must be at least 2, got {test_tasks} and {report_tasks}")
-    return report_tasks
 
 
 def confirm_pattern(
@@ -139,14 +120,14 @@ def confirm_pattern(
         UsageError: Bad arguments, or an earlier look that confirmed nothing.
         CheckpointError: A baseline checkpoint of another benchmark or model.
     """
+    settings = ConfirmationSettings(max_degradation, confidence, 1, test_tasks, report_tasks, test_seed, timed_tasks,
+                                    timed_rounds, accept_test_looks)
     reference = experiment if baseline_checkpoint is None else experiment.with_checkpoint(baseline_checkpoint)
     candidate = CandidateTest(str(experiment.pattern(pattern)), None, None, None,
                               checkpoint=str(experiment.checkpoint_path))
     return confirm_candidates(
-        reference, [(candidate, experiment)], max_degradation, ledger=Ledger(open_storage(storage)),
-        command="select --pattern", baseline=baseline, confidence=confidence, test_tasks=test_tasks,
-        report_tasks=report_tasks, test_seed=test_seed, timed_tasks=timed_tasks, timed_rounds=timed_rounds,
-        accept_test_looks=accept_test_looks,
+        reference, [(candidate, experiment)], settings, ledger=Ledger(open_storage(storage)),
+        command="select --pattern", baseline=baseline,
         fields_for=lambda _: {"study": None, "trial": None, "val_accuracy": None, "baseline_val_accuracy": None,
                               "val_speedup": None, "mixed_devices": False})
 
@@ -154,19 +135,12 @@ def confirm_pattern(
 def confirm_candidates(
     reference: Experiment,
     contenders: Sequence[tuple[CandidateTest, Experiment]],
-    max_degradation: float,
+    settings: ConfirmationSettings,
     *,
     fields_for: Callable[[CandidateTest | None], dict[str, Any]],
     ledger: Ledger,
     command: str,
     baseline: str = "full",
-    confidence: float = 0.95,
-    test_tasks: int = 600,
-    report_tasks: int | None = None,
-    test_seed: int = 0,
-    timed_tasks: int = REPORT_TIMED_TASKS,
-    timed_rounds: int = REPORT_TIMED_ROUNDS,
-    accept_test_looks: bool = False,
 ) -> Selection:
     """Confirms candidates, each on its own checkpoint, against the baseline on ``reference``; reports the winner.
 
@@ -180,50 +154,42 @@ def confirm_candidates(
         reference: The experiment whose checkpoint the baseline adapts.
         contenders: Fastest first, each candidate with the experiment
             (checkpoint) it adapts; the last is the anchor.
-        max_degradation: D, in accuracy units.
+        settings: The promise, the test tasks and the timing.
         fields_for: The study, trial and validation fields of the
             :class:`Selection` for the selected candidate (None: the baseline).
         ledger: The looks at test splits of the storage.
         command: What looks, for the ledger (``select``, ``tune``, ...).
         baseline: The baseline's text.
-        confidence: Family-wise confidence across every look at the split.
-        test_tasks: Confirmation tasks.
-        report_tasks: Report tasks (default: as many as ``test_tasks``).
-        test_seed: Seed of the test tasks and of the split of the test characters (3/4 decide, 1/4 report).
-        timed_tasks: Report tasks the reported speedup is timed on.
-        timed_rounds: Interleaved timing rounds on each of them.
-        accept_test_looks: Confirm despite an earlier look that confirmed nothing.
 
     Raises:
         UsageError: Bad arguments, or an earlier look that confirmed nothing.
     """
-    report_tasks = check_arguments(max_degradation, confidence, max(1, len(contenders)), test_tasks, report_tasks,
-                                    timed_tasks, timed_rounds)
     base = reference.pattern(baseline)
-    decision_tasks, fresh_tasks, disjoint = disjoint_task_sets(reference.benchmark, "test", test_tasks,
-                                                               report_tasks, test_seed)
+    decision_tasks, fresh_tasks, disjoint = disjoint_task_sets(reference.benchmark, "test", settings.test_tasks,
+                                                               settings.fresh_tasks, settings.test_seed)
     checksums = {id(e): file_checksum(e.checkpoint_path) for e in [reference, *(e for _, e in contenders)]}
     look = Look(command, reference.benchmark.name, look_identity(
-        benchmark=reference.benchmark.name, seed=test_seed, tasks=test_tasks, report_tasks=report_tasks,
-        baseline=[str(base), checksums[id(reference)]], max_degradation=max_degradation, confidence=confidence,
+        benchmark=reference.benchmark.name, seed=settings.test_seed, tasks=settings.test_tasks,
+        report_tasks=settings.fresh_tasks, baseline=[str(base), checksums[id(reference)]],
+        max_degradation=settings.max_degradation, confidence=settings.confidence,
         candidates=[[asdict(c), checksums[id(e)]] for c, e in contenders]),
-        unit_names([*decision_tasks, *fresh_tasks], test_seed), tuple(sorted(set(checksums.values()))),
+        unit_names([*decision_tasks, *fresh_tasks], settings.test_seed), tuple(sorted(set(checksums.values()))),
         tuple(c.pattern for c, _ in contenders), confirms=True)
     confirmation = PairedScores(reference, reference, base, [t.to(reference.device) for t in decision_tasks])
     scorers = {candidate: confirmation.on(experiment) for candidate, experiment in contenders}
     decision, spending = confirm_look(
         [candidate for candidate, _ in contenders], lambda c: scorers[c].differences(c.pattern), confirmation.design,
-        look, ledger, max_degradation=max_degradation, confidence=confidence, accept_test_looks=accept_test_looks)
+        look, ledger, max_degradation=settings.max_degradation, confidence=settings.confidence,
+        accept_test_looks=settings.accept_test_looks)
     winner = next((experiment for candidate, experiment in contenders
                    if decision.selected is not None and candidate.pattern == decision.selected.pattern
                    and candidate.checkpoint == decision.selected.checkpoint), reference)
     pattern = None if decision.selected is None else winner.pattern(decision.selected.pattern)
     return Selection(**{
-        **fields_for(decision.selected), "baseline": str(base), "max_degradation": max_degradation,
-        "confidence": confidence, "pattern": str(pattern or base),
-        **_decision_fields(decision, spending, confidence, test_tasks, confirmation),
-        **_measured_fields(winner, reference, base, pattern, fresh_tasks, disjoint, test_seed,
-                           timed_tasks, timed_rounds),
+        **fields_for(decision.selected), "baseline": str(base), "max_degradation": settings.max_degradation,
+        "confidence": settings.confidence, "pattern": str(pattern or base),
+        **_decision_fields(decision, spending, settings.confidence, settings.test_tasks, confirmation),
+        **_measured_fields(winner, reference, base, pattern, fresh_tasks, disjoint, settings),
     })
 
 
@@ -267,8 +233,7 @@ def _decision_fields(decision: Decision, spending: Spending, confidence: float, 
 
 
 def _measured_fields(experiment: Experiment, reference: Experiment, baseline: Pattern, pattern: Pattern | None,
-                     fresh_tasks: Sequence[Task], disjoint: bool, test_seed: int, timed_tasks: int,
-                     timed_rounds: int) -> dict[str, Any]:
+                     fresh_tasks: Sequence[Task], disjoint: bool, settings: ConfirmationSettings) -> dict[str, Any]:
     """Accuracies on the fresh report tasks and the latency next to the baseline (same model: same cost).
 
     ``pattern`` is the confirmed candidate (adapted on ``experiment``'s
@@ -282,13 +247,13 @@ def _measured_fields(experiment: Experiment, reference: Experiment, baseline: Pa
     accuracy, baseline_accuracy = estimate(scores, report.design), estimate(baseline_scores, report.design)
     difference = estimate(scores - baseline_scores, report.design)
     timing = deployment_timing(experiment.model, pattern, baseline, experiment.inner_lr, experiment.benchmark.loss_fn,
-                               fresh[:timed_tasks], experiment.device, repeats=timed_rounds)
+                               fresh[:settings.timed_tasks], experiment.device, repeats=settings.timed_rounds)
     return {**_report_fields(accuracy, baseline_accuracy, difference), "classes_disjoint": disjoint,
             "latency_ms": timing.latency_ms, "baseline_latency_ms": timing.baseline_latency_ms,
             "speedup": timing.speedup, "adapt_predict_ms": timing.adapt_predict_ms,
             "baseline_adapt_predict_ms": timing.baseline_adapt_predict_ms,
             "adapt_predict_speedup": timing.adapt_predict_speedup, "query_batch": timing.query_batch,
-            "timing_noise": timing.noise, "test_seed": test_seed, "device": device_name(experiment.device),
+            "timing_noise": timing.noise, "test_seed": settings.test_seed, "device": device_name(experiment.device),
             "environment": environment(), "checkpoint": str(experiment.checkpoint_path),
             "baseline_checkpoint": str(reference.checkpoint_path)}
 

@@ -30,9 +30,10 @@ from ..pattern import Pattern
 from ..spec import ExperimentSpec
 from ..uncertainty import TaskDesign
 from ._config import CONFIG_ATTR, SELECTION_ATTR, StudyConfig, pattern_study_names
-from ._confirming import REPORT_TIMED_ROUNDS, REPORT_TIMED_TASKS, check_arguments, confirm_candidates
+from ._confirming import confirm_candidates
 from ._pareto import Choice, baseline_trial, choose, completed_trials, measured
 from ._record import Selection
+from ._settings import REPORT_TIMED_ROUNDS, REPORT_TIMED_TASKS, ConfirmationSettings
 from ._storage import DEFAULT_STORAGE, load_existing_study, open_storage
 from ._study import default_study_name
 
@@ -193,8 +194,8 @@ def select(
         UsageError: Missing study or trials, bad arguments, another checkpoint,
             or an earlier look at the test split that confirmed nothing.
     """
-    report_tasks = check_arguments(max_degradation, confidence, max_candidates, test_tasks, report_tasks,
-                                    timed_tasks, timed_rounds)
+    settings = ConfirmationSettings(max_degradation, confidence, max_candidates, test_tasks, report_tasks, test_seed,
+                                    timed_tasks, timed_rounds, accept_test_looks)
     study = resolve_study(storage, study_name)
     choice = choose(study, max_degradation)
     validation = _validation_fields(study.study_name, choice, max_degradation, confidence)
@@ -204,12 +205,9 @@ def select(
                               "reason": "validation only (--no-confirm): the fastest pattern within the "
                                         "degradation on validation, not confirmed"})
     else:
-        result = _confirm(study, choice, validation, Ledger(open_storage(storage, create=False)),
-                          max_degradation=max_degradation, confidence=confidence,
-                          max_candidates=max_candidates, test_tasks=test_tasks, report_tasks=report_tasks,
-                          test_seed=test_seed, data_root=data_root, checkpoint=checkpoint,
-                          baseline_checkpoint=baseline_checkpoint, device=device, timed_tasks=timed_tasks,
-                          timed_rounds=timed_rounds, accept_test_looks=accept_test_looks)
+        result = _confirm(study, choice, validation, Ledger(open_storage(storage, create=False)), settings,
+                          data_root=data_root, checkpoint=checkpoint, baseline_checkpoint=baseline_checkpoint,
+                          device=device)
     study.set_user_attr(SELECTION_ATTR, result.to_dict())
     return result
 
@@ -226,20 +224,18 @@ def _trial_fields(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
             "val_accuracy": float(measured(trial).accuracy), "val_speedup": float(measured(trial).speedup)}
 
 
-def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], ledger: Ledger, *,
-             max_degradation: float,
-             confidence: float, max_candidates: int, test_tasks: int, report_tasks: int, test_seed: int,
-             data_root: str | os.PathLike[str] | None, checkpoint: str | os.PathLike[str] | None,
-             baseline_checkpoint: str | os.PathLike[str] | None, device: str, timed_tasks: int,
-             timed_rounds: int, accept_test_looks: bool) -> Selection:
+def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], ledger: Ledger,
+             settings: ConfirmationSettings, *, data_root: str | os.PathLike[str] | None,
+             checkpoint: str | os.PathLike[str] | None, baseline_checkpoint: str | os.PathLike[str] | None,
+             device: str) -> Selection:
     config = StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR])
-    ledger.refuse_scored(config.benchmark, accept_scored=accept_test_looks)  # before any data is read
+    ledger.refuse_scored(config.benchmark, accept_scored=settings.accept_test_looks)  # before any data is read
     experiment = study_experiment(config, data_root=data_root, checkpoint=checkpoint, device=device,
                                   baseline_checkpoint=baseline_checkpoint)
     reference = experiment if baseline_checkpoint is None else experiment.with_checkpoint(baseline_checkpoint)
     validation_design = TaskDesign.of(experiment.benchmark.tasks("val", config.tasks, config.task_seed))
-    candidates = study_candidates(study, validation_design, max_degradation=max_degradation, confidence=confidence,
-                                  max_candidates=max_candidates)
+    candidates = study_candidates(study, validation_design, max_degradation=settings.max_degradation,
+                                  confidence=settings.confidence, max_candidates=settings.max_candidates)
     trials = {t.number: t for t in completed_trials(study)}
 
     def fields_for(selected: CandidateTest | None) -> dict[str, Any]:
@@ -247,7 +243,5 @@ def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], le
         return {**validation, **_trial_fields(trial)}
 
     return confirm_candidates(
-        reference, [(candidate, experiment) for candidate in candidates], max_degradation, fields_for=fields_for,
-        ledger=ledger, command="select", baseline=str(measured(choice.baseline).pattern), confidence=confidence,
-        test_tasks=test_tasks, report_tasks=report_tasks, test_seed=test_seed, timed_tasks=timed_tasks,
-        timed_rounds=timed_rounds, accept_test_looks=accept_test_looks)
+        reference, [(candidate, experiment) for candidate in candidates], settings, fields_for=fields_for,
+        ledger=ledger, command="select", baseline=str(measured(choice.baseline).pattern))

@@ -13,17 +13,17 @@ from typing import Any
 
 from scipy import special
 
-from ..confirmation import check_promise
 from ..errors import UsageError
 from ..records import from_record, to_record
+from ..search import ConfirmationSettings
 from ._schedule import rung_iterations, rung_sizes
 
 CONFIG_ATTR = "tune_config"
 PLAN_ATTR = "tune_plan"
 RESULT_ATTR = "tune_result"
 
-RECORD_VERSION = 1
-"""Version of the stored configuration and plan (see :mod:`patternsearch.records`)."""
+RECORD_VERSION = 2
+"""Version of the stored configuration and plan (see :mod:`patternsearch.records`; 2: ``seed`` is ``train_seed``)."""
 RECORD_REMEDY = "tune afresh under another --study name, or delete the tuning study (its name ends in .tune)"
 
 DEFAULT_MARGIN = 0.015
@@ -43,7 +43,7 @@ class TuneConfig:
         candidates: Most candidates specialized.
         reduction: Successive halving keeps ``1/reduction`` of the candidates per rung.
         val_tasks: Validation tasks that rank candidates between rungs.
-        seed: Seed of the specialization's training episodes and of those validation tasks.
+        train_seed: Seed of the specialization's training episodes and of those validation tasks.
         confidence: Family-wise confidence of the confirmation.
         max_confirmed: Most (pattern, checkpoint) pairs tested on the test split.
         test_tasks: Confirmation tasks.
@@ -60,7 +60,7 @@ class TuneConfig:
     candidates: int = 4
     reduction: int = 2
     val_tasks: int = 200
-    seed: int = 1
+    train_seed: int = 1
     confidence: float = 0.95
     max_confirmed: int = 4
     test_tasks: int = 600
@@ -69,17 +69,26 @@ class TuneConfig:
     out: str = "tuned"
 
     def __post_init__(self) -> None:
-        check_promise(self.max_degradation, self.confidence)
+        self.confirmation()  # D, the confidence and the test split's tasks, checked as select checks them
         if not self.budget_s > 0.0:
             raise UsageError(f"--budget must be positive, got {self.budget_s}s")
         if self.margin < 0.0:
             raise UsageError(f"--margin must be at least 0, got {self.margin}")
-        if self.candidates < 1 or self.max_confirmed < 1:
-            raise UsageError("--candidates and --confirm-candidates must be at least 1")
+        if self.candidates < 1:
+            raise UsageError(f"--candidates must be at least 1, got {self.candidates}")
         if self.reduction < 2:
             raise UsageError(f"--reduction must be at least 2, got {self.reduction}")
-        if self.val_tasks < 2 or self.test_tasks < 2 or self.report_tasks < 2:
-            raise UsageError("--val-tasks, --tasks and --report-tasks must be at least 2")
+        if self.val_tasks < 2:
+            raise UsageError(f"--val-tasks must be at least 2, got {self.val_tasks}")
+
+    def confirmation(self, accept_test_looks: bool = False) -> ConfirmationSettings:
+        """The settings of the confirmation on the test split (``max_confirmed`` candidates at most).
+
+        Raises:
+            UsageError: D, the confidence or a task count is out of range.
+        """
+        return ConfirmationSettings(self.max_degradation, self.confidence, self.max_confirmed, self.test_tasks,
+                                    self.report_tasks, self.test_seed, accept_test_looks=accept_test_looks)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form, versioned (see :mod:`patternsearch.records`)."""

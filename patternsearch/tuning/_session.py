@@ -72,7 +72,7 @@ class TuningSession:
         self.config, self.study, self.parent, self.say, self.progress = config, study, parent, say, progress
         self.data_root = data_root
         self.study_config = StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR])
-        self.tasks = [t.to(parent.device) for t in parent.tasks("val", config.val_tasks, config.seed)]
+        self.tasks = [t.to(parent.device) for t in parent.tasks("val", config.val_tasks, config.train_seed)]
         self.design = TaskDesign.of(self.tasks)
 
     @cached_property
@@ -104,7 +104,7 @@ class TuningSession:
         patterns = [self.parent.pattern(c.pattern) for c in chosen]
         times = meta_update_times(self.parent.model, self.parent.benchmark, patterns, self.parent.inner_lr,
                                   meta_batch=meta_batch, first_order=first_order, device=self.parent.device)
-        sampling = _sampling_seconds(self.parent.benchmark, meta_batch, config.seed)
+        sampling = _sampling_seconds(self.parent.benchmark, meta_batch, config.train_seed)
         planned = tuple(PlannedCandidate(
             pattern=c.pattern, speedup=speedups[c.pattern], val_difference=float(c.val_difference or 0.0),
             val_corrected=float(c.val_corrected if c.val_corrected is not None else math.nan),
@@ -160,7 +160,7 @@ class TuningSession:
             began = time.perf_counter()
             try:  # the unit scores the candidate once, below: the training does not validate (val_every=0)
                 special = specialize(self.parent.checkpoint_path, planned.pattern, target, planned.checkpoint,
-                                     seed=config.seed, val_every=0, val_tasks=config.val_tasks,
+                                     seed=config.train_seed, val_every=0, val_tasks=config.val_tasks,
                                      data_root=self.data_root, device=self.parent.device.type,
                                      benchmark=self.parent.benchmark, progress=self.progress)
                 done = int(special.training.get("iteration", target))
@@ -212,11 +212,8 @@ class TuningSession:
                     "baseline_val_accuracy": None, "val_speedup": None if selected is None else selected.val_speedup,
                     "mixed_devices": False}
 
-        return confirm_candidates(parent, contenders, config.max_degradation, fields_for=fields_for,
-                                  ledger=ledger, command="tune", baseline=self.study_config.baseline,
-                                  confidence=config.confidence, test_tasks=config.test_tasks,
-                                  report_tasks=config.report_tasks, test_seed=config.test_seed,
-                                  accept_test_looks=accept_test_looks)
+        return confirm_candidates(parent, contenders, config.confirmation(accept_test_looks), fields_for=fields_for,
+                                  ledger=ledger, command="tune", baseline=self.study_config.baseline)
 
 
 def tune_contenders(plan: Plan, results: Sequence[UnitResult], config: TuneConfig) -> list[CandidateTest]:

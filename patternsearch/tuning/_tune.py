@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -190,7 +191,7 @@ def tune(
     margin: float = DEFAULT_MARGIN,
     reduction: int = 2,
     val_tasks: int = 200,
-    seed: int = 1,
+    train_seed: int = 1,
     confidence: float = 0.95,
     max_confirmed: int = 4,
     test_tasks: int = 600,
@@ -201,6 +202,7 @@ def tune(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     accept_test_looks: bool = False,
+    seed: int | None = None,
 ) -> TuneResult:
     """From a checkpoint to its fastest confirmed adaptation: search, specialize, confirm (see the module doc).
 
@@ -222,7 +224,7 @@ def tune(
         margin: Validation loss beyond D that specialization may close.
         reduction: Successive halving keeps ``1/reduction`` per rung.
         val_tasks: Validation tasks ranking the candidates between rungs.
-        seed: Seed of the specialization's episodes and of those tasks.
+        train_seed: Seed of the specialization's episodes and of those tasks.
         confidence: Family-wise confidence of the confirmation.
         max_confirmed: Most (pattern, checkpoint) pairs confirmed.
         test_tasks: Confirmation tasks.
@@ -235,15 +237,20 @@ def tune(
         accept_test_looks: Confirm even when a look that confirmed nothing
             (``evaluate --split test``) scored the test split before
             (recorded as not covered; see :mod:`patternsearch.looks`).
+        seed: Deprecated spelling of ``train_seed`` (warns; removed in the next release).
 
     Raises:
         UsageError: Bad settings, an unknown study, another checkpoint than
             the study's, or settings the tuning study was not made with.
     """
     say = log or (lambda message: print(message, file=sys.stderr))
+    if seed is not None:
+        warnings.warn("tune(seed=...) is deprecated: it seeds the specialization, write train_seed=...",
+                      DeprecationWarning, stacklevel=2)
+        train_seed = seed
     spec = spec or ExperimentSpec()
     requested = dict(max_degradation=max_degradation, budget_s=budget_s, margin=margin, candidates=candidates,
-                     reduction=reduction, val_tasks=val_tasks, seed=seed, confidence=confidence,
+                     reduction=reduction, val_tasks=val_tasks, train_seed=train_seed, confidence=confidence,
                      max_confirmed=max_confirmed, test_tasks=test_tasks,
                      report_tasks=test_tasks if report_tasks is None else report_tasks, test_seed=test_seed)
     TuneConfig(search_study="", parent_sha256="", **requested)  # bad numbers are refused before any work
