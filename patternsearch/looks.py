@@ -38,14 +38,14 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import optuna
 
 from .errors import RecordError, UsageError
-from .records import from_record, to_record
+from .records import VersionedRecord
 
 LEDGER_STUDY = "patternsearch-test-looks"
-LOOK_VERSION = 1
 _KEY_PREFIX = "look:"
 
 
@@ -60,7 +60,7 @@ def look_identity(**decides: object) -> str:
 
 
 @dataclass(frozen=True)
-class Look:
+class Look(VersionedRecord):
     """One look at a benchmark's test split.
 
     Attributes:
@@ -90,6 +90,13 @@ class Look:
     spent: float = 0.0
     when: float = 0.0
     host: str = ""
+
+    RECORD_VERSION: ClassVar[int] = 1
+
+    def rebuilt(self) -> Look:
+        """The look with its lists as tuples again."""
+        return replace(self, units=tuple(self.units), checkpoints=tuple(self.checkpoints),
+                       patterns=tuple(self.patterns))
 
     def describe(self) -> str:
         """``select of 00011:2, 00111:1 on 2026-12-07 04:50 UTC (spent 0.025)``."""
@@ -172,11 +179,9 @@ class Ledger:
             if not key.startswith(_KEY_PREFIX):
                 continue
             try:
-                look = from_record(Look, value, LOOK_VERSION, what="a look", remedy="")
+                entries[key] = Look.from_dict(value, what="a look", remedy="")
             except RecordError:
                 continue
-            entries[key] = replace(look, units=tuple(look.units), checkpoints=tuple(look.checkpoints),
-                                   patterns=tuple(look.patterns))
         return entries
 
     def looks(self, benchmark: str) -> list[Look]:
@@ -185,7 +190,7 @@ class Ledger:
                       key=lambda look: look.when)
 
     def _write(self, key: str, look: Look) -> None:
-        self.storage.set_study_user_attr(self._made_id(), key, to_record(look, LOOK_VERSION))
+        self.storage.set_study_user_attr(self._made_id(), key, look.to_dict())
 
     def record(self, look: Look) -> None:
         """Records a look that confirms nothing (``evaluate``, ``bench`` on the test split)."""

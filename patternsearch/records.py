@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, fields
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from .errors import RecordError
 
 VERSION_KEY = "record_version"
 
 Record = TypeVar("Record")
+Stored = TypeVar("Stored", bound="VersionedRecord")
 
 
 def to_record(value: Any, version: int) -> dict[str, Any]:
@@ -50,3 +51,36 @@ def from_record(cls: type[Record], data: Mapping[str, Any], version: int, *, wha
         raise RecordError(f"{what} does not fit record version {version} (unknown fields {unknown}, missing "
                           f"{missing}); {remedy}")
     return cls(**values)
+
+
+class VersionedRecord:
+    """Base of a dataclass a command stores: :meth:`to_dict` writes its version, :meth:`from_dict` checks it.
+
+    A subclass sets ``RECORD_VERSION`` (raised whenever a field is renamed,
+    added or removed) and overrides :meth:`rebuilt` when fields of its own
+    type come back from JSON as lists or dicts.
+    """
+
+    RECORD_VERSION: ClassVar[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, versioned (nested dataclasses as dicts)."""
+        return to_record(self, self.RECORD_VERSION)
+
+    @classmethod
+    def from_dict(cls: type[Stored], data: Mapping[str, Any], *, what: str, remedy: str) -> Stored:
+        """The stored form read back.
+
+        Args:
+            data: What :meth:`to_dict` wrote.
+            what: The record, for the message (e.g. ``the selection stored in study 'flags'``).
+            remedy: What makes a new one.
+
+        Raises:
+            RecordError: It was written by another version of patternsearch.
+        """
+        return from_record(cls, data, cls.RECORD_VERSION, what=what, remedy=remedy).rebuilt()
+
+    def rebuilt(self: Stored) -> Stored:
+        """The record with the types JSON lost restored (tuples, nested records); itself by default."""
+        return self

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
-from ..records import from_record, to_record
+from ..records import VersionedRecord
 from ..uncertainty import support
 
 
 @dataclass(frozen=True)
-class Selection:
+class Selection(VersionedRecord):
     """The selected pattern, the decision behind it and unbiased accuracies from fresh test tasks.
 
     Patterns are in explicit ``FLAGS:STEPS`` form; accuracies are the
@@ -99,6 +99,9 @@ class Selection:
     query_batch: int | None = None
     timing_noise: str | None = None
 
+    RECORD_VERSION: ClassVar[int] = 2
+    """2: looks at the test split, divergences."""
+
     def describe(self) -> str:
         """The lines ``select`` prints: the answer first (pattern, speedup, accuracy), then what it rests on."""
         if self.confirmation_tasks is None:
@@ -151,20 +154,6 @@ class Selection:
         where = "" if c.get("checkpoint") in (None, self.baseline_checkpoint) else f" on {c['checkpoint']}"
         return f"{c['pattern']}{where}: {validation}{tested}"
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form, versioned (see :mod:`patternsearch.records`)."""
-        return to_record(self, SELECTION_VERSION)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], *, what: str, remedy: str) -> Selection:
-        """A stored selection read back.
-
-        Raises:
-            RecordError: It was written by another version of patternsearch.
-        """
-        selection = from_record(cls, data, SELECTION_VERSION, what=what, remedy=remedy)
-        return replace(selection, candidates=tuple(selection.candidates), earlier_looks=tuple(selection.earlier_looks))
-
-
-SELECTION_VERSION = 2
-"""Version of the stored :class:`Selection` (2: looks at the test split, divergences)."""
+    def rebuilt(self) -> Selection:
+        """The selection with its lists as tuples again (see :meth:`from_dict`)."""
+        return replace(self, candidates=tuple(self.candidates), earlier_looks=tuple(self.earlier_looks))

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from scipy import special
 
 from ..errors import UsageError
-from ..records import from_record, to_record
+from ..records import VersionedRecord
 from ..search import ConfirmationSettings
 from ._schedule import rung_iterations, rung_sizes
 
@@ -31,7 +31,7 @@ DEFAULT_MARGIN = 0.015
 
 
 @dataclass(frozen=True)
-class TuneConfig:
+class TuneConfig(VersionedRecord):
     """Everything that decides ``tune``'s work; a rerun must repeat it.
 
     Attributes:
@@ -68,6 +68,8 @@ class TuneConfig:
     test_seed: int = 0
     out: str = "tuned"
 
+    RECORD_VERSION: ClassVar[int] = RECORD_VERSION
+
     def __post_init__(self) -> None:
         self.confirmation()  # D, the confidence and the test split's tasks, checked as select checks them
         if not self.budget_s > 0.0:
@@ -90,19 +92,6 @@ class TuneConfig:
         return ConfirmationSettings(self.max_degradation, self.confidence, self.max_confirmed, self.test_tasks,
                                     self.report_tasks, self.test_seed, accept_test_looks=accept_test_looks)
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form, versioned (see :mod:`patternsearch.records`)."""
-        return to_record(self, RECORD_VERSION)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], *, study: str = "") -> TuneConfig:
-        """The stored form read back.
-
-        Raises:
-            RecordError: It was written by another version of patternsearch.
-        """
-        return from_record(cls, values, RECORD_VERSION, what=f"the configuration of tuning study {study!r}",
-                           remedy=RECORD_REMEDY)
 
     def differences(self, stored: TuneConfig) -> list[str]:
         """``name: stored -> requested`` for every setting that differs."""
@@ -139,7 +128,7 @@ class PlannedCandidate:
 
 
 @dataclass(frozen=True)
-class Plan:
+class Plan(VersionedRecord):
     """The candidates, the rungs of the successive halving, and the speedups timed when planning.
 
     Attributes:
@@ -163,21 +152,12 @@ class Plan:
     speedups: dict[str, float] = field(default_factory=dict)
     parent_candidates: tuple[dict[str, Any], ...] = ()
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form, versioned (see :mod:`patternsearch.records`)."""
-        return to_record(self, RECORD_VERSION)
+    RECORD_VERSION: ClassVar[int] = RECORD_VERSION
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], *, study: str = "") -> Plan:
-        """The stored form read back.
-
-        Raises:
-            RecordError: It was written by another version of patternsearch.
-        """
-        plan = from_record(cls, values, RECORD_VERSION, what=f"the plan of tuning study {study!r}",
-                           remedy=RECORD_REMEDY)
-        return cls(tuple(PlannedCandidate(**c) for c in plan.candidates), tuple(plan.rungs), dict(plan.speedups),
-                   tuple(plan.parent_candidates))
+    def rebuilt(self) -> Plan:
+        """The plan with its candidates as records and its lists as tuples again (see :meth:`from_dict`)."""
+        return Plan(tuple(PlannedCandidate(**c) for c in self.candidates), tuple(self.rungs), dict(self.speedups),
+                    tuple(self.parent_candidates))
 
     def target(self, config: TuneConfig, candidate: int, rung: int) -> int:
         """Meta-updates ``candidate`` has in total at the end of ``rung``."""

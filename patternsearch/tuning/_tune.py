@@ -36,6 +36,7 @@ from ..checkpoint import check_writable
 from ..confirmation import CandidateTest
 from ..errors import StorageError, UsageError
 from ..looks import Ledger
+from ..records import Stored
 from ..search import (
     CONFIG_ATTR,
     DEFAULT_HEARTBEAT_S,
@@ -268,7 +269,7 @@ def tune(
         rdb = open_storage(storage, heartbeat_interval=max(1, heartbeat_interval))
         ledger = Ledger(rdb)
         tuning = _tuning_study(rdb, tuning_name, config, session, say)
-    plan = Plan.from_dict(tuning.user_attrs[PLAN_ATTR], study=tuning.study_name)
+    plan = _read(Plan, tuning.user_attrs[PLAN_ATTR], tuning.study_name)
     units = Units(tuning, rdb, plan)
     if RESULT_ATTR not in tuning.user_attrs:
         if plan.candidates:
@@ -293,13 +294,19 @@ def load_result(storage: str, study_name: str) -> TuneResult | None:
     return _result(tuning, rdb) if RESULT_ATTR in tuning.user_attrs else None
 
 
+def _read(kind: type[Stored], values: dict[str, Any], study: str) -> Stored:
+    """A configuration or plan stored in tuning study ``study``, read back (another version's: one line)."""
+    what = "configuration" if kind is TuneConfig else "plan"
+    return kind.from_dict(values, what=f"the {what} of tuning study {study!r}", remedy=RECORD_REMEDY)
+
+
 def _result(tuning: optuna.Study, storage: optuna.storages.BaseStorage) -> TuneResult:
     """A finished tuning study's answer and its candidates' histories."""
-    plan = Plan.from_dict(tuning.user_attrs[PLAN_ATTR], study=tuning.study_name)
+    plan = _read(Plan, tuning.user_attrs[PLAN_ATTR], tuning.study_name)
     selection = Selection.from_dict(tuning.user_attrs[RESULT_ATTR], what=f"the answer of tuning study "
                                     f"{tuning.study_name!r}", remedy=RECORD_REMEDY)
     results = Units(tuning, storage, plan).results()
-    config = TuneConfig.from_dict(tuning.user_attrs[TUNE_CONFIG_ATTR], study=tuning.study_name)
+    config = _read(TuneConfig, tuning.user_attrs[TUNE_CONFIG_ATTR], tuning.study_name)
     return TuneResult(tuning.study_name, config, selection,
                       _histories(plan, results, selection))
 
@@ -346,7 +353,7 @@ def _refuse_early(storage: str, name: str, config: TuneConfig, benchmark: str, a
     rdb = open_storage(storage, create=False)  # the pattern study is in it
     attrs = _stored_attrs(rdb, name)
     stored = attrs.get(TUNE_CONFIG_ATTR)
-    found = [] if stored is None else config.differences(TuneConfig.from_dict(stored, study=name))
+    found = [] if stored is None else config.differences(_read(TuneConfig, stored, name))
     if found:
         raise UsageError(f"tuning study {name!r} was made with other settings: {'; '.join(found)}; use the same "
                          "settings, or another --study")
@@ -377,9 +384,9 @@ def _tuning_study(storage: optuna.storages.BaseStorage, name: str, config: TuneC
     try:
         with lease.beating():
             plan = session.plan()
-            study.set_user_attr(TUNE_CONFIG_ATTR, config.as_dict())
+            study.set_user_attr(TUNE_CONFIG_ATTR, config.to_dict())
             enqueue_units(study, plan)
-            study.set_user_attr(PLAN_ATTR, plan.as_dict())  # last: a study with a plan has its units
+            study.set_user_attr(PLAN_ATTR, plan.to_dict())  # last: a study with a plan has its units
     except BaseException:
         optuna.delete_study(study_name=name, storage=storage)  # never left half-made: a rerun starts afresh
         raise
