@@ -68,13 +68,19 @@ class Experiment:
         """The first ``count`` episodes of ``split``, on the device."""
         return [task.to(self.device) for task in self.benchmark.tasks(split, count, seed)]
 
-    def with_checkpoint(self, path: str | os.PathLike[str]) -> Experiment:
+    def with_checkpoint(self, path: str | os.PathLike[str] | None) -> Experiment:
         """The same benchmark, tasks and device with another checkpoint's model (e.g. a specialization's parent).
+
+        The one place that decides which checkpoint a side of a comparison
+        adapts: itself when ``path`` is None or its own file (the two sides
+        then share one model and one scorer), else that checkpoint's model.
 
         Raises:
             CheckpointError: If that checkpoint was made for another benchmark,
                 ways or shots, or its model has other layer groups.
         """
+        if path is None or Path(path).resolve() == self.checkpoint_path.resolve():
+            return self
         other = load_checkpoint(path)
         check_pairable(other, self.checkpoint.benchmark, self.checkpoint.ways, self.checkpoint.shots, path)
         net = other.build_model(self.benchmark).to(self.device)

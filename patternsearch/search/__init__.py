@@ -9,8 +9,9 @@ from ._config import (
     StudyConfig,
     pattern_study_names,
 )
-from ._confirming import PairedScores, confirm_candidates, confirm_look, confirm_pattern
+from ._confirming import confirm_candidates, confirm_look, confirm_pattern
 from ._evaluation import BenchReport, Evaluation, bench_patterns, evaluate
+from ._paired import PairedScores
 from ._pareto import (
     Choice,
     SelectionError,

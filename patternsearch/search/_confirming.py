@@ -8,7 +8,6 @@ tasks that took no part in the decision, and timed next to the baseline.
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -26,53 +25,13 @@ from ..confirmation import (
 from ..devices import device_name
 from ..experiment import Experiment
 from ..looks import Ledger, Look, Spending, look_identity, unit_names
-from ..measurement import CachedScorer, deployment_timing, environment
+from ..measurement import deployment_timing, environment
 from ..pattern import Pattern
 from ..uncertainty import Estimate, TaskDesign, estimate
+from ._paired import PairedScores
 from ._record import Selection
 from ._settings import REPORT_TIMED_ROUNDS, REPORT_TIMED_TASKS, ConfirmationSettings
 from ._storage import DEFAULT_STORAGE, open_storage
-
-
-class PairedScores:
-    """Candidates and the baseline scored on one fixed task list, each on its own checkpoint.
-
-    The candidate side always adapts ``experiment``'s model and the baseline
-    side ``reference``'s (the same experiment unless a specialized
-    checkpoint is compared with its parent), whatever the patterns: a
-    candidate equal to the baseline pattern is still scored on the
-    candidate's checkpoint.
-    """
-
-    def __init__(self, experiment: Experiment, reference: Experiment, baseline: Pattern,
-                 tasks: Sequence[Task]) -> None:
-        self.design = TaskDesign.of(tasks)
-        self.tasks = list(tasks)
-        self.baseline = baseline
-        self._candidate = CachedScorer(experiment.model, experiment.benchmark, tasks, experiment.inner_lr)
-        self._reference = self._candidate if reference is experiment else CachedScorer(
-            reference.model, reference.benchmark, tasks, reference.inner_lr)
-        self._experiment = experiment
-
-    def on(self, experiment: Experiment) -> PairedScores:
-        """The same tasks and baseline scorer, with candidates adapted on ``experiment``'s checkpoint."""
-        other = copy.copy(self)
-        if experiment is not self._experiment:
-            other._experiment = experiment
-            other._candidate = CachedScorer(experiment.model, experiment.benchmark, self.tasks, experiment.inner_lr)
-        return other
-
-    def candidate_scores(self, pattern: str | Pattern) -> np.ndarray:
-        """Per-task scores of ``pattern`` adapted on the candidate's checkpoint."""
-        return self._candidate.scores(self._experiment.pattern(pattern))
-
-    def baseline_scores(self) -> np.ndarray:
-        """Per-task scores of the baseline adapted on the baseline's checkpoint."""
-        return self._reference.scores(self.baseline)
-
-    def differences(self, pattern: str | Pattern) -> np.ndarray:
-        """Paired per-task differences, candidate minus baseline."""
-        return self.candidate_scores(pattern) - self.baseline_scores()
 
 
 def confirm_pattern(
@@ -122,7 +81,7 @@ def confirm_pattern(
     """
     settings = ConfirmationSettings(max_degradation, confidence, 1, test_tasks, report_tasks, test_seed, timed_tasks,
                                     timed_rounds, accept_test_looks)
-    reference = experiment if baseline_checkpoint is None else experiment.with_checkpoint(baseline_checkpoint)
+    reference = experiment.with_checkpoint(baseline_checkpoint)
     candidate = CandidateTest(str(experiment.pattern(pattern)), None, None, None,
                               checkpoint=str(experiment.checkpoint_path))
     return confirm_candidates(

@@ -14,24 +14,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from ..checkpoint import file_checksum
 from ..devices import device_name
 from ..experiment import Experiment
 from ..looks import Ledger
-from ..measurement import (
-    BenchRow,
-    CachedScorer,
-    DeploymentTiming,
-    adaptation_flops,
-    bench,
-    deployment_timing,
-    environment,
-    task_chunks,
-)
+from ..measurement import BenchRow, DeploymentTiming, adaptation_flops, bench, deployment_timing, environment
 from ..tables import optional, text_table
-from ..uncertainty import Estimate, TaskDesign, estimate
+from ..uncertainty import Estimate, estimate
+from ._paired import PairedScores
 from ._storage import DEFAULT_STORAGE, open_storage
 
 
@@ -124,14 +114,12 @@ def evaluate(
         AdaptationDiverged: The pattern or the baseline diverged.
     """
     ledger = Ledger(open_storage(storage)) if split == "test" else None
-    reference = experiment if baseline_checkpoint is None else experiment.with_checkpoint(baseline_checkpoint)
+    reference = experiment.with_checkpoint(baseline_checkpoint)
     chosen, base = experiment.pattern(pattern), reference.pattern(baseline)
     drawn = experiment.tasks(split, tasks, seed)
-    design = TaskDesign.of(drawn)
-    scorer = CachedScorer(experiment.model, experiment.benchmark, drawn, experiment.inner_lr)
-    baseline_scorer = scorer if reference is experiment else CachedScorer(
-        reference.model, reference.benchmark, drawn, reference.inner_lr)
-    scores, baseline_scores = _scores(scorer, chosen, advance), _scores(baseline_scorer, base, advance)
+    pair = PairedScores(experiment, reference, base, drawn)
+    design = pair.design
+    scores, baseline_scores = pair.candidate_scores(chosen, advance), pair.baseline_scores(advance)
     if ledger is not None:  # the numbers are about to be seen
         ledger.record_scoring("evaluate", experiment.benchmark.name,
                               [file_checksum(e.checkpoint_path) for e in (experiment, reference)], [chosen, base],
@@ -146,17 +134,6 @@ def evaluate(
         flops=adaptation_flops(experiment.model, drawn[0], chosen, experiment.inner_lr, experiment.benchmark.loss_fn),
         checkpoint=str(experiment.checkpoint_path), baseline_checkpoint=str(reference.checkpoint_path),
         device=device_name(experiment.device))
-
-
-def _scores(scorer: CachedScorer, pattern: Any, advance: Callable[[int], None] | None) -> np.ndarray:
-    """``pattern``'s scores on every task of ``scorer``, in task order, chunk by chunk."""
-    scores = np.empty(len(scorer))
-    with scorer.threads():
-        for chunk in task_chunks(len(scorer), min(len(scorer), 10)):
-            scores[chunk] = scorer.scores(pattern, chunk)
-            if advance is not None:
-                advance(chunk.size)
-    return scores
 
 
 @dataclass(frozen=True)

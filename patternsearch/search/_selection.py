@@ -232,7 +232,7 @@ def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], le
     ledger.refuse_scored(config.benchmark, accept_scored=settings.accept_test_looks)  # before any data is read
     experiment = study_experiment(config, data_root=data_root, checkpoint=checkpoint, device=device,
                                   baseline_checkpoint=baseline_checkpoint)
-    reference = experiment if baseline_checkpoint is None else experiment.with_checkpoint(baseline_checkpoint)
+    reference = experiment.with_checkpoint(baseline_checkpoint)
     validation_design = TaskDesign.of(experiment.benchmark.tasks("val", config.tasks, config.task_seed))
     candidates = study_candidates(study, validation_design, max_degradation=settings.max_degradation,
                                   confidence=settings.confidence, max_candidates=settings.max_candidates)

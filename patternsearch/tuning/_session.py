@@ -197,7 +197,7 @@ class TuningSession:
         """
         config, parent = self.config, self.parent
         parent_path = str(parent.checkpoint_path)
-        contenders = [(test, parent if test.checkpoint == parent_path else parent.with_checkpoint(test.checkpoint))
+        contenders = [(test, parent.with_checkpoint(test.checkpoint))
                       for test in tune_contenders(plan, results, config)]
         self.say(f"confirming {len(contenders)} candidates against {self.study_config.baseline} on the parent, on "
                  f"{config.test_tasks} test tasks: " + ", ".join(
