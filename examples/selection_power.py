@@ -126,7 +126,8 @@ def validated(seen: np.ndarray) -> list[CandidateTest]:
     """The candidates as validation saw them: differences ``seen``, standard error ``VALIDATION_ERROR``."""
     quantile = float(stats.norm.ppf(CONFIDENCE))
     return [CandidateTest(str(i), None, float(x), float(SPEEDUPS[i]), val_corrected=float(x),
-                          val_lower_bound=float(x) - quantile * VALIDATION_ERROR) for i, x in enumerate(seen)]
+                          val_lower_bound=float(x) - quantile * VALIDATION_ERROR, val_standard_error=VALIDATION_ERROR)
+            for i, x in enumerate(seen)]
 
 
 def fabricate(rng: np.random.Generator, losses: np.ndarray, correlated: bool,
@@ -178,7 +179,8 @@ def long_front(rng: np.random.Generator, validation_losses: np.ndarray) -> list[
     for i, x in enumerate(seen):
         if i == validation_losses.size - 1 or not front or x > front[-1].val_difference:
             front.append(CandidateTest(str(i), None, float(x), float(LONG_SPEEDUPS[i]), val_corrected=float(x),
-                                       val_lower_bound=float(x) - quantile * VALIDATION_ERROR))
+                                       val_lower_bound=float(x) - quantile * VALIDATION_ERROR,
+                                       val_standard_error=VALIDATION_ERROR))
     return front
 
 

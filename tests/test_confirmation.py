@@ -206,7 +206,8 @@ def test_the_parametric_fallback_spends_the_whole_error_rate_and_no_more(
 def _validated(pattern: str, speedup: float, difference: float, error: float = D / 3) -> CandidateTest:
     """A candidate whose validation says ``difference`` with standard error ``error``."""
     bound = difference - float(stats.norm.ppf(0.95)) * error
-    return CandidateTest(pattern, None, difference, speedup, val_corrected=difference, val_lower_bound=bound)
+    return CandidateTest(pattern, None, difference, speedup, val_corrected=difference, val_lower_bound=bound,
+                         val_standard_error=error)
 
 
 def test_validation_power_puts_half_the_level_where_validation_says_the_speed_is() -> None:
@@ -294,7 +295,8 @@ def test_the_candidates_run_from_the_fastest_plausible_to_the_most_reliable() ->
 def _front(rows: str) -> list[CandidateTest]:
     """Candidates from lines of ``pattern speedup corrected-difference lower-bound`` (differences in points)."""
     return [CandidateTest(name, None, float(x) / 100, float(speedup), val_corrected=float(x) / 100,
-                          val_lower_bound=float(bound) / 100)
+                          val_lower_bound=float(bound) / 100,
+                          val_standard_error=(float(x) - float(bound)) / 100 / float(stats.norm.ppf(0.95)))
             for name, speedup, x, bound in (line.split() for line in rows.strip().splitlines())]
 
 

@@ -29,13 +29,13 @@ from patternsearch.tuning import (
     TuneResult,
     UnitResult,
     checkpoint_name,
-    expected_speedup,
     load_result,
     parse_duration,
     rung_sizes,
     survivors,
     tune,
     tune_contenders,
+    within_weighted_speedup,
 )
 from patternsearch.tuning._schedule import RungScore
 from patternsearch.uncertainty import TaskDesign
@@ -55,13 +55,13 @@ def test_durations_parse_and_bad_ones_are_refused() -> None:
             parse_duration(bad)
 
 
-def test_successive_halving_keeps_the_best_expected_speedups_and_spends_equal_shares_per_rung() -> None:
+def test_successive_halving_keeps_the_best_within_weighted_speedups_and_spends_equal_shares_per_rung() -> None:
     assert rung_sizes(4, 2) == [4, 2, 1] and rung_sizes(5, 2) == [5, 3, 2, 1] and rung_sizes(1, 2) == [1]
     assert rung_sizes(9, 3) == [9, 3, 1]
-    # Expected speedup: a fast candidate far beyond D and a slow one surely within it lose to a fast near one.
-    far = expected_speedup(20.0, -0.05, 0.005, 0.01)
-    near = expected_speedup(15.0, -0.008, 0.005, 0.01)
-    safe = expected_speedup(5.0, 0.0, 0.005, 0.01)
+    # Within-weighted speedup: a fast candidate far beyond D and a slow one surely within it lose to a fast near one.
+    far = within_weighted_speedup(20.0, -0.05, 0.005, 0.01)
+    near = within_weighted_speedup(15.0, -0.008, 0.005, 0.01)
+    safe = within_weighted_speedup(5.0, 0.0, 0.005, 0.01)
     assert near > safe > far and safe == pytest.approx(5.0 * 0.977, abs=0.01)
     standings = [RungScore(0, 20.0, far), RungScore(1, 15.0, near), RungScore(2, 5.0, safe), RungScore(3, 9.0, safe)]
     assert survivors(standings, 2) == [1, 3]  # equal scores: the faster goes on
@@ -126,7 +126,8 @@ def test_the_error_rate_holds_when_candidates_are_specialized() -> None:
             value = rng.normal(-loss, 0.02)  # the study's corrected validation difference
             if value - 1.645 * 0.02 >= -loss - 0.03:  # proposed (validation is asked for D + margin)
                 parents.append(asdict(CandidateTest(pattern, None, value, speedup, val_corrected=value,
-                                                    val_lower_bound=value - 1.645 * 0.02, checkpoint="parent.pt")))
+                                                    val_lower_bound=value - 1.645 * 0.02, val_standard_error=0.02,
+                                                    checkpoint="parent.pt")))
         plan = Plan(specialized, (2, 1), parent_candidates=tuple(parents))
         results = [UnitResult(0, index, 10, rng.normal(-loss, 0.02), 0.02, 0.9, 1.0, 1.0) for index in range(2)]
         candidates = tune_contenders(plan, results, config)

@@ -104,8 +104,8 @@ def power_graph(candidates: Sequence[CandidateTest], *, max_degradation: float, 
     coarser when that grid has over 200,000 points), each candidate's chance
     of passing at its initial level from :func:`predicted_power` on its
     winner's-curse corrected validation difference (``val_corrected``, else
-    ``val_difference``) and the standard error behind its validation lower
-    bound, the candidates taken as independent and the levels passed on
+    ``val_difference``) and its validation standard error
+    (``val_standard_error``), the candidates taken as independent and the levels passed on
     ignored. Those predictions are rough (the confirmation's standard error
     and degrees of freedom differ from validation's; a winner's curse may
     remain), so the graph takes the mean of these weights and
@@ -114,38 +114,37 @@ def power_graph(candidates: Sequence[CandidateTest], *, max_degradation: float, 
     validation puts beyond D keeps only its fallback share. The weights
     depend on validation only, so the family-wise error bound holds as for
     any fixed graph. :func:`fallback_graph` itself when some candidate lacks
-    a validation speedup, difference or bound.
+    a validation speedup, difference or standard error.
     """
-    return _powered(candidates, max_degradation=max_degradation, confidence=confidence)[0]
+    return _power_weights_and_speedup(candidates, max_degradation=max_degradation, confidence=confidence)[0]
 
 
 def predicted_speedup(candidates: Sequence[CandidateTest], *, max_degradation: float, confidence: float) -> float:
-    """The expected speedup of testing ``candidates`` with :func:`power_graph`, as validation predicts it.
+    """The expected speedup of the selection testing ``candidates`` with :func:`power_graph`, predicted by validation.
 
-    The same plug-in as :func:`power_graph`'s (each candidate's chance of
+    The selection is the fastest confirmed candidate (speedup 1 for the
+    baseline). The same plug-in as :func:`power_graph`'s (each candidate's chance of
     passing at its initial level, independently; levels passed on ignored),
     at the weights :func:`power_graph` gives: what :func:`pick_candidates`
     compares. NaN when some candidate lacks a validation speedup, difference
-    or bound.
+    or standard error.
     """
-    return _powered(candidates, max_degradation=max_degradation, confidence=confidence)[1]
+    return _power_weights_and_speedup(candidates, max_degradation=max_degradation, confidence=confidence)[1]
 
 
-def _powered(candidates: Sequence[CandidateTest], *, max_degradation: float,
-             confidence: float) -> tuple[Graph, float]:
-    """:func:`power_graph`'s graph and the expected speedup its initial weights are predicted to give."""
+def _power_weights_and_speedup(candidates: Sequence[CandidateTest], *, max_degradation: float,
+                               confidence: float) -> tuple[Graph, float]:
+    """:func:`power_graph`'s graph and the expected speedup of the selection its initial weights predict."""
     count = len(candidates)
     means = [c.val_corrected if c.val_corrected is not None else c.val_difference for c in candidates]
-    if any(m is None or c.val_lower_bound is None or not c.val_speedup
+    if any(m is None or c.val_standard_error is None or not math.isfinite(c.val_standard_error) or not c.val_speedup
            for m, c in zip(means, candidates, strict=True)):
         graph = fallback_graph(count) if count > 1 else fixed_sequence_graph(count)
         return graph, math.nan
-    quantile = float(special.ndtri(confidence))
-    errors = np.array([max((m - c.val_lower_bound) / quantile, 1e-9)
-                       for m, c in zip(means, candidates, strict=True)])
+    errors = np.array([max(float(c.val_standard_error or 0.0), 1e-9) for c in candidates])
     speedups = np.array([c.val_speedup for c in candidates], dtype=np.float64)
 
-    def expected_speedup(weights: np.ndarray) -> np.ndarray:
+    def selection_speedup(weights: np.ndarray) -> np.ndarray:
         power = predicted_power(np.asarray(means)[None, :], errors[None, :], (1.0 - confidence) * weights,
                                 max_degradation)
         # The fastest confirmed is selected: candidate i when it passes and every faster one fails.
@@ -154,13 +153,13 @@ def _powered(candidates: Sequence[CandidateTest], *, max_degradation: float,
 
     if count < 2:
         graph = fixed_sequence_graph(count)
-        return graph, float(expected_speedup(graph.weights[None, :])[0])
+        return graph, float(selection_speedup(graph.weights[None, :])[0])
     fallback = fallback_graph(count)
     steps = next(n for n in range(POWER_GRID_STEPS, 0, -1) if math.comb(n + count - 1, count - 1) <= _POWER_GRID_ROWS)
     grid = _simplex_grid(count, steps)
-    best = POWER_SHARE * grid[int(np.argmax(expected_speedup(grid)))] + (1.0 - POWER_SHARE) * fallback.weights
+    best = POWER_SHARE * grid[int(np.argmax(selection_speedup(grid)))] + (1.0 - POWER_SHARE) * fallback.weights
     graph = Graph(best, fallback.transitions, f"fallback, {POWER_SHARE:.0%} of the weights by validation power")
-    return graph, float(expected_speedup(best[None, :])[0])
+    return graph, float(selection_speedup(best[None, :])[0])
 
 
 @functools.cache

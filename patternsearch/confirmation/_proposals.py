@@ -158,19 +158,19 @@ def validation_front(proposals: Sequence[Proposal], design: TaskDesign, *, max_d
                      + gap)
         bound = corrected - quantile * error
         if bound >= -max_degradation:
-            scored.append((proposal, corrected, bound))
+            scored.append((proposal, corrected, bound, error))
     if not scored:
         return []
     anchor = max([item for item in scored if item[0].plain] or scored, key=lambda item: item[2])
     faster = sorted((item for item in scored if item[0].speedup > anchor[0].speedup),
                     key=lambda item: (-item[0].speedup, -item[2]))
-    front: list[tuple[Proposal, float, float]] = []
+    front: list[tuple[Proposal, float, float, float]] = []
     for item in faster:  # fastest first: keep a pattern only if more reliable than every faster one kept
         if not front or item[2] > front[-1][2]:
             front.append(item)
     front.append(anchor)
     return [CandidateTest(p.pattern, p.trial, p.val_difference, p.speedup, val_corrected=corrected,
-                          val_lower_bound=bound) for p, corrected, bound in front]
+                          val_lower_bound=bound, val_standard_error=error) for p, corrected, bound, error in front]
 
 
 def group_differences(differences: np.ndarray, groups: tuple[tuple[int, ...], ...] | None) -> dict[int, float]:

@@ -46,6 +46,8 @@ class CandidateTest:
         val_speedup: Speedup over the baseline measured on validation.
         val_corrected: ``val_difference`` corrected for the winner's curse.
         val_lower_bound: The corrected difference's one-sided lower bound on validation.
+        val_standard_error: The standard error behind that bound (what
+            :func:`~patternsearch.confirmation.power_graph` predicts power with).
         test_difference: Mean paired difference on the confirmation tasks
             (None when it was not tested).
         lower_bound: One-sided lower confidence bound of that difference, at
@@ -67,6 +69,7 @@ class CandidateTest:
     val_speedup: float | None
     val_corrected: float | None = None
     val_lower_bound: float | None = None
+    val_standard_error: float | None = None
     test_difference: float | None = None
     lower_bound: float | None = None
     level: float | None = None

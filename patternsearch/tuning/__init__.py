@@ -1,7 +1,7 @@
 """``tune``: from a checkpoint to its fastest confirmed adaptation (search, specialize, confirm), resumable."""
 
 from ._plan import DEFAULT_MARGIN, Plan, PlannedCandidate, TuneConfig
-from ._schedule import expected_speedup, format_duration, parse_duration, rung_iterations, rung_sizes, survivors
+from ._schedule import format_duration, parse_duration, rung_iterations, rung_sizes, survivors, within_weighted_speedup
 from ._session import checkpoint_name, tune_contenders
 from ._tune import CandidateHistory, FrontRow, TuneResult, load_result, tune
 from ._units import UnitResult
@@ -16,7 +16,7 @@ __all__ = [
     "TuneResult",
     "UnitResult",
     "checkpoint_name",
-    "expected_speedup",
+    "within_weighted_speedup",
     "format_duration",
     "load_result",
     "parse_duration",

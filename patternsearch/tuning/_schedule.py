@@ -12,7 +12,8 @@ planned in meta-updates from each candidate's measured cost per update, so
 a resumed or shared run makes the same decisions as a straight one (a
 wall-clock deadline would not).
 
-Which candidates go on is decided by the **expected speedup**: speedup
+Which candidates go on is decided by the **within-weighted speedup** (not the expected speedup
+of a selection that :mod:`patternsearch.confirmation` predicts): speedup
 times the probability that the candidate's true loss is within D, from its
 validation difference to the baseline and that difference's standard error
 (normal approximation). A fast candidate far from D and a slow one that
@@ -89,7 +90,7 @@ def smallest_budget(sizes: Sequence[int], unit_costs: Sequence[float]) -> float:
     return len(sizes) * sizes[0] * max(unit_costs) if sizes and unit_costs else 0.0
 
 
-def expected_speedup(speedup: float, difference: float, standard_error: float, max_degradation: float) -> float:
+def within_weighted_speedup(speedup: float, difference: float, standard_error: float, max_degradation: float) -> float:
     """``speedup * P(true difference >= -D)`` under a normal approximation of the validation difference."""
     if not math.isfinite(standard_error) or standard_error <= 0.0:
         return speedup if difference >= -max_degradation else 0.0
@@ -103,7 +104,7 @@ class RungScore:
     Attributes:
         candidate: Its index in the plan.
         speedup: Its speedup over the baseline.
-        score: Its expected speedup (see :func:`expected_speedup`).
+        score: Its within-weighted speedup (see :func:`within_weighted_speedup`).
     """
 
     candidate: int
@@ -112,6 +113,6 @@ class RungScore:
 
 
 def survivors(standings: Sequence[RungScore], count: int) -> list[int]:
-    """The ``count`` candidates that go on: highest expected speedup, then the faster, then the earlier."""
+    """The ``count`` candidates that go on: highest within-weighted speedup, then the faster, then the earlier."""
     ranked = sorted(standings, key=lambda s: (-s.score, -s.speedup, s.candidate))
     return [s.candidate for s in ranked[:count]]

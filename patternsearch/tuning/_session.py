@@ -48,7 +48,7 @@ from ._plan import (
     rungs_for,
     validation_lower_bound,
 )
-from ._schedule import expected_speedup, format_duration, smallest_budget
+from ._schedule import format_duration, smallest_budget, within_weighted_speedup
 from ._units import UnitResult
 
 _TIMED_VALIDATION_TASKS = 10
@@ -176,15 +176,15 @@ class TuningSession:
         return run
 
     def measure(self, planned: PlannedCandidate, rung: int, candidate: int, iterations: int) -> UnitResult:
-        """A specialized candidate's paired validation difference to the baseline, and its expected speedup."""
+        """A specialized candidate's paired validation difference to the baseline, and its within-weighted speedup."""
         special = self.parent.with_checkpoint(planned.checkpoint)
         scores = CachedScorer(special.model, special.benchmark, self.tasks, special.inner_lr).scores(
             special.pattern(planned.pattern))
         difference = estimate(scores - self.baseline_scores, self.design)
-        score = expected_speedup(planned.speedup, difference.mean, difference.standard_error,
+        score = within_weighted_speedup(planned.speedup, difference.mean, difference.standard_error,
                                  self.config.max_degradation)
         self.say(f"  {planned.pattern} after {iterations} meta-updates: validation difference "
-                 f"{difference.mean:+.4f} +/- {difference.ci95:.4f}, expected speedup {score:.1f}x")
+                 f"{difference.mean:+.4f} +/- {difference.ci95:.4f}, within-weighted speedup {score:.1f}x")
         return UnitResult(rung=rung, candidate=candidate, iterations=iterations, val_difference=difference.mean,
                           val_standard_error=difference.standard_error, val_accuracy=float(np.mean(scores)),
                           score=score, seconds=0.0)
@@ -230,6 +230,7 @@ def tune_contenders(plan: Plan, results: Sequence[UnitResult], config: TuneConfi
         if bound >= -config.max_degradation:
             contenders.append(CandidateTest(planned.pattern, None, result.val_difference, planned.speedup,
                                             val_corrected=result.val_difference, val_lower_bound=bound,
+                                            val_standard_error=result.val_standard_error,
                                             checkpoint=planned.checkpoint))
     specialized = {test.pattern for test in contenders}
     contenders += [CandidateTest(**c) for c in plan.parent_candidates if c["pattern"] not in specialized]

@@ -9,7 +9,7 @@ whose worker died is retried (:func:`~patternsearch.search.open_storage`).
 A unit of rung ``r > 0`` waits until rung ``r - 1`` is complete, then takes
 the ``slot``-th survivor: the decision depends only on the completed units,
 so every worker, and a rerun, makes the same one. The trial's value is the
-candidate's expected speedup after the unit; its user attributes hold the
+candidate's within-weighted speedup after the unit; its user attributes hold the
 validation numbers.
 """
 
