@@ -114,14 +114,14 @@ def main() -> None:
     choice = select(0.02, storage=storage, data_root=args.data_root, checkpoint=checkpoint, device="cpu",
                     test_tasks=args.test_tasks, timed_rounds=args.timed_rounds)
     summary = {"pattern": choice.pattern, "confirmed": choice.confirmed, "reason": choice.reason,
-               "lower_bound": choice.lower_bound, "speedup": choice.speedup, "test_accuracy": choice.test_accuracy,
-               "baseline_test_accuracy": choice.baseline_test_accuracy, "imported_full_accuracy": imported.full.mean}
+               "lower_bound": choice.confirmation.lower_bound, "speedup": choice.timing.speedup,
+               "test_accuracy": choice.fresh.accuracy, "baseline_test_accuracy": choice.fresh.baseline_accuracy,
+               "imported_full_accuracy": imported.full.mean}
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(f"selected {choice.pattern} ({'confirmed' if choice.confirmed else 'not confirmed'}: {choice.reason})")
-        print(f"  fresh test tasks: {choice.test_accuracy:.4f} vs baseline {choice.baseline_test_accuracy:.4f}; "
-              f"speedup {choice.speedup:.1f}x")
+        print(f"  {choice.fresh.describe()}; speedup {choice.timing.speedup:.1f}x")
 
 
 if __name__ == "__main__":

@@ -26,12 +26,12 @@ from patternsearch.search import (
     CONFIG_ATTR,
     SelectionError,
     baseline_trial,
-    choose,
     completed_trials,
     measured,
     optimize,
     pareto_trials,
     resolve_study,
+    validation_choice,
 )
 
 BUDGETS = (0.0, 0.005, 0.01, 0.02)
@@ -48,7 +48,7 @@ def _point(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 def _fastest_within(study: optuna.Study, budget: float) -> dict[str, Any] | None:
     try:
-        return _point(choose(study, budget).selected)
+        return _point(validation_choice(study, budget).selected)
     except SelectionError:
         return None
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -90,8 +91,9 @@ def main() -> None:
     started = time.perf_counter()
     choice = select(0.01, storage=storage, data_root=args.data_root, device=args.device,
                     test_tasks=args.test_tasks, timed_tasks=args.bench_tasks, timed_rounds=args.bench_repeats)
-    summary["select"] = {**{k: v for k, v in choice.to_dict().items() if k != "candidates"},
-                         "candidates": len(choice.candidates), "seconds": time.perf_counter() - started}
+    summary["select"] = {**{k: v for k, v in choice.to_dict().items() if k != "confirmation"},
+                         "candidates": len(choice.confirmation.candidates), "look": asdict(choice.confirmation.look),
+                         "seconds": time.perf_counter() - started}
     summary["total_seconds"] = time.perf_counter() - began
     text = json.dumps(summary, indent=2, default=str)
     (args.out / "summary.json").write_text(text)

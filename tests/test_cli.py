@@ -80,9 +80,10 @@ def test_optimize_studies_select_json(sinusoid_checkpoint: Path, tmp_path: Path)
     assert [(s["name"], s["complete"], s["target"]) for s in studies] == [("sinusoid-mlp-5w5s", 5, 5)]
     selection = json.loads(run("select", "--storage", storage, "--max-degradation", "0.5", "--tasks", "10",
                                "--checkpoint", str(sinusoid_checkpoint), "--json").stdout)
-    for key in ("pattern", "baseline", "val_accuracy", "test_accuracy", "baseline_test_accuracy", "speedup",
-                "latency_ms", "baseline_latency_ms"):
-        assert key in selection
+    assert {"pattern", "baseline", "validation", "confirmation", "fresh", "timing"} <= set(selection)
+    assert {"accuracy", "baseline_accuracy"} <= set(selection["validation"])
+    assert {"accuracy", "baseline_accuracy", "difference"} <= set(selection["fresh"])
+    assert {"speedup", "latency_ms", "baseline_latency_ms"} <= set(selection["timing"])
     assert selection["baseline"] == "111:10" and ":" in selection["pattern"]
 
 
@@ -150,9 +151,9 @@ def test_specialize_then_compare_with_the_parent_in_evaluate_and_select(sinusoid
     selection = json.loads(run("select", "--pattern", "001:3", "--checkpoint", str(special), "--baseline-checkpoint",
                                str(sinusoid_checkpoint), "--max-degradation", "0.5", "--tasks", "10",
                                "--report-tasks", "10", "--device", "cpu", "--json").stdout)
-    assert selection["study"] is None and selection["baseline"] == "111:10"
-    assert [c["pattern"] for c in selection["candidates"]] == ["001:3"]
-    assert selection["candidates"][0]["lower_bound"] is not None
+    assert selection["validation"]["study"] is None and selection["baseline"] == "111:10"
+    assert [c["pattern"] for c in selection["confirmation"]["candidates"]] == ["001:3"]
+    assert selection["confirmation"]["candidates"][0]["lower_bound"] is not None
     assert selection["pattern"] == ("001:3" if selection["confirmed"] else "111:10")
     assert selection["checkpoint"] == str(special if selection["confirmed"] else sinusoid_checkpoint)  # the answer's
     assert selection["baseline_checkpoint"] == str(sinusoid_checkpoint)

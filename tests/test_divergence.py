@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from patternsearch import cli, confirm_pattern, open_experiment
+from patternsearch.confirmation import CandidateTest
 from patternsearch.errors import AdaptationDiverged
 from patternsearch.measurement import CachedScorer
 
@@ -33,7 +33,7 @@ def test_a_diverging_pattern_is_not_confirmed_and_says_so(sinusoid_checkpoint: P
     result = confirm_pattern(experiment, DIVERGING, 0.5, storage=storage, test_tasks=6, report_tasks=6,
                              timed_tasks=1, timed_rounds=1)
     assert not result.confirmed and result.pattern == result.baseline
-    assert result.candidates[0]["diverged"] == 6 and "diverged" in result.reason
+    assert result.confirmation.candidates[0].diverged == 6 and "diverged" in result.reason
     args = ["select", "--pattern", DIVERGING, "--checkpoint", str(sinusoid_checkpoint), "--storage", storage,
             "--max-degradation", "0.5", "--tasks", "6", "--report-tasks", "6", "--timed-tasks", "1",
             "--timed-rounds", "1", "--test-seed", "1"]
@@ -52,12 +52,10 @@ def test_a_diverging_baseline_is_one_line_with_exit_1(sinusoid_checkpoint: Path,
 
 
 def test_diverging_candidates_print_without_bounds() -> None:
-    from patternsearch.search import Selection
+    from patternsearch.search import ConfirmationEvidence, LookSpent, Selection, ValidationEvidence
 
-    fields: dict[str, Any] = dict(study=None, pattern="full", baseline="full", max_degradation=0.5, confidence=0.95,
-                                  confirmed=False, reason="none", trial=None, val_accuracy=None,
-                                  baseline_val_accuracy=None, val_speedup=None, mixed_devices=False)
-    candidate = {"pattern": DIVERGING, "trial": None, "val_difference": None, "val_speedup": None,
-                 "test_difference": None, "lower_bound": None, "level": 0.025, "confirmed": False, "diverged": 6}
-    lines = Selection(**fields, candidates=(candidate,), confirmation_tasks=6).describe()
+    candidate = CandidateTest(DIVERGING, None, None, None, level=0.025, diverged=6)
+    look = LookSpent(1, 0.025, "look 1 at this test split")
+    lines = Selection("full", "full", 0.5, 0.95, confirmed=False, reason="none", validation=ValidationEvidence(),
+                      confirmation=ConfirmationEvidence((candidate,), None, 6, None, look)).describe()
     assert f"{DIVERGING}: diverged on 6 of 6 confirmation tasks: not confirmed" in lines

@@ -39,5 +39,5 @@ def test_shipped_checkpoint_search_and_select_on_real_omniglot(omniglot_root: Pa
     selection = json.loads(cli("select", "--storage", storage, "--data-root", str(omniglot_root), "--tasks", "40",
                                "--timed-tasks", "2", "--timed-rounds", "3", "--json"))
     assert selection["baseline"] == "11111:10"
-    assert selection["val_accuracy"] >= selection["baseline_val_accuracy"] - 0.01
-    assert selection["speedup"] > 0 and selection["test_accuracy"] > 0.5
+    assert selection["validation"]["accuracy"] >= selection["validation"]["baseline_accuracy"] - 0.01
+    assert selection["timing"]["speedup"] > 0 and selection["fresh"]["accuracy"] > 0.5

@@ -71,10 +71,13 @@ def test_a_second_confirmation_says_what_was_looked_at_and_spends_less(sinusoid_
     storage = f"sqlite:///{tmp_path / 'looks.db'}"
     options = dict(test_tasks=6, report_tasks=6, timed_tasks=1, timed_rounds=1, storage=storage)
     first = confirm_pattern(experiment, "001:3", 0.5, **options)
-    assert (first.look_number, first.look_level, first.earlier_looks) == (1, pytest.approx(0.025), ())
+    look = first.confirmation.look
+    assert (look.number, look.level, look.earlier) == (1, pytest.approx(0.025), ())
     repeat = confirm_pattern(experiment, "001:3", 0.5, **options)
-    assert (repeat.look_number, repeat.confirmed, repeat.lower_bound) == (1, first.confirmed, first.lower_bound)
+    assert (repeat.confirmation.look.number, repeat.confirmed, repeat.confirmation.lower_bound) == (
+        1, first.confirmed, first.confirmation.lower_bound)
     second = confirm_pattern(experiment, "001:3", 0.5, test_seed=1, **options)
-    assert (second.look_number, second.look_level) == (2, pytest.approx(0.0125))
-    assert len(second.earlier_looks) == 1 and second.earlier_looks[0].startswith("select --pattern of 001:3 on ")
-    assert "look 2 at this test split" in (second.look_note or "")
+    look = second.confirmation.look
+    assert (look.number, look.level) == (2, pytest.approx(0.0125))
+    assert len(look.earlier) == 1 and look.earlier[0].startswith("select --pattern of 001:3 on ")
+    assert "look 2 at this test split" in look.note

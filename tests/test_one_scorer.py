@@ -44,8 +44,8 @@ def test_evaluate_optimize_select_report_and_bench_agree(sinusoid_checkpoint: Pa
     result = select(1.0, storage=storage, test_tasks=6, report_tasks=5, checkpoint=sinusoid_checkpoint,
                     device="cpu")
     _, fresh, _ = disjoint_task_sets(experiment.benchmark, "test", 6, 5, 0)
-    assert result.test_accuracy == pytest.approx(_evaluate(experiment, result.pattern, fresh), abs=1e-12)
-    assert result.baseline_test_accuracy == pytest.approx(_evaluate(experiment, "full", fresh), abs=1e-12)
+    assert result.fresh.accuracy == pytest.approx(_evaluate(experiment, result.pattern, fresh), abs=1e-12)
+    assert result.fresh.baseline_accuracy == pytest.approx(_evaluate(experiment, "full", fresh), abs=1e-12)
     # bench: every timed variant on its tasks
     rows = bench(experiment, [experiment.pattern("011:2"), experiment.pattern("001:3")], val[:4], repeats=1,
                  warmup=0)

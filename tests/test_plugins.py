@@ -104,7 +104,7 @@ def test_plugged_model_and_image_folder_end_to_end(model_file: Path, image_folde
     assert evaluation["pattern"] == "011:2" and 0.0 <= evaluation["accuracy"] <= 1.0
     selection = json.loads(cli("select", "--storage", storage, "--data-root", str(image_folder), "--tasks", "4",
                                "--timed-tasks", "1", "--timed-rounds", "2", "--json").stdout)
-    assert selection["baseline"] == "111:10" and selection["test_accuracy"] is not None
+    assert selection["baseline"] == "111:10" and selection["fresh"]["accuracy"] is not None
 
 
 def test_example_plugin_package_is_discovered_through_entry_points(tmp_path: Path) -> None:

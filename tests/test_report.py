@@ -70,13 +70,13 @@ def test_report_files_match_the_study(sinusoid_checkpoint: Path, tmp_path: Path)
 
     # The headline is select's answer, with its bound and its held-out speedup.
     assert data["headline"]["pattern"] == selection.pattern and data["headline"]["source"] == "select"
-    assert data["headline"]["speedup"] == selection.speedup
+    assert data["headline"]["speedup"] == selection.timing.speedup
     assert html.escape(data["headline"]["text"]) in page and data["headline"]["text"] in result.stdout
     # The selection reads as rows (it fits the page), with every candidate and the fresh-task accuracies.
     assert "<td>selected pattern</td><td>" + selection.pattern + "</td>" in page
     assert "lower bound of the paired difference" in page and "Candidates, fastest first" in page
-    for candidate in selection.candidates:
-        assert f"<td>{candidate['pattern']}</td>" in page
+    for candidate in selection.confirmation.candidates:
+        assert f"<td>{candidate.pattern}</td>" in page
     assert data["selection"]["pattern"] == selection.pattern
     # The plot's accuracy axis covers the decision: the threshold and the selected pattern, not the far tail.
     low, high = data["plot"]["accuracy_window"]

@@ -16,13 +16,13 @@ from patternsearch.search import (
     CONFIG_ATTR,
     LR_SCALES,
     SearchSpace,
-    choose,
     list_studies,
     lr_param,
     optimize,
     select,
     steps_param,
     study_candidates,
+    validation_choice,
 )
 from patternsearch.uncertainty import TaskDesign
 
@@ -182,7 +182,7 @@ def _hand_built_study(devices: tuple[str, str] = ("cpu", "cpu")) -> optuna.Study
 @pytest.mark.parametrize(("degradation", "expected"), [(0.01, "011:3"), (0.0, "110:9"), (0.06, "001:1"),
                                                          (0.001, "111:5"), (1.0, "001:1")])
 def test_select_picks_fastest_pareto_trial_within_degradation(degradation: float, expected: str) -> None:
-    choice = choose(_hand_built_study(), degradation)
+    choice = validation_choice(_hand_built_study(), degradation)
     assert choice.selected.user_attrs["pattern"] == expected
     assert choice.baseline.user_attrs["pattern"] == "111:10"
     assert not choice.mixed_devices
@@ -191,7 +191,7 @@ def test_select_picks_fastest_pareto_trial_within_degradation(degradation: float
 def test_select_warns_on_mixed_devices() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        choice = choose(_hand_built_study(("cpu", "NVIDIA H100")), 0.01)
+        choice = validation_choice(_hand_built_study(("cpu", "NVIDIA H100")), 0.01)
     assert choice.mixed_devices
     assert any("several devices" in str(w.message) for w in caught)
 
@@ -199,7 +199,7 @@ def test_select_warns_on_mixed_devices() -> None:
 @pytest.mark.parametrize("degradation", [-0.1, 1.5])
 def test_select_rejects_degradation_out_of_range(degradation: float) -> None:
     with pytest.raises(UsageError, match="between 0 and 1"):
-        choose(_hand_built_study(), degradation)
+        validation_choice(_hand_built_study(), degradation)
 
 
 def test_select_confirms_on_test_split(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
@@ -207,11 +207,11 @@ def test_select_confirms_on_test_split(sinusoid_checkpoint: Path, tmp_path: Path
     optimize(6, SINUSOID.but(checkpoint=sinusoid_checkpoint), storage=storage, **TINY)
     result = select(0.05, storage=storage, test_tasks=15, checkpoint=sinusoid_checkpoint, device="cpu")
     assert result.baseline == "111:10"
-    assert result.confirmation_tasks == 15 and result.test_tasks == 15  # report tasks default to as many
-    assert result.test_accuracy is not None and result.speedup is not None
-    assert result.classes_disjoint is False and result.test_classes is None  # sinusoids have no classes
-    assert result.val_accuracy >= result.baseline_val_accuracy - 0.05
-    assert result.difference == pytest.approx(result.test_accuracy - result.baseline_test_accuracy, abs=1e-5)
+    assert result.confirmation.tasks == 15 and result.fresh.tasks == 15  # report tasks default to as many
+    assert result.fresh.accuracy is not None and result.timing.speedup is not None
+    assert result.fresh.classes_disjoint is False and result.fresh.classes is None  # sinusoids have no classes
+    assert result.validation.accuracy >= result.validation.baseline_accuracy - 0.05
+    assert result.fresh.difference == pytest.approx(result.fresh.accuracy - result.fresh.baseline_accuracy, abs=1e-5)
 
 
 def test_select_refuses_another_checkpoint(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
@@ -285,10 +285,10 @@ def test_select_rejects_a_candidate_that_fails_on_test(sinusoid_checkpoint: Path
 
     monkeypatch.setattr(CachedScorer, "scores", worse_first)
     result = select(1.0, storage=storage, test_tasks=8, checkpoint=sinusoid_checkpoint, device="cpu")
-    tested = [(c["pattern"], c["confirmed"]) for c in result.candidates]
+    tested = [(c.pattern, c.confirmed) for c in result.confirmation.candidates]
     assert tested[:2] == [(first, False), (second, True)]
     assert result.pattern == second and result.confirmed
-    assert result.lower_bound == result.candidates[1]["lower_bound"] >= -1.0
+    assert result.confirmation.lower_bound == result.confirmation.candidates[1].lower_bound >= -1.0
 
 
 def test_dominated_patterns_stop_early_count_toward_target_and_repeat_as_stopped(
@@ -384,11 +384,11 @@ def test_confirm_pattern_adapts_the_candidate_on_its_own_checkpoint_even_as_the_
 
     truth = paired(decision_tasks)
     assert abs(truth) > 1e-4  # the two checkpoints really differ
-    assert result.candidates[0]["test_difference"] == pytest.approx(truth, rel=1e-5)
+    assert result.confirmation.candidates[0].test_difference == pytest.approx(truth, rel=1e-5)
     if result.confirmed:  # the report tasks then compare the two checkpoints too
-        assert result.difference == pytest.approx(paired(fresh_tasks), rel=1e-5)
+        assert result.fresh.difference == pytest.approx(paired(fresh_tasks), rel=1e-5)
     else:
-        assert result.difference == 0.0 and result.pattern == result.baseline
+        assert result.fresh.difference == 0.0 and result.pattern == result.baseline
 
 
 def test_a_smaller_target_never_lowers_the_studys_and_says_which_holds(sinusoid_checkpoint: Path,

@@ -177,9 +177,9 @@ def _decisions(result: TuneResult) -> dict[str, Any]:
         "rungs": [[(r.rung, r.iterations, round(r.val_difference, 6), round(r.score, 6)) for r in h.rungs]
                   for h in result.candidates],
         "selected": (result.selection.pattern, Path(result.selection.checkpoint or "").name),
-        "tested": [(c["pattern"], Path(c["checkpoint"] or "").name, c["confirmed"],
-                    None if c["lower_bound"] is None else round(c["lower_bound"], 6))
-                   for c in result.selection.candidates],
+        "tested": [(c.pattern, Path(c.checkpoint or "").name, c.confirmed,
+                    None if c.lower_bound is None else round(c.lower_bound, 6))
+                   for c in result.selection.confirmation.candidates],
     }
 
 
@@ -206,10 +206,10 @@ def test_tune_specializes_and_confirms_and_an_interrupted_run_resumes_to_the_sam
         assert written.training["iteration"] == history.rungs[-1].iterations
         assert not [h for h in written.history if "val_score" in h]  # the meta-training did not validate too
         assert all(r.seconds > 0.0 for r in history.rungs)
-    assert straight.selection.confirmation_tasks == 10 and straight.selection.candidates
+    confirmation = straight.selection.confirmation
+    assert confirmation.tasks == 10 and confirmation.candidates
     # The parent's version of a pattern whose specialized version passed validation is not tested beside it.
-    tested = [(c["pattern"], Path(c["checkpoint"]).parent == tmp_path / "straight" / "out")
-              for c in straight.selection.candidates]
+    tested = [(c.pattern, Path(c.checkpoint).parent == tmp_path / "straight" / "out") for c in confirmation.candidates]
     specialized = {pattern for pattern, is_specialized in tested if is_specialized}
     assert specialized and not [p for p, is_specialized in tested if not is_specialized and p in specialized]
     assert len(tested) <= 4
@@ -287,7 +287,7 @@ def test_a_diverging_specialization_is_dropped_and_the_tuning_goes_on(
     assert dropped.rungs and all("non-finite" in r.diverged for r in dropped.rungs) and dropped.confirmation is None
     kept = next(h for h in result.candidates if h.pattern != doomed[0])
     assert kept.rungs[-1].diverged == "" and kept.rungs[-1].rung == len(result.candidates) - 1  # it went on
-    assert result.selection.confirmation_tasks == 10  # the confirmation ran
+    assert result.selection.confirmation.tasks == 10  # the confirmation ran
 
 
 def test_a_resumed_tuning_confirms_the_parents_candidates_frozen_in_its_plan(
@@ -311,7 +311,8 @@ def test_a_resumed_tuning_confirms_the_parents_candidates_frozen_in_its_plan(
     # The live study may change (more trials) before the rerun: the confirmation reads the plan, not the study.
     monkeypatch.setattr(module.TuningSession, "own_candidates", lambda self: pytest.fail("recomputed from the study"))
     result = tune(D, spec, storage=storage, study_name="tiny", out=tmp_path / "out", **TINY_TUNE)
-    parent_tested = {c["pattern"] for c in result.selection.candidates if c["checkpoint"] == str(sinusoid_checkpoint)}
+    parent_tested = {c.pattern for c in result.selection.confirmation.candidates
+                     if c.checkpoint == str(sinusoid_checkpoint)}
     assert parent_tested <= {c["pattern"] for c in stored["parent_candidates"]}
 
 
@@ -323,7 +324,7 @@ def test_a_record_of_another_version_is_one_line(pattern_study: tuple[str, Path]
     tune(D, SINUSOID.but(checkpoint=str(sinusoid_checkpoint)), storage=storage, study_name="tiny",
          out=tmp_path / "out", **TINY_TUNE)
     tuning = optuna.load_study(study_name="tiny.tune", storage=storage)
-    old = {k: v for k, v in tuning.user_attrs["tune_result"].items() if k not in ("record_version", "look_note")}
+    old = {k: v for k, v in tuning.user_attrs["tune_result"].items() if k not in ("record_version", "confirmation")}
     tuning.set_user_attr("tune_result", {**old, "seen_before": []})  # as stored before records had versions
     args = ["tune", "--benchmark", "sinusoid", "--shots", "5", "--queries", "10", "--storage", storage, "--study",
             "tiny", "--checkpoint", str(sinusoid_checkpoint), "--max-degradation", str(D), "--budget", "1.2s",
@@ -333,7 +334,7 @@ def test_a_record_of_another_version_is_one_line(pattern_study: tuple[str, Path]
     assert cli.main(args) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("patternsearch: error: the answer of tuning study 'tiny.tune' was written by another "
-                           "version of patternsearch (record version none, this one reads 2); tune afresh"), last
+                           "version of patternsearch (record version none, this one reads 3); tune afresh"), last
 
 
 def _tables(database: Path) -> dict[str, int]:
@@ -387,7 +388,7 @@ def test_the_tuned_answer_is_reported_with_both_fronts(pattern_study: tuple[str,
     speedups = [h.speedup for h in result.candidates]
     assert all(math.isfinite(x) and x > 0.0 for x in speedups) and speedups == sorted(speedups, reverse=True)
     timed = optuna.load_study(study_name="tiny.tune", storage=storage).user_attrs["tune_plan"]["speedups"]
-    assert all(c["val_speedup"] == pytest.approx(timed[c["pattern"]]) for c in result.selection.candidates)
+    assert all(c.val_speedup == pytest.approx(timed[c.pattern]) for c in result.selection.confirmation.candidates)
     # The study's report shows tune's answer and both fronts next to select's.
     assert cli.main(["report", "--storage", storage, "--study", "tiny", "--out", str(tmp_path / "report")]) == 0
     report = json.loads((tmp_path / "report" / "report.json").read_text())
@@ -484,7 +485,7 @@ def test_three_workers_on_a_server_storage_one_killed_make_one_plan_and_one_conf
     looks = [look for look in Ledger(open_storage(storage)).looks("sinusoid")
              if look.command == "tune" and look.when >= began]
     assert len(looks) == 1  # one worker confirmed; the other read its answer
-    assert answers[0]["look_number"] == looks[0].number
+    assert answers[0]["confirmation"]["look"]["number"] == looks[0].number
 
 
 def test_the_shipped_tuned_checkpoint_is_a_specialization_of_the_shipped_one() -> None:

@@ -95,7 +95,7 @@ def _select(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint, baseline_checkpoint=args.baseline_checkpoint, device=args.device,
             accept_test_looks=args.accept_test_looks, **timing,
         )
-    warn(result.timing_noise)
+    warn(None if result.timing is None else result.timing.noise)
     return show(result, args.json)
 
 
@@ -108,7 +108,7 @@ def _tune(args: argparse.Namespace) -> int:
         test_seed=args.test_seed, out=args.out, heartbeat_interval=args.heartbeat_interval,
         accept_test_looks=args.accept_test_looks,
     )
-    warn(result.selection.timing_noise)
+    warn(None if result.selection.timing is None else result.selection.timing.noise)
     return show(result, args.json)
 
 

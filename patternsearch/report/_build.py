@@ -18,12 +18,12 @@ from ..search import (
     CONFIG_ATTR,
     TARGET_ATTR,
     StudyConfig,
-    choose,
     completed_trials,
     measured,
     pareto_trials,
     resolve_study,
     stopped_early_trials,
+    validation_choice,
 )
 from ..tables import optional, text_table
 from ..tuning import TuneResult, load_result
@@ -159,14 +159,14 @@ def build_report(
     selection, unreadable = stored_selection(study)
     if max_degradation is None:
         max_degradation = selection.max_degradation if selection else DEFAULT_MAX_DEGRADATION
-    choice = choose(study, max_degradation)
+    choice = validation_choice(study, max_degradation)
     notes = [] if unreadable is None else [unreadable]
     noise = timing_noise([measured(t).baseline_latency_ms for t in completed_trials(study)],
                          where="between the study's trials")
     if noise:
         notes.append(noise)
-    if selection and selection.timing_noise:
-        notes.append(f"select's timing: {selection.timing_noise}")
+    if selection and selection.timing and selection.timing.noise:
+        notes.append(f"select's timing: {selection.timing.noise}")
     try:
         full = full_by_steps(study, config, data_root=data_root, checkpoint=checkpoint, device=device)
     except PatternsearchError as error:
@@ -202,6 +202,6 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     files = ReportFiles(out / "pareto.png", out / "report.html", out / "report.json")
     plot(study, choice, selection.pattern if selection else None, max_degradation, window, files.png)
-    atomic_write_bytes(files.html, render_html(data, files.png.read_bytes()).encode("utf-8"))
+    atomic_write_bytes(files.html, render_html(data, files.png.read_bytes(), selection, tuned).encode("utf-8"))
     atomic_write_bytes(files.json, json.dumps(data, indent=2).encode("utf-8"))
     return files, data

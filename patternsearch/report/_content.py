@@ -15,9 +15,9 @@ from ..measurement import CachedScorer
 from ..pattern import Pattern
 from ..search import (
     SELECTION_ATTR,
-    Choice,
     Selection,
     StudyConfig,
+    ValidationChoice,
     completed_trials,
     measured,
     study_experiment,
@@ -133,7 +133,7 @@ def importances(study: optuna.Study, config: StudyConfig) -> dict[str, dict[str,
     return result
 
 
-def headline(selection: Selection | None, choice: Choice) -> dict[str, Any]:
+def headline(selection: Selection | None, choice: ValidationChoice) -> dict[str, Any]:
     """The report's answer: ``select``'s stored selection, or a labelled validation estimate when select has not run.
 
     Args:
@@ -153,24 +153,22 @@ def headline(selection: Selection | None, choice: Choice) -> dict[str, Any]:
                         "tasks and times them). Validation estimate until then: "
                         f"{fastest.pattern}, estimated speedup {fastest.speedup:.1f}x (validation)."}
     pattern = selection.pattern
-    if selection.test_accuracy is None:
+    if selection.timing is None or selection.confirmation is None:
         return {"pattern": pattern, "source": "select --no-confirm", "confirmed": False, "speedup": None,
                 "text": f"select ran with --no-confirm: {pattern} is a validation estimate, not confirmed "
-                        f"(estimated speedup {selection.val_speedup or 1.0:.1f}x, validation); run "
+                        f"(estimated speedup {selection.validation.speedup or 1.0:.1f}x, validation); run "
                         "'patternsearch select' without --no-confirm to test it on held-out test tasks."}
     budget = f"{selection.max_degradation:g} of {selection.baseline}"
     if selection.confirmed:
         text = (f"Selected: {pattern}, confirmed within {budget} at {selection.confidence:g} confidence "
-                f"(lower bound of the paired accuracy difference {selection.lower_bound:+.4f}); "
-                f"speedup {selection.speedup:.1f}x (held-out timing, {selection.device})")
-        if selection.adapt_predict_speedup is not None:
-            text += f"; adapt + predict {selection.adapt_predict_speedup:.1f}x"
-        text += "."
+                f"(lower bound of the paired accuracy difference {selection.confirmation.lower_bound:+.4f}); "
+                f"speedup {selection.timing.speedup:.1f}x (held-out timing, {selection.device}); adapt + predict "
+                f"{selection.timing.adapt_predict_speedup:.1f}x.")
     else:
         text = (f"Selected: {pattern}, the baseline: no faster pattern was confirmed within {budget} at "
                 f"{selection.confidence:g} confidence ({selection.reason}).")
-    return {"pattern": pattern, "source": "select", "confirmed": selection.confirmed, "speedup": selection.speedup,
-            "text": text}
+    return {"pattern": pattern, "source": "select", "confirmed": selection.confirmed,
+            "speedup": selection.timing.speedup, "text": text}
 
 
 def stored_selection(study: optuna.Study) -> tuple[Selection | None, str | None]:

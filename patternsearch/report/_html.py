@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..search import Selection
+from ..tuning import TuneResult
 from ..uncertainty import support
 
 # Column key -> (header, kind); kind picks the cell format.
@@ -72,66 +75,66 @@ def _html_table(rows: list[dict[str, Any]], columns: list[str], percent: bool) -
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _selection_html(selection: dict[str, Any], percent: bool) -> str:
+def _selection_html(selection: Selection, percent: bool) -> str:
     """The decision's numbers as rows, and every candidate's test."""
     def pm(mean: float | None, half: float | None, kind: str = "score") -> str | None:
         if mean is None:
             return None
         return f"{_cell(mean, kind, percent)} ± {_cell(half or 0.0, 'score', percent).lstrip('+')}"
 
-    rests_on = support(selection.get("test_tasks") or 0, selection.get("test_classes"), selection.get("test_units"))
-    speed = selection.get("speedup")
+    confirmation, fresh, timing = selection.confirmation, selection.fresh, selection.timing
     rows = [
-        {"quantity": "selected pattern", "value": selection["pattern"]},
-        {"quantity": "confirmed", "value": "yes" if selection.get("confirmed") else "no"},
-        {"quantity": "baseline", "value": selection["baseline"]},
-        {"quantity": "allowed degradation", "value": f"{100 * selection['max_degradation']:g} points" if percent
-         else f"{selection['max_degradation']:g}"},
-        {"quantity": "confidence (family-wise)", "value": selection.get("confidence")},
-        {"quantity": "lower bound of the paired difference (confirmation tasks)",
-         "value": _cell(selection.get("lower_bound"), "difference", percent)},
-        {"quantity": "confirmation tasks / classes",
-         "value": f"{selection.get('confirmation_tasks')} / {selection.get('confirmation_classes')}"},
-        {"quantity": f"test accuracy, fresh tasks ({rests_on}), 95% CI",
-         "value": pm(selection.get("test_accuracy"), selection.get("test_ci95"))},
-        {"quantity": "baseline test accuracy, same tasks",
-         "value": pm(selection.get("baseline_test_accuracy"), selection.get("baseline_test_ci95"))},
-        {"quantity": "paired difference, same tasks",
-         "value": pm(selection.get("difference"), selection.get("difference_ci95"), "difference")},
-        {"quantity": "speedup: adaptation time, held-out timing (what the search optimises)",
-         "value": None if speed is None else
-         f"{speed:.1f}x ({selection['latency_ms']:.2f} vs {selection['baseline_latency_ms']:.2f} ms)"},
-        {"quantity": "estimated speedup (validation, the study's timing)",
-         "value": _cell(selection.get("val_speedup"), "speedup", percent)},
+        {"quantity": "selected pattern", "value": selection.pattern},
+        {"quantity": "confirmed", "value": "yes" if selection.confirmed else "no"},
+        {"quantity": "baseline", "value": selection.baseline},
+        {"quantity": "allowed degradation", "value": f"{100 * selection.max_degradation:g} points" if percent
+         else f"{selection.max_degradation:g}"},
+        {"quantity": "confidence (family-wise)", "value": selection.confidence},
     ]
-    if selection.get("adapt_predict_speedup") is not None:
-        rows.append({"quantity": f"adapt + predict {selection.get('query_batch', '')} queries, held-out timing",
-                     "value": f"{selection['adapt_predict_speedup']:.1f}x ({selection['adapt_predict_ms']:.2f} vs "
-                              f"{selection['baseline_adapt_predict_ms']:.2f} ms)"})
-    candidates = list(selection.get("candidates") or [])
+    if confirmation is not None:
+        rows += [{"quantity": "lower bound of the paired difference (confirmation tasks)",
+                  "value": _cell(confirmation.lower_bound, "difference", percent)},
+                 {"quantity": "confirmation tasks / classes",
+                  "value": f"{confirmation.tasks} / {confirmation.classes}"}]
+    if fresh is not None:
+        rows += [{"quantity": f"test accuracy, fresh tasks ({support(fresh.tasks, fresh.classes, fresh.units)}), "
+                              "95% CI", "value": pm(fresh.accuracy, fresh.ci95)},
+                 {"quantity": "baseline test accuracy, same tasks",
+                  "value": pm(fresh.baseline_accuracy, fresh.baseline_ci95)},
+                 {"quantity": "paired difference, same tasks",
+                  "value": pm(fresh.difference, fresh.difference_ci95, "difference")}]
+    if timing is not None:
+        rows += [{"quantity": "speedup: adaptation time, held-out timing (what the search optimises)",
+                  "value": f"{timing.speedup:.1f}x ({timing.latency_ms:.2f} vs {timing.baseline_latency_ms:.2f} ms)"},
+                 {"quantity": f"adapt + predict {timing.query_batch} queries, held-out timing",
+                  "value": f"{timing.adapt_predict_speedup:.1f}x ({timing.adapt_predict_ms:.2f} vs "
+                           f"{timing.baseline_adapt_predict_ms:.2f} ms)"}]
+    rows.append({"quantity": "estimated speedup (validation, the study's timing)",
+                 "value": _cell(selection.validation.speedup, "speedup", percent)})
+    candidates = [] if confirmation is None else [asdict(c) for c in confirmation.candidates]
     columns = [c for c in ("pattern", "level", "val_difference", "val_corrected", "val_lower_bound", "val_speedup",
                            "test_difference", "lower_bound", "confirmed") if any(c in row for row in candidates)]
     table = f"<h3>Candidates, fastest first</h3>{_html_table(candidates, columns, percent)}" if candidates else ""
-    return (f"<p>{html.escape(selection.get('reason', ''))}</p>"
+    return (f"<p>{html.escape(selection.reason)}</p>"
             f"{_html_table(rows, ['quantity', 'value'], percent)}{table}")
 
 
-def _tune_html(tuned: dict[str, Any] | None, percent: bool) -> str:
+def _tune_html(tuned: TuneResult | None, percent: bool) -> str:
     """``tune``'s answer and the fronts before and after specialization (nothing when it has not run)."""
-    if not tuned:
+    if tuned is None:
         return ""
-    fronts = [{**row, "checkpoint": "parent" if row["after"] is None else Path(row["checkpoint"]).name}
-              for row in tuned["fronts"]]
-    study = html.escape(tuned["tuning_study"])
+    fronts = [{**asdict(row), "checkpoint": "parent" if row.after is None else Path(row.checkpoint).name}
+              for row in tuned.fronts()]
+    study = html.escape(tuned.tuning_study)
     return (f"<h2>Tuned (tune: specialized checkpoints, held-out test tasks; study {study})</h2>"
-            f"{_selection_html(tuned['selection'], percent)}<h3>Fronts before and after specialization "
+            f"{_selection_html(tuned.selection, percent)}<h3>Fronts before and after specialization "
             "(validation difference to full MAML on the parent)</h3>"
             + _html_table(fronts, ["pattern", "checkpoint", "speedup", "before", "after", "meta_updates",
                                    "lower_bound", "confirmed"], percent))
 
 
-def render_html(data: dict[str, Any], png: bytes) -> str:
-    """The self-contained page of ``report.json``'s content, the plot inlined."""
+def render_html(data: dict[str, Any], png: bytes, selection: Selection | None, tuned: TuneResult | None) -> str:
+    """The self-contained page of ``report.json``'s content, the plot inlined, select's and tune's answers."""
     scores = [row["val_accuracy"] for row in data["trials"]]
     percent = 0.0 <= min(scores) and 0.0 < max(scores) <= 1.0  # accuracies, not e.g. a negative MSE
     config_rows = [{"setting": k, "value": v} for k, v in data["config"].items()]
@@ -139,8 +142,7 @@ def render_html(data: dict[str, Any], png: bytes) -> str:
         {"group": g, "accuracy": data["importance"]["accuracy"].get(g), "time": data["importance"]["time"].get(g)}
         for g in sorted(set(data["importance"]["accuracy"]) | set(data["importance"]["time"]))
     ]
-    selection = data.get("selection")
-    selection_html = _selection_html(selection, percent) if selection else "<p>Not run yet.</p>"
+    selection_html = "<p>Not run yet.</p>" if selection is None else _selection_html(selection, percent)
     warning = "".join(f'<p class="warn">{html.escape(note)}</p>' for note in data["notes"])
     image = base64.b64encode(png).decode("ascii")
     trials = (f"{data['complete']} complete trials and {data['stopped_early']} stopped early because a faster trial "
@@ -158,7 +160,7 @@ td:first-child{{text-align:left}}img{{max-width:100%}}.answer{{font-size:1.15em;
 speedup is timed by <code>select</code> on held-out tasks; every other speedup on this page is the study's
 estimate on validation tasks, and every accuracy below the selection is a validation accuracy. {trials}</p>
 <img alt="Pareto front: validation accuracy against estimated speedup" src="data:image/png;base64,{image}">
-<h2>Selection (select, held-out test tasks)</h2>{selection_html}{_tune_html(data.get("tune"), percent)}
+<h2>Selection (select, held-out test tasks)</h2>{selection_html}{_tune_html(tuned, percent)}
 <h2>Pareto front (validation)</h2>
 {_html_table(data["pareto"], ["pattern", "val_accuracy", "val_ci95", "latency_ms", "val_speedup", "flops"], percent)}
 <h2>Best pattern per step count (validation)</h2>

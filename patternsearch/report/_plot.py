@@ -9,7 +9,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from ..pattern import Pattern
-from ..search import CONFIG_ATTR, Choice, completed_trials, measured, pareto_trials, stopped_early_trials
+from ..search import CONFIG_ATTR, ValidationChoice, completed_trials, measured, pareto_trials, stopped_early_trials
 
 
 def _speedup_axis(study: optuna.Study, baseline: FrozenTrial) -> tuple[Callable[[FrozenTrial], float], str]:
@@ -25,7 +25,7 @@ def _speedup_axis(study: optuna.Study, baseline: FrozenTrial) -> tuple[Callable[
     return (lambda t: float(measured(t).speedup)), "estimated speedup over the baseline (validation; x, log scale)"
 
 
-def accuracy_window(choice: Choice, accuracies: list[float], max_degradation: float) -> tuple[float, float]:
+def accuracy_window(choice: ValidationChoice, accuracies: list[float], max_degradation: float) -> tuple[float, float]:
     """The accuracy range where the decision happens: a margin below the threshold up to the best trial."""
     margin = max(max_degradation, 0.005)
     top = max(accuracies + [float(measured(choice.baseline).accuracy)])
@@ -38,7 +38,7 @@ def adapts(trial: FrozenTrial) -> bool:
     return not Pattern.parse(measured(trial).pattern).is_none
 
 
-def plot(study: optuna.Study, choice: Choice, selected: str | None, max_degradation: float,
+def plot(study: optuna.Study, choice: ValidationChoice, selected: str | None, max_degradation: float,
          window: tuple[float, float], path: Path) -> None:
     """Writes the Pareto plot: validation accuracy against estimated speedup, the threshold, the selection."""
     from adjustText import adjust_text  # matplotlib is imported when a report is drawn, not with the package

@@ -13,18 +13,18 @@ from ._confirming import confirm_candidates, confirm_look, confirm_pattern
 from ._evaluation import BenchReport, Evaluation, bench_patterns, evaluate
 from ._paired import PairedScores
 from ._pareto import (
-    Choice,
     SelectionError,
+    ValidationChoice,
     baseline_trial,
-    choose,
     completed_trials,
     counts_toward_target,
     measured,
     pareto_trials,
     stopped_early,
     stopped_early_trials,
+    validation_choice,
 )
-from ._record import Selection
+from ._record import ConfirmationEvidence, FreshReport, LookSpent, Selection, ValidationEvidence
 from ._samplers import SAMPLERS, make_sampler
 from ._selection import (
     proposals,
@@ -58,7 +58,11 @@ __all__ = [
     "SPACES",
     "TARGET_ATTR",
     "TIME_METRICS",
-    "Choice",
+    "ValidationChoice",
+    "ConfirmationEvidence",
+    "FreshReport",
+    "LookSpent",
+    "ValidationEvidence",
     "ConfirmationSettings",
     "PairedScores",
     "Selection",
@@ -68,7 +72,7 @@ __all__ = [
     "StudyConfig",
     "StudySummary",
     "baseline_trial",
-    "choose",
+    "validation_choice",
     "completed_trials",
     "confirm_candidates",
     "confirm_look",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import Any
 
 import numpy as np
 
@@ -25,11 +24,11 @@ from ..confirmation import (
 from ..devices import device_name
 from ..experiment import Experiment
 from ..looks import Ledger, Look, Spending, look_identity, unit_names
-from ..measurement import deployment_timing, environment
+from ..measurement import DeploymentTiming, deployment_timing, environment
 from ..pattern import Pattern
-from ..uncertainty import Estimate, TaskDesign, estimate
+from ..uncertainty import TaskDesign, estimate
 from ._paired import PairedScores
-from ._record import Selection
+from ._record import ConfirmationEvidence, FreshReport, LookSpent, Selection, ValidationEvidence
 from ._settings import REPORT_TIMED_ROUNDS, REPORT_TIMED_TASKS, ConfirmationSettings
 from ._storage import DEFAULT_STORAGE, open_storage
 
@@ -87,8 +86,7 @@ def confirm_pattern(
     return confirm_candidates(
         reference, [(candidate, experiment)], settings, ledger=Ledger(open_storage(storage)),
         command="select --pattern", baseline=baseline,
-        fields_for=lambda _: {"study": None, "trial": None, "val_accuracy": None, "baseline_val_accuracy": None,
-                              "val_speedup": None, "mixed_devices": False})
+        validation_for=lambda _: ValidationEvidence())
 
 
 def confirm_candidates(
@@ -96,7 +94,7 @@ def confirm_candidates(
     contenders: Sequence[tuple[CandidateTest, Experiment]],
     settings: ConfirmationSettings,
     *,
-    fields_for: Callable[[CandidateTest | None], dict[str, Any]],
+    validation_for: Callable[[CandidateTest | None], ValidationEvidence],
     ledger: Ledger,
     command: str,
     baseline: str = "full",
@@ -114,8 +112,7 @@ def confirm_candidates(
         contenders: Fastest first, each candidate with the experiment
             (checkpoint) it adapts; the last is the anchor.
         settings: The promise, the test tasks and the timing.
-        fields_for: The study, trial and validation fields of the
-            :class:`Selection` for the selected candidate (None: the baseline).
+        validation_for: What validation said of the selected candidate (None: the baseline).
         ledger: The looks at test splits of the storage.
         command: What looks, for the ledger (``select``, ``tune``, ...).
         baseline: The baseline's text.
@@ -144,12 +141,17 @@ def confirm_candidates(
                    if decision.selected is not None and candidate.pattern == decision.selected.pattern
                    and candidate.checkpoint == decision.selected.checkpoint), reference)
     pattern = None if decision.selected is None else winner.pattern(decision.selected.pattern)
-    return Selection(**{
-        **fields_for(decision.selected), "baseline": str(base), "max_degradation": settings.max_degradation,
-        "confidence": settings.confidence, "pattern": str(pattern or base),
-        **_decision_fields(decision, spending, settings.confidence, settings.test_tasks, confirmation),
-        **_measured_fields(winner, reference, base, pattern, fresh_tasks, disjoint, settings),
-    })
+    fresh, timing = _measured(winner, reference, base, pattern, fresh_tasks, disjoint, settings)
+    return Selection(
+        str(pattern or base), str(base), settings.max_degradation, settings.confidence,
+        confirmed=decision.selected is not None, reason=decision.reason, validation=validation_for(decision.selected),
+        confirmation=ConfirmationEvidence(
+            decision.candidates, decision.selected.lower_bound if decision.selected else None, settings.test_tasks,
+            confirmation.design.distinct_classes(),
+            LookSpent(spending.number, spending.level, spending.describe(settings.confidence),
+                      tuple(look.describe() for look in spending.earlier), spending.covered)),
+        fresh=fresh, timing=timing, device=device_name(winner.device), environment=environment(),
+        checkpoint=str(winner.checkpoint_path), baseline_checkpoint=str(reference.checkpoint_path))
 
 
 def confirm_look(candidates: Sequence[CandidateTest], paired_differences: Callable[[CandidateTest], np.ndarray],
@@ -180,20 +182,10 @@ def confirm_look(candidates: Sequence[CandidateTest], paired_differences: Callab
     return decision, spending
 
 
-def _decision_fields(decision: Decision, spending: Spending, confidence: float, test_tasks: int,
-                     confirmation: PairedScores) -> dict[str, Any]:
-    return {"confirmed": decision.selected is not None, "reason": decision.reason,
-            "candidates": tuple(asdict(c) for c in decision.candidates),
-            "lower_bound": decision.selected.lower_bound if decision.selected else None,
-            "confirmation_tasks": test_tasks, "confirmation_classes": confirmation.design.distinct_classes(),
-            "look_number": spending.number, "look_level": spending.level,
-            "look_note": spending.describe(confidence),
-            "earlier_looks": tuple(look.describe() for look in spending.earlier), "covered": spending.covered}
-
-
-def _measured_fields(experiment: Experiment, reference: Experiment, baseline: Pattern, pattern: Pattern | None,
-                     fresh_tasks: Sequence[Task], disjoint: bool, settings: ConfirmationSettings) -> dict[str, Any]:
-    """Accuracies on the fresh report tasks and the latency next to the baseline (same model: same cost).
+def _measured(experiment: Experiment, reference: Experiment, baseline: Pattern, pattern: Pattern | None,
+              fresh_tasks: Sequence[Task], disjoint: bool,
+              settings: ConfirmationSettings) -> tuple[FreshReport, DeploymentTiming]:
+    """Accuracies on the fresh report tasks and the timing next to the baseline (same model: same cost).
 
     ``pattern`` is the confirmed candidate (adapted on ``experiment``'s
     checkpoint), or None when the baseline is the answer.
@@ -202,23 +194,10 @@ def _measured_fields(experiment: Experiment, reference: Experiment, baseline: Pa
     report = PairedScores(experiment, reference, baseline, fresh)
     baseline_scores = report.baseline_scores()
     scores = baseline_scores if pattern is None else report.candidate_scores(pattern)
-    pattern = baseline if pattern is None else pattern
-    accuracy, baseline_accuracy = estimate(scores, report.design), estimate(baseline_scores, report.design)
-    difference = estimate(scores - baseline_scores, report.design)
-    timing = deployment_timing(experiment.model, pattern, baseline, experiment.inner_lr, experiment.benchmark.loss_fn,
-                               fresh[:settings.timed_tasks], experiment.device, repeats=settings.timed_rounds)
-    return {**_report_fields(accuracy, baseline_accuracy, difference), "classes_disjoint": disjoint,
-            "latency_ms": timing.latency_ms, "baseline_latency_ms": timing.baseline_latency_ms,
-            "speedup": timing.speedup, "adapt_predict_ms": timing.adapt_predict_ms,
-            "baseline_adapt_predict_ms": timing.baseline_adapt_predict_ms,
-            "adapt_predict_speedup": timing.adapt_predict_speedup, "query_batch": timing.query_batch,
-            "timing_noise": timing.noise, "test_seed": settings.test_seed, "device": device_name(experiment.device),
-            "environment": environment(), "checkpoint": str(experiment.checkpoint_path),
-            "baseline_checkpoint": str(reference.checkpoint_path)}
-
-
-def _report_fields(accuracy: Estimate, baseline: Estimate, difference: Estimate) -> dict[str, Any]:
-    return {"test_accuracy": accuracy.mean, "test_ci95": accuracy.ci95,
-            "baseline_test_accuracy": baseline.mean, "baseline_test_ci95": baseline.ci95,
-            "difference": difference.mean, "difference_ci95": difference.ci95,
-            "test_tasks": accuracy.tasks, "test_classes": accuracy.classes, "test_units": accuracy.units}
+    timing = deployment_timing(experiment.model, baseline if pattern is None else pattern, baseline,
+                               experiment.inner_lr, experiment.benchmark.loss_fn, fresh[:settings.timed_tasks],
+                               experiment.device, repeats=settings.timed_rounds)
+    design = report.design
+    return FreshReport.of(estimate(scores, design), estimate(baseline_scores, design),
+                          estimate(scores - baseline_scores, design), classes_disjoint=disjoint,
+                          test_seed=settings.test_seed), timing

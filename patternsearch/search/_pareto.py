@@ -70,7 +70,7 @@ def devices(trials: list[FrozenTrial]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Choice:
+class ValidationChoice:
     """The qualifying trials, fastest first, and the baseline trial they are compared with.
 
     Attributes:
@@ -92,7 +92,7 @@ class Choice:
         return self.candidates[0]
 
 
-def choose(study: optuna.Study, max_degradation: float) -> Choice:
+def validation_choice(study: optuna.Study, max_degradation: float) -> ValidationChoice:
     """Pareto-optimal trials whose accuracy is at least baseline minus ``max_degradation``, fastest first.
 
     Speed is the study's time objective; when latencies were measured in
@@ -128,4 +128,4 @@ def choose(study: optuna.Study, max_degradation: float) -> Choice:
     ordered = sorted((t for t in qualifying if measured(t).pattern != measured(baseline).pattern),
                      key=speed_key)
     faster = [t for t in ordered if speed_key(t) <= speed_key(baseline)]
-    return Choice((*faster, baseline), baseline, threshold, mixed)
+    return ValidationChoice((*faster, baseline), baseline, threshold, mixed)

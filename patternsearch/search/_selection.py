@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import optuna
@@ -31,8 +30,8 @@ from ..spec import ExperimentSpec
 from ..uncertainty import TaskDesign
 from ._config import CONFIG_ATTR, SELECTION_ATTR, StudyConfig, pattern_study_names
 from ._confirming import confirm_candidates
-from ._pareto import Choice, baseline_trial, choose, completed_trials, measured
-from ._record import Selection
+from ._pareto import ValidationChoice, baseline_trial, completed_trials, measured, validation_choice
+from ._record import Selection, ValidationEvidence
 from ._settings import REPORT_TIMED_ROUNDS, REPORT_TIMED_TASKS, ConfirmationSettings
 from ._storage import DEFAULT_STORAGE, load_existing_study, open_storage
 from ._study import default_study_name
@@ -197,34 +196,28 @@ def select(
     settings = ConfirmationSettings(max_degradation, confidence, max_candidates, test_tasks, report_tasks, test_seed,
                                     timed_tasks, timed_rounds, accept_test_looks)
     study = resolve_study(storage, study_name)
-    choice = choose(study, max_degradation)
-    validation = _validation_fields(study.study_name, choice, max_degradation, confidence)
+    choice = validation_choice(study, max_degradation)
     if not confirm:
         fastest = choice.selected
-        result = Selection(**{**validation, **_trial_fields(fastest),
-                              "reason": "validation only (--no-confirm): the fastest pattern within the "
-                                        "degradation on validation, not confirmed"})
+        result = Selection(str(measured(fastest).pattern), str(measured(choice.baseline).pattern), max_degradation,
+                           confidence, confirmed=False, validation=_validation(study.study_name, choice, fastest),
+                           reason="validation only (--no-confirm): the fastest pattern within the degradation on "
+                                  "validation, not confirmed")
     else:
-        result = _confirm(study, choice, validation, Ledger(open_storage(storage, create=False)), settings,
-                          data_root=data_root, checkpoint=checkpoint, baseline_checkpoint=baseline_checkpoint,
-                          device=device)
+        result = _confirm(study, choice, Ledger(open_storage(storage, create=False)), settings, data_root=data_root,
+                          checkpoint=checkpoint, baseline_checkpoint=baseline_checkpoint, device=device)
     study.set_user_attr(SELECTION_ATTR, result.to_dict())
     return result
 
 
-def _validation_fields(study: str, choice: Choice, max_degradation: float, confidence: float) -> dict[str, Any]:
-    return {"study": study, "baseline": str(measured(choice.baseline).pattern),
-            "max_degradation": max_degradation, "confidence": confidence, "confirmed": False,
-            "baseline_val_accuracy": float(measured(choice.baseline).accuracy),
-            "mixed_devices": choice.mixed_devices}
+def _validation(study: str, choice: ValidationChoice, trial: optuna.trial.FrozenTrial) -> ValidationEvidence:
+    """What the study's validation said of ``trial`` and of the baseline."""
+    return ValidationEvidence(study, trial.number, float(measured(trial).accuracy),
+                              float(measured(choice.baseline).accuracy), float(measured(trial).speedup),
+                              choice.mixed_devices)
 
 
-def _trial_fields(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    return {"pattern": str(measured(trial).pattern), "trial": trial.number,
-            "val_accuracy": float(measured(trial).accuracy), "val_speedup": float(measured(trial).speedup)}
-
-
-def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], ledger: Ledger,
+def _confirm(study: optuna.Study, choice: ValidationChoice, ledger: Ledger,
              settings: ConfirmationSettings, *, data_root: str | os.PathLike[str] | None,
              checkpoint: str | os.PathLike[str] | None, baseline_checkpoint: str | os.PathLike[str] | None,
              device: str) -> Selection:
@@ -238,10 +231,10 @@ def _confirm(study: optuna.Study, choice: Choice, validation: dict[str, Any], le
                                   confidence=settings.confidence, max_candidates=settings.max_candidates)
     trials = {t.number: t for t in completed_trials(study)}
 
-    def fields_for(selected: CandidateTest | None) -> dict[str, Any]:
+    def validation_for(selected: CandidateTest | None) -> ValidationEvidence:
         trial = choice.baseline if selected is None or selected.trial is None else trials[selected.trial]
-        return {**validation, **_trial_fields(trial)}
+        return _validation(study.study_name, choice, trial)
 
     return confirm_candidates(
-        reference, [(candidate, experiment) for candidate in candidates], settings, fields_for=fields_for,
+        reference, [(candidate, experiment) for candidate in candidates], settings, validation_for=validation_for,
         ledger=ledger, command="select", baseline=str(measured(choice.baseline).pattern))

@@ -26,7 +26,7 @@ from ..pattern import Pattern
 from ..spec import ExperimentSpec
 from ..training import ensure_checkpoint
 from ._config import CONFIG_ATTR, ENVIRONMENT_ATTR, TARGET_ATTR, TIME_METRICS, StudyConfig, differences
-from ._pareto import SelectionError, choose, completed_trials, counts_toward_target, measured, stopped_early
+from ._pareto import SelectionError, completed_trials, counts_toward_target, measured, stopped_early, validation_choice
 from ._samplers import DEFAULT_SAMPLER, SAMPLERS, make_sampler
 from ._space import DEFAULT_MAX_PHASES, SearchSpace
 from ._storage import DEFAULT_HEARTBEAT_S, DEFAULT_STORAGE, creation_lock, open_storage
@@ -166,7 +166,7 @@ def best_speedup_within(study: optuna.Study, degradation: float = 0.01) -> float
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the mixed-device warning belongs to select, not to progress
-            return measured(choose(study, degradation).selected).speedup
+            return measured(validation_choice(study, degradation).selected).speedup
     except SelectionError:
         return None
 

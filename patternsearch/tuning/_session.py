@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import optuna
@@ -33,6 +32,7 @@ from ..search import (
     REPORT_TIMED_TASKS,
     Selection,
     StudyConfig,
+    ValidationEvidence,
     completed_trials,
     confirm_candidates,
     measured,
@@ -205,15 +205,15 @@ class TuningSession:
                      for test, _ in contenders))
         trials = {t.number: t for t in completed_trials(self.study)}
 
-        def fields_for(selected: CandidateTest | None) -> dict[str, Any]:
+        def validation_for(selected: CandidateTest | None) -> ValidationEvidence:
             trial = trials.get(selected.trial) if selected is not None and selected.trial is not None else None
-            return {"study": config.search_study, "trial": None if trial is None else trial.number,
-                    "val_accuracy": None if trial is None else measured(trial).accuracy,
-                    "baseline_val_accuracy": None, "val_speedup": None if selected is None else selected.val_speedup,
-                    "mixed_devices": False}
+            return ValidationEvidence(config.search_study, None if trial is None else trial.number,
+                                      None if trial is None else measured(trial).accuracy, None,
+                                      None if selected is None else selected.val_speedup)
 
-        return confirm_candidates(parent, contenders, config.confirmation(accept_test_looks), fields_for=fields_for,
-                                  ledger=ledger, command="tune", baseline=self.study_config.baseline)
+        return confirm_candidates(parent, contenders, config.confirmation(accept_test_looks),
+                                  validation_for=validation_for, ledger=ledger, command="tune",
+                                  baseline=self.study_config.baseline)
 
 
 def tune_contenders(plan: Plan, results: Sequence[UnitResult], config: TuneConfig) -> list[CandidateTest]:

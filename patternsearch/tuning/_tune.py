@@ -140,17 +140,17 @@ class TuneResult:
 
     def fronts(self) -> list[FrontRow]:
         """The fronts before and after specialization: the specialized candidates, then the parent's tested ones."""
-        rows, parent_tests = [], list(self.selection.candidates)
+        confirmation = self.selection.confirmation
+        rows, parent_tests = [], list(() if confirmation is None else confirmation.candidates)
         for history in self.candidates:
             last, test = (history.rungs[-1] if history.rungs else None), history.confirmation
             rows.append(FrontRow(history.pattern, history.checkpoint, history.speedup, history.val_difference_before,
                                  None if last is None else last.val_difference, 0 if last is None else last.iterations,
                                  None if test is None else test.lower_bound, test is not None and test.confirmed))
-            parent_tests = [c for c in parent_tests if (c["pattern"], c.get("checkpoint")) !=
-                            (history.pattern, history.checkpoint)]
-        rows += [FrontRow(c["pattern"], c.get("checkpoint") or "", float(c["val_speedup"] or 0.0),
-                          c["val_difference"], None, 0, c["lower_bound"], bool(c["confirmed"]))
-                 for c in parent_tests]
+            parent_tests = [c for c in parent_tests
+                            if (c.pattern, c.checkpoint) != (history.pattern, history.checkpoint)]
+        rows += [FrontRow(c.pattern, c.checkpoint or "", float(c.val_speedup or 0.0), c.val_difference, None, 0,
+                          c.lower_bound, c.confirmed) for c in parent_tests]
         return rows
 
 
@@ -414,7 +414,8 @@ def _confirm_once(tuning: optuna.Study, storage: optuna.storages.BaseStorage, co
 
 
 def _histories(plan: Plan, results: Sequence[UnitResult], selection: Selection) -> tuple[CandidateHistory, ...]:
-    tested = {(c["pattern"], c.get("checkpoint")): CandidateTest(**c) for c in selection.candidates}
+    candidates = () if selection.confirmation is None else selection.confirmation.candidates
+    tested = {(c.pattern, c.checkpoint): c for c in candidates}
     histories = []
     for index, planned in enumerate(plan.candidates):
         rungs = tuple(r for r in sorted(results, key=lambda r: r.rung) if r.candidate == index)
