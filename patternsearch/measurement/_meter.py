@@ -17,7 +17,7 @@ from ._flops import adaptation_flops
 from ._precision import environment
 from ._racing import Rival, race
 from ._scoring import CachedScorer
-from ._timing import adaptation_call, interleaved_latencies
+from ._timing import adaptation_call, interleaved_latencies, speedup_of
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ class PatternEvaluator:
             latency_iqr_ms=timing.spread_ms,
             baseline_latency_ms=timing.baseline_ms,
             latency_ratio=timing.ratio,
-            speedup=1.0 / max(timing.ratio, 1e-12),
+            speedup=speedup_of(timing.ratio),
             flops=flops,
             device=self.device_name,
             version=__version__,

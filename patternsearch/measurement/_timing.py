@@ -65,8 +65,13 @@ class LatencyStats:
         return float(np.median(np.asarray(self.samples_ms) / np.asarray(baseline.samples_ms)))
 
     def speedup_over(self, baseline: LatencyStats) -> float:
-        """**Speedup**, the one definition every command prints: ``1 / ratio_to(baseline)``."""
-        return 1.0 / max(self.ratio_to(baseline), 1e-12)
+        """**Speedup**, the one definition every command prints: :func:`speedup_of` ``ratio_to(baseline)``."""
+        return speedup_of(self.ratio_to(baseline))
+
+
+def speedup_of(ratio: float) -> float:
+    """The speedup of a latency ratio (pattern over baseline, paired medians): ``1 / ratio``."""
+    return 1.0 / max(ratio, 1e-12)
 
 
 def adaptation_call(model: torch.nn.Module, pattern: Pattern, inner_lr: float,
