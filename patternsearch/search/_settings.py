@@ -15,18 +15,11 @@ REPORT_TIMED_TASKS, REPORT_TIMED_ROUNDS = 5, 10
 class ConfirmationSettings:
     """The promise and the test split's share of the work, for ``select``, ``select --pattern`` and ``tune``.
 
-    Attributes:
-        max_degradation: D, in accuracy units.
-        confidence: Probability that a confirmed pattern is truly within D,
-            across every confirmation at the test split (see :mod:`patternsearch.looks`).
-        max_candidates: Most candidates tested on the confirmation tasks.
-        test_tasks: Confirmation tasks.
-        report_tasks: Fresh report tasks (None: as many as ``test_tasks``).
-        test_seed: Seed of the test tasks and of the split of the test characters (3/4 decide, 1/4 report).
-        timed_tasks: Report tasks the reported speedup is timed on.
-        timed_rounds: Interleaved timing rounds on each of them.
-        accept_test_looks: Confirm even when a look that confirmed nothing
-            (``evaluate --split test``) scored the split before (recorded as not covered).
+    Each field is the keyword argument of the same name of
+    :func:`~patternsearch.search.select` (``max_candidates``: its most
+    candidates tested; ``report_tasks`` None: as many as ``test_tasks``),
+    made into one object that is checked once, when it is made, and passed
+    down to the confirmation.
 
     Raises:
         UsageError: When made with a setting out of its range (one line naming the option).
