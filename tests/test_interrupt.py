@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from patternsearch import load_checkpoint
@@ -121,3 +122,22 @@ def test_interrupted_evaluate_and_select_print_one_line(sinusoid_checkpoint: Pat
     code, after = select.interrupt_when(lambda _: time.monotonic() - began > 1.5 * start_up + 1)
     assert code == 130
     check_one_line(after, "select stores its answer when it ends")
+
+
+def test_a_ctrl_c_swallowed_by_a_finalizer_is_delivered_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Python hands an exception raised in a finalizer to sys.unraisablehook and goes on; SIGINT landing there
+    # (CI saw it in a weakref callback) would leave the command running, with a traceback printed.
+    from patternsearch.cli._main import _redeliver_swallowed_interrupt
+
+    class Finalized:
+        def __del__(self) -> None:
+            raise KeyboardInterrupt
+
+    received = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: received.set())
+    monkeypatch.setattr(sys, "unraisablehook", _redeliver_swallowed_interrupt)
+    try:
+        Finalized()  # collected at once: its __del__ raises into the hook
+        assert received.wait(5), "the swallowed Ctrl-C was not sent again"
+    finally:
+        signal.signal(signal.SIGINT, previous)

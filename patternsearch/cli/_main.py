@@ -6,8 +6,9 @@ import argparse
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import optuna
 
@@ -70,6 +71,22 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _redeliver_swallowed_interrupt(unraisable: Any) -> None:
+    """A ``sys.unraisablehook``: Ctrl-C that landed in a finalizer (which cannot raise) is delivered again.
+
+    Python would print ``Exception ignored in ...`` with a traceback and carry
+    on as if nothing was pressed; the signal is sent again a moment later, when
+    the main flow, not a finalizer, is running. Other unraisable errors are
+    reported as Python reports them.
+    """
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        again = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
+        again.daemon = True  # a command that ends first is not kept waiting
+        again.start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def _interrupted(args: argparse.Namespace) -> str:
     """The one line printed after Ctrl-C: what is saved and how to continue."""
     again = "run the same command again to"
@@ -92,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+    sys.unraisablehook = _redeliver_swallowed_interrupt
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     handler: Handler = args.handler
     try:
