@@ -25,8 +25,8 @@ def test_report_files_match_the_study(sinusoid_checkpoint: Path, tmp_path: Path)
     study = optimize(10, SINUSOID.but(checkpoint=sinusoid_checkpoint), tasks=8, latency_tasks=1, repeats=1,
                      max_steps=4, baseline="111:4", storage=storage, progress=False)
     # Before select: the headline says select has not run and labels the validation pick as an estimate.
-    _, before = build_report(study, tmp_path / "before", max_degradation=0.5, checkpoint=sinusoid_checkpoint,
-                             device="cpu")
+    before = build_report(study, tmp_path / "before", max_degradation=0.5, checkpoint=sinusoid_checkpoint,
+                          device="cpu").content
     assert before["headline"]["source"] == "validation" and before["headline"]["speedup"] is None
     assert "select has not been run" in before["headline"]["text"] and "(validation)" in before["headline"]["text"]
     assert before["headline"]["pattern"] == before["validation_choice"]["fastest"]["pattern"]
@@ -93,8 +93,8 @@ def test_report_of_a_phases_study_reads_phased_patterns(sinusoid_checkpoint: Pat
     storage = f"sqlite:///{tmp_path}/s.db"
     study = optimize(12, SINUSOID.but(checkpoint=sinusoid_checkpoint), tasks=8, latency_tasks=1, repeats=1,
                      max_steps=4, baseline="111:4", space="phases", search_lr=True, storage=storage, progress=False)
-    _, data = build_report(study, tmp_path / "report", max_degradation=0.5, checkpoint=sinusoid_checkpoint,
-                           device="cpu")
+    data = build_report(study, tmp_path / "report", max_degradation=0.5, checkpoint=sinusoid_checkpoint,
+                        device="cpu").content
     assert data["config"]["space"] == "phases" and data["config"]["search_lr"] is True
     assert [row["steps"] for row in data["per_step"]] == [1, 2, 3, 4]  # total steps over the phases
     assert data["per_step"][3]["full_val_accuracy"] is not None

@@ -118,11 +118,8 @@ def write_report(
     if max_degradation is not None:
         check_promise(max_degradation)
     study = resolve_study(storage, study_name)
-    files, data = build_report(study, out_dir, max_degradation=max_degradation, data_root=data_root,
-                               checkpoint=checkpoint, device=device, tuned=load_result(storage, study.study_name))
-    return Report(study.study_name, files, data["headline"]["text"], tuple(data["notes"]), data["complete"],
-                  data["stopped_early"], data["target"], tuple(TrialRow.of(t) for t in pareto_trials(study)),
-                  tuple(StepRow(**row) for row in data["per_step"]), data)
+    return build_report(study, out_dir, max_degradation=max_degradation, data_root=data_root, checkpoint=checkpoint,
+                        device=device, tuned=load_result(storage, study.study_name))
 
 
 def build_report(
@@ -134,7 +131,7 @@ def build_report(
     checkpoint: str | os.PathLike[str] | None = None,
     device: str = "auto",
     tuned: TuneResult | None = None,
-) -> tuple[ReportFiles, dict[str, Any]]:
+) -> Report:
     """Writes ``pareto.png``, ``report.html`` and ``report.json`` for a study.
 
     Args:
@@ -148,7 +145,7 @@ def build_report(
         tuned: ``tune``'s answer on this study, if it ran (a section of its own).
 
     Returns:
-        The paths and the report's numbers (the content of ``report.json``):
+        The report; its ``content`` is what ``report.json`` holds:
         ``headline`` (see :func:`headline`), ``notes`` (warnings: noisy
         timing, tables left incomplete), ``selection`` (what select stored),
         ``validation_choice``, ``pareto``, ``per_step``, ``importance``,
@@ -173,9 +170,12 @@ def build_report(
         notes.append(f"full MAML at the step counts the study did not try is not scored ({error}); pass --data-root "
                      "and --checkpoint to fill that column")
         full = {}
+    pareto = tuple(TrialRow.of(t) for t in pareto_trials(study))
+    per_step = tuple(per_step_table(study, full))
+    answer = headline(selection, choice)
     data: dict[str, Any] = {
         "study": study.study_name,
-        "headline": headline(selection, choice),
+        "headline": answer,
         "notes": notes,
         "complete": len(completed_trials(study)),
         "stopped_early": len(stopped_early_trials(study)),
@@ -185,8 +185,8 @@ def build_report(
         "validation_choice": {"max_degradation": max_degradation, "threshold": choice.threshold,
                               "baseline": asdict(TrialRow.of(choice.baseline)),
                               "fastest": asdict(TrialRow.of(choice.selected))},
-        "pareto": [asdict(TrialRow.of(t)) for t in pareto_trials(study)],
-        "per_step": [asdict(row) for row in per_step_table(study, full)],
+        "pareto": [asdict(row) for row in pareto],
+        "per_step": [asdict(row) for row in per_step],
         "importance": importances(study, config),
         "trials": [asdict(TrialRow.of(t)) for t in completed_trials(study)],
         "tune": None if tuned is None else {"tuning_study": tuned.tuning_study, "selection": tuned.selection.to_dict(),
@@ -204,4 +204,5 @@ def build_report(
     plot(study, choice, selection.pattern if selection else None, max_degradation, window, files.png)
     atomic_write_bytes(files.html, render_html(data, files.png.read_bytes(), selection, tuned).encode("utf-8"))
     atomic_write_bytes(files.json, json.dumps(data, indent=2).encode("utf-8"))
-    return files, data
+    return Report(study.study_name, files, answer["text"], tuple(notes), data["complete"], data["stopped_early"],
+                  data["target"], pareto, per_step, data)

@@ -269,7 +269,7 @@ def tune(
         rdb = open_storage(storage, heartbeat_interval=max(1, heartbeat_interval))
         ledger = Ledger(rdb)
         tuning = _tuning_study(rdb, tuning_name, config, session, say)
-    plan = _read(Plan, tuning.user_attrs[PLAN_ATTR], tuning.study_name)
+    plan = _read(Plan, "plan", tuning.user_attrs[PLAN_ATTR], tuning.study_name)
     units = Units(tuning, rdb, plan)
     if RESULT_ATTR not in tuning.user_attrs:
         if plan.candidates:
@@ -294,19 +294,18 @@ def load_result(storage: str, study_name: str) -> TuneResult | None:
     return _result(tuning, rdb) if RESULT_ATTR in tuning.user_attrs else None
 
 
-def _read(kind: type[Stored], values: dict[str, Any], study: str) -> Stored:
-    """A configuration or plan stored in tuning study ``study``, read back (another version's: one line)."""
-    what = "configuration" if kind is TuneConfig else "plan"
+def _read(kind: type[Stored], what: str, values: dict[str, Any], study: str) -> Stored:
+    """The ``what`` (configuration, plan) stored in tuning study ``study``, read back (another version's: one line)."""
     return kind.from_dict(values, what=f"the {what} of tuning study {study!r}", remedy=RECORD_REMEDY)
 
 
 def _result(tuning: optuna.Study, storage: optuna.storages.BaseStorage) -> TuneResult:
     """A finished tuning study's answer and its candidates' histories."""
-    plan = _read(Plan, tuning.user_attrs[PLAN_ATTR], tuning.study_name)
+    plan = _read(Plan, "plan", tuning.user_attrs[PLAN_ATTR], tuning.study_name)
     selection = Selection.from_dict(tuning.user_attrs[RESULT_ATTR], what=f"the answer of tuning study "
                                     f"{tuning.study_name!r}", remedy=RECORD_REMEDY)
     results = Units(tuning, storage, plan).results()
-    config = _read(TuneConfig, tuning.user_attrs[TUNE_CONFIG_ATTR], tuning.study_name)
+    config = _read(TuneConfig, "configuration", tuning.user_attrs[TUNE_CONFIG_ATTR], tuning.study_name)
     return TuneResult(tuning.study_name, config, selection,
                       _histories(plan, results, selection))
 
@@ -353,7 +352,7 @@ def _refuse_early(storage: str, name: str, config: TuneConfig, benchmark: str, a
     rdb = open_storage(storage, create=False)  # the pattern study is in it
     attrs = _stored_attrs(rdb, name)
     stored = attrs.get(TUNE_CONFIG_ATTR)
-    found = [] if stored is None else config.differences(_read(TuneConfig, stored, name))
+    found = [] if stored is None else config.differences(_read(TuneConfig, "configuration", stored, name))
     if found:
         raise UsageError(f"tuning study {name!r} was made with other settings: {'; '.join(found)}; use the same "
                          "settings, or another --study")
