@@ -63,7 +63,7 @@ def test_three_workers_one_killed_reach_exact_target(backend: str, sinusoid_chec
                     victim.send_signal(signal.SIGKILL)
                     victim.wait()
                     if next(t for t in _trials(storage, study) if t.number == trial.number).state \
-                            == TrialState.COMPLETE:  # it finished before the signal: a worker stands in, try again
+                            != TrialState.RUNNING:  # it finished (or stopped early) before the signal: try again
                         replacement = _worker(storage, study, sinusoid_checkpoint)
                         workers[replacement.pid] = replacement
                     else:
