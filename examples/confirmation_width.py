@@ -12,6 +12,11 @@ with the normal quantile (a known variance). The gap between the last two
 is what estimating the characters' variance from few characters costs; the
 gap between the two standard errors is what the characters themselves cost.
 ``--json`` prints the numbers as JSON.
+
+These are test-split numbers a pattern could be chosen from: the script
+records its look in ``--storage``'s ledger and the user's (as ``evaluate
+--split test`` does), so a later confirmation on that split is refused
+unless ``--accept-test-looks`` (see docs/selection.md, "Looks at the test split").
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import optuna
 from scipy import stats
 
 from patternsearch.benchmarks import disjoint_task_sets
+from patternsearch.checkpoint import file_checksum
+from patternsearch.looks import Ledger
 from patternsearch.search import (
     CONFIG_ATTR,
     PairedScores,
@@ -30,6 +37,7 @@ from patternsearch.search import (
     baseline_trial,
     completed_trials,
     measured,
+    open_storage,
     study_experiment,
 )
 from patternsearch.uncertainty import TaskDesign, estimate
@@ -61,6 +69,9 @@ def main() -> None:
                      "dof": crossed.dof, "independent_standard_error": independent.standard_error,
                      "lower_bound": crossed.lower_bound(0.95),
                      "known_variance_bound": crossed.mean - normal * crossed.standard_error})
+    Ledger(open_storage(args.storage)).record_scoring(  # the numbers are about to be seen
+        "examples/confirmation_width.py", experiment.benchmark, [file_checksum(experiment.checkpoint_path)],
+        [experiment.pattern(p) for p in args.patterns], experiment.pattern(baseline), tasks, args.seed)
     result = {"baseline": str(baseline), "tasks": args.tasks, "classes": paired.design.distinct_classes(),
               "units": paired.design.distinct_units(), "patterns": rows}
     if args.json:

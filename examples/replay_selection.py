@@ -23,10 +23,13 @@ its speedup (``--time``'s, else the study's validation estimate) and its
 paired difference on that seed's report tasks; the mean and the worst
 speedup over the seeds.
 
-Replays judge rules; they are not a user's confirmation: nothing here
-records a look at the test split, and a rule chosen by looking at these
-replays is tuned to the test alphabet (design rules on simulations and on
-the validation split, then check them here once).
+Replays judge rules; they are not a user's confirmation, but they print
+test-split numbers a pattern could be chosen from: the script records a
+look per seed in ``--storage``'s ledger and the user's (as ``evaluate
+--split test`` does), so a later confirmation on that split is refused
+unless ``--accept-test-looks``. A rule chosen by looking at these replays
+is tuned to the test alphabet (design rules on simulations and on the
+validation split, then check them here once).
 """
 
 from __future__ import annotations
@@ -47,11 +50,13 @@ from patternsearch.benchmarks import disjoint_task_sets
 from patternsearch.checkpoint import file_checksum
 from patternsearch.confirmation import CandidateTest, confirm_in_sequence, group_differences
 from patternsearch.devices import device_name
+from patternsearch.looks import Ledger
 from patternsearch.measurement import bench
 from patternsearch.search import (
     CONFIG_ATTR,
     PairedScores,
     StudyConfig,
+    open_storage,
     resolve_study,
     study_experiment,
     study_front,
@@ -191,6 +196,10 @@ def main() -> None:
         speedups, timing_source = measured_speedups(experiment, patterns[1:], cache, args.timed_tasks,
                                                     args.timed_rounds)
 
+    ledger = Ledger(open_storage(args.storage))
+    for seed in seeds:  # the numbers are about to be seen
+        ledger.record_scoring("examples/replay_selection.py", experiment.benchmark, [checksum],
+                              [experiment.pattern(p) for p in tested], experiment.pattern(baseline), (), seed)
     result = replay(front, per_seed, rules, speedups, d, confidence, args.report)
     result["alphabet_differences"] = alphabet_differences(study, validation, experiment.benchmark.name)
     result |= {"study": study.study_name, "baseline": baseline, "front": [c.pattern for c in front],

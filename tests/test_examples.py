@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from patternsearch import create_benchmark
 from patternsearch.confirmation import CandidateTest
-from patternsearch.search import optimize
+from patternsearch.looks import Ledger
+from patternsearch.search import open_storage, optimize
 
 from .conftest import SINUSOID
 from .test_confirmation import FLAGS_FRONT, _front
@@ -124,6 +126,8 @@ def test_confirmation_width_example_splits_the_bound(sinusoid_checkpoint: Path, 
         # Independent tasks (sinusoid has no classes): the same standard error both ways, a t bound below the normal.
         assert row["standard_error"] == row["independent_standard_error"] > 0
         assert row["lower_bound"] < row["known_variance_bound"] < row["difference"]
+    looks = Ledger(open_storage(storage), user=False).looks(create_benchmark("sinusoid"))
+    assert [look.command for look in looks] == ["examples/confirmation_width.py"] and looks[0].informs
 
 
 def test_replay_example_replays_every_rule_from_one_cache(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
@@ -144,6 +148,8 @@ def test_replay_example_replays_every_rule_from_one_cache(sinusoid_checkpoint: P
     assert "scoring" in first.stderr
     again = subprocess.run(command, check=True, capture_output=True, text=True, timeout=300, env=os.environ)
     assert "scoring" not in again.stderr and json.loads(again.stdout)["rules"] == result["rules"]  # from the cache
+    looks = Ledger(open_storage(storage), user=False).looks(create_benchmark("sinusoid"))
+    assert [look.units for look in looks] == [("seed:0",), ("seed:1",)] * 2  # a look per seed, each run
 
 
 def _selection_rules():  # type: ignore[no-untyped-def]

@@ -135,10 +135,11 @@ def test_the_error_rate_holds_when_candidates_are_specialized() -> None:
             continue
         shared = rng.normal(0.0, 0.15, tasks)  # the baseline's per-task noise, common to every difference
         draws = {(c.pattern, c.checkpoint): -loss + shared * 0.3 + rng.normal(0.0, 0.1, tasks) for c in candidates}
-        look = Look("tune", "fabricated", "one run", (), (), tuple(c.pattern for c in candidates), True)
+        look = Look("tune", "fabricated", "fabricated test split", "one run", (), (),
+                    tuple(c.pattern for c in candidates), True)
+        ledger = Ledger(optuna.storages.InMemoryStorage(), user=False)
         decision, spending = confirm_look(candidates, lambda c, d=draws: d[(c.pattern, c.checkpoint)],
-                                          TaskDesign.none(), look, Ledger(optuna.storages.InMemoryStorage()),
-                                          max_degradation=loss, confidence=0.95)
+                                          TaskDesign.none(), look, ledger, max_degradation=loss, confidence=0.95)
         assert spending.number == 1
         if decision.selected is not None:
             errors += 1
@@ -439,6 +440,7 @@ def test_three_workers_on_a_server_storage_one_killed_make_one_plan_and_one_conf
 
     from optuna.trial import TrialState
 
+    from patternsearch import create_benchmark
     from patternsearch.looks import Ledger
     from patternsearch.search import open_storage
 
@@ -482,8 +484,8 @@ def test_three_workers_on_a_server_storage_one_killed_make_one_plan_and_one_conf
     killed = [t for t in trials if t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
     assert killed and all(t.state == TrialState.FAIL for t in killed)  # failed by its heartbeat, then retried
     assert len(tuning.user_attrs["tune_plan"]["candidates"]) == 3
-    looks = [look for look in Ledger(open_storage(storage)).looks("sinusoid")
-             if look.command == "tune" and look.when >= began]
+    looks = [entry for entry in Ledger(open_storage(storage), user=False).entries(create_benchmark("sinusoid"))
+             if entry.look is not None and entry.look.command == "tune" and entry.look.when >= began]
     assert len(looks) == 1  # one worker confirmed; the other read its answer
     assert answers[0]["confirmation"]["look"]["number"] == looks[0].number
 

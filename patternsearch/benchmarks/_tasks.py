@@ -202,6 +202,9 @@ class Benchmark:
         metric: Name of the score.
         default_model: Model used when none is named.
         defaults: Meta-training defaults.
+        identity: ``identity(split)``: a checksum of the data the split reads
+            and of its definition (see :meth:`split_identity`); None for a
+            benchmark that states none.
     """
 
     name: str
@@ -213,6 +216,19 @@ class Benchmark:
     metric: str
     default_model: str
     defaults: TrainingDefaults = field(default_factory=TrainingDefaults)
+    identity: Callable[[str], str] | None = field(default=None, compare=False, repr=False)
+
+    def split_identity(self, name: str) -> str:
+        """The identity of split ``name``: the key of the looks at it (:mod:`patternsearch.looks`).
+
+        Two benchmarks that read the same data for the split share it; a
+        benchmark that states no ``identity`` (a plug-in) is known by its name
+        and the split's.
+        """
+        self.split(name)
+        if self.identity is None:
+            return f"{self.name}:{name}"
+        return self.identity(name)
 
     def split(self, name: str) -> TaskSource:
         """The task source of a split (``train``, ``val`` or ``test``)."""
@@ -232,6 +248,7 @@ def classification_benchmark(
     input_shape: tuple[int, ...],
     ways: int,
     defaults: TrainingDefaults,
+    identity: Callable[[str], str] | None = None,
 ) -> Benchmark:
     """An N-way image classification benchmark: cross-entropy, accuracy, ``conv4`` by default."""
     return Benchmark(
@@ -244,6 +261,7 @@ def classification_benchmark(
         metric="accuracy",
         default_model="conv4",
         defaults=defaults,
+        identity=identity,
     )
 
 

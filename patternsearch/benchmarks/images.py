@@ -23,6 +23,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ._archives import DataError
+from ._identity import files_identity
 from ._registry import register_benchmark
 from ._tasks import SPLITS, Benchmark, ClassEpisodes, TrainingDefaults, classification_benchmark, split_stream
 
@@ -55,9 +56,11 @@ def _episodes(class_files: Sequence[Sequence[Path]], size: int, channels: int, w
         raise DataError(f"{split} split: {error}") from None
 
 
-def _benchmark(name: str, splits: dict[str, ClassEpisodes], size: int, channels: int, ways: int) -> Benchmark:
+def _benchmark(name: str, splits: dict[str, ClassEpisodes], size: int, channels: int, ways: int,
+               files: dict[str, list[list[Path]]]) -> Benchmark:
     defaults = TrainingDefaults(inner_lr=0.01, train_steps=5, eval_steps=10, meta_batch=4, meta_lr=1e-3)
-    return classification_benchmark(name, dict(splits), (channels, size, size), ways, defaults)
+    return classification_benchmark(name, dict(splits), (channels, size, size), ways, defaults,
+                                     lambda split: files_identity(files[split], {"images": "classes of files"}))
 
 
 def _required_root(data_root: str | os.PathLike[str] | None, name: str, layout: str) -> Path:
@@ -86,12 +89,12 @@ def image_folder(
     if missing:
         raise DataError(f"{root} has no {', '.join(f'{m}/' for m in missing)} folder; expected train/, val/, test/ "
                         "with one folder per class")
-    splits = {}
+    splits, files = {}, {}
     for split in SPLITS:
         classes = sorted(p for p in (root / split).iterdir() if p.is_dir())
-        files = [sorted(f for f in c.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) for c in classes]
-        splits[split] = _episodes(files, image_size, channels, ways, shots, queries, split)
-    return _benchmark("image-folder", splits, image_size, channels, ways)
+        files[split] = [sorted(f for f in c.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) for c in classes]
+        splits[split] = _episodes(files[split], image_size, channels, ways, shots, queries, split)
+    return _benchmark("image-folder", splits, image_size, channels, ways, files)
 
 
 def _read_csv(path: Path) -> dict[str, list[str]]:
@@ -117,9 +120,9 @@ def mini_imagenet(
     missing = [name for name in ("images", *(f"{s}.csv" for s in SPLITS)) if not (root / name).exists()]
     if missing:
         raise DataError(f"{root} lacks {', '.join(missing)} (the mini-imagenet layout)")
-    splits = {}
+    splits, files = {}, {}
     for split in SPLITS:
         classes = _read_csv(root / f"{split}.csv")
-        files = [[root / "images" / name for name in classes[label]] for label in sorted(classes)]
-        splits[split] = _episodes(files, 84, 3, ways, shots, queries, split)
-    return _benchmark("mini-imagenet", splits, 84, 3, ways)
+        files[split] = [[root / "images" / name for name in classes[label]] for label in sorted(classes)]
+        splits[split] = _episodes(files[split], 84, 3, ways, shots, queries, split)
+    return _benchmark("mini-imagenet", splits, 84, 3, ways, files)

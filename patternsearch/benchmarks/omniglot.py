@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from ._archives import Archive, DataError, atomic_write_bytes, cache_home, ensure_archives, md5sum, resolve_data_root
+from ._identity import definition_identity
 from ._registry import register_benchmark
 from ._tasks import Benchmark, ClassEpisodes, TrainingDefaults, classification_benchmark, split_stream
 
@@ -125,7 +126,8 @@ def _split_classes(characters: CharacterImages, alphabets: Sequence[str]) -> tup
 
 
 def _benchmark(
-    name: str, splits: dict[str, tuple[torch.Tensor, list[int]]], ways: int, shots: int, queries: int
+    name: str, splits: dict[str, tuple[torch.Tensor, list[int]]], ways: int, shots: int, queries: int,
+    definitions: dict[str, tuple[Sequence[Archive], Sequence[str]]],
 ) -> Benchmark:
     # Classes are laid out character by character, four rotations each: a character is the independent unit,
     # its alphabet the unit's group.
@@ -136,7 +138,12 @@ def _benchmark(
         for split, (images, alphabets) in splits.items()
     }
     defaults = TrainingDefaults(inner_lr=0.4, train_steps=1, eval_steps=10, meta_batch=16, meta_lr=1e-3)
-    return classification_benchmark(name, dict(sources), (1, IMAGE_SIZE, IMAGE_SIZE), ways, defaults)
+    def identity(split: str) -> str:  # the archives are verified against these sums whenever they are read
+        archives, alphabets = definitions[split]
+        return definition_identity({"omniglot": sorted(a.md5 for a in archives), "alphabets": sorted(alphabets),
+                                    "image_size": IMAGE_SIZE, "rotations": ROTATIONS})
+
+    return classification_benchmark(name, dict(sources), (1, IMAGE_SIZE, IMAGE_SIZE), ways, defaults, identity)
 
 
 @register_benchmark("omniglot-small")
@@ -150,7 +157,8 @@ def omniglot_small(
         for key, images in load_archive(path).items():
             characters.setdefault(key, images)
     splits = {split: _split_classes(characters, alphabets) for split, alphabets in SMALL_SPLITS.items()}
-    return _benchmark("omniglot-small", splits, ways, shots, queries)
+    return _benchmark("omniglot-small", splits, ways, shots, queries,
+                      {split: (small_archives(), alphabets) for split, alphabets in SMALL_SPLITS.items()})
 
 
 @register_benchmark("omniglot")
@@ -169,4 +177,7 @@ def omniglot(
         "val": _split_classes(evaluation, eval_alphabets[:half]),
         "test": _split_classes(evaluation, eval_alphabets[half:]),
     }
-    return _benchmark("omniglot", splits, ways, shots, queries)
+    background_archive, evaluation_archive = full_archives()
+    return _benchmark("omniglot", splits, ways, shots, queries, {
+        "train": ([background_archive], sorted({alphabet for alphabet, _ in background})),
+        "val": ([evaluation_archive], eval_alphabets[:half]), "test": ([evaluation_archive], eval_alphabets[half:])})

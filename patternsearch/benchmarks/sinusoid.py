@@ -8,6 +8,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from ._identity import definition_identity
 from ._registry import register_benchmark
 from ._tasks import Benchmark, Task, TrainingDefaults, negative_mse, split_stream, task_rng
 
@@ -46,4 +47,12 @@ def sinusoid(
         metric="neg_mse",
         default_model="mlp",
         defaults=TrainingDefaults(inner_lr=0.01, train_steps=1, eval_steps=10, meta_batch=25, meta_lr=1e-3),
+        identity=_identity,
     )
+
+
+def _identity(split: str) -> str:
+    """The generating definition: every sinusoid benchmark draws the split's tasks from it (shots aside)."""
+    return definition_identity({"generated": "y = A sin(x - phase); A ~ U[0.1, 5], phase ~ U[0, pi], "
+                                             "x ~ U[-5, 5]; task_rng(seed, stream, index)",
+                                "stream": split_stream(split)})

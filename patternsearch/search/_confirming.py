@@ -1,6 +1,6 @@
 """Candidates confirmed on a test split's confirmation tasks and the winner reported on its fresh tasks.
 
-The step ``select``, ``select --pattern`` and ``tune`` share: the look is recorded in the storage's ledger
+The step ``select``, ``select --pattern`` and ``tune`` share: the look is recorded in the ledgers of looks
 (:mod:`patternsearch.looks`) and spends its share of the error rate; the graphical procedure of
 :mod:`patternsearch.confirmation` decides; the selected pattern (or the baseline) is then measured on report
 tasks that took no part in the decision, and timed next to the baseline.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 
@@ -22,8 +22,9 @@ from ..confirmation import (
     confirm_in_sequence,
 )
 from ..devices import device_name
+from ..errors import AdaptationDiverged
 from ..experiment import Experiment
-from ..looks import Ledger, Look, Spending, look_identity, unit_names
+from ..looks import Ledger, Look, Spending, look_identity, scores_checksum, unit_names
 from ..measurement import DeploymentTiming, deployment_timing, environment
 from ..pattern import Pattern
 from ..uncertainty import TaskDesign, estimate
@@ -101,7 +102,7 @@ def confirm_candidates(
 ) -> Selection:
     """Confirms candidates, each on its own checkpoint, against the baseline on ``reference``; reports the winner.
 
-    The look is recorded in ``ledger`` first (before any score is seen), and
+    A look the ledger would refuse is refused before any scoring, and
     :func:`confirm_look` tests the candidates on the confirmation tasks of
     the test split at the error rate the look may spend; the selected
     candidate (or the baseline when none is confirmed) is then measured on
@@ -113,7 +114,7 @@ def confirm_candidates(
             (checkpoint) it adapts; the last is the anchor.
         settings: The promise, the test tasks and the timing.
         validation_for: What validation said of the selected candidate (None: the baseline).
-        ledger: The looks at test splits of the storage.
+        ledger: The looks at test splits.
         command: What looks, for the ledger (``select``, ``tune``, ...).
         baseline: The baseline's text.
 
@@ -121,11 +122,13 @@ def confirm_candidates(
         UsageError: Bad arguments, or an earlier look that confirmed nothing.
     """
     base = reference.pattern(baseline)
+    split = reference.benchmark.split_identity("test")
+    ledger.check(reference.benchmark, settings.confidence, accept=settings.accept_test_looks)  # before any scoring
     decision_tasks, fresh_tasks, disjoint = disjoint_task_sets(reference.benchmark, "test", settings.test_tasks,
                                                                settings.fresh_tasks, settings.test_seed)
     checksums = {id(e): file_checksum(e.checkpoint_path) for e in [reference, *(e for _, e in contenders)]}
-    look = Look(command, reference.benchmark.name, look_identity(
-        benchmark=reference.benchmark.name, seed=settings.test_seed, tasks=settings.test_tasks,
+    look = Look(command, reference.benchmark.name, split, look_identity(
+        benchmark=reference.benchmark.name, split=split, seed=settings.test_seed, tasks=settings.test_tasks,
         report_tasks=settings.fresh_tasks, baseline=[str(base), checksums[id(reference)]],
         max_degradation=settings.max_degradation, confidence=settings.confidence,
         candidates=[[asdict(c), checksums[id(e)]] for c, e in contenders]),
@@ -148,8 +151,8 @@ def confirm_candidates(
         confirmation=ConfirmationEvidence(
             decision.candidates, decision.selected.lower_bound if decision.selected else None, settings.test_tasks,
             confirmation.design.distinct_classes(),
-            LookSpent(spending.number, spending.level, spending.describe(settings.confidence),
-                      tuple(look.describe() for look in spending.earlier), spending.covered)),
+            LookSpent(spending.number, spending.level, spending.describe(settings.confidence), spending.earlier,
+                      spending.covered)),
         fresh=fresh, timing=timing, device=device_name(winner.device), environment=environment(),
         checkpoint=str(winner.checkpoint_path), baseline_checkpoint=str(reference.checkpoint_path))
 
@@ -157,27 +160,47 @@ def confirm_candidates(
 def confirm_look(candidates: Sequence[CandidateTest], paired_differences: Callable[[CandidateTest], np.ndarray],
                  design: TaskDesign, look: Look, ledger: Ledger, *, max_degradation: float, confidence: float,
                  accept_test_looks: bool = False) -> tuple[Decision, Spending]:
-    """One look at a test split: recorded, then the candidates tested at the error rate it may spend.
+    """One look at a test split: scored, recorded, then the candidates tested at the error rate it may spend.
 
-    The step ``select``, ``select --pattern`` and ``tune`` share (through
-    :func:`confirm_candidates`); the error-rate simulations call it with
-    fabricated differences.
+    Every candidate's paired differences are computed first (the test
+    scores them all anyway) and their checksum recorded with the look: a
+    look with an earlier one's identity and the same scores is a repeat and
+    spends nothing; other scores make it a new look (see
+    :mod:`patternsearch.looks`). The differences decide only after the
+    level is chosen. The step ``select``, ``select --pattern`` and ``tune``
+    share (through :func:`confirm_candidates`); the error-rate simulations
+    call it with fabricated differences.
 
     Args:
         candidates: Fastest first; the last is the anchor.
         paired_differences: A candidate's per-task differences to the baseline on the confirmation tasks.
         design: The confirmation tasks' design.
-        look: The look, for the ledger.
-        ledger: The looks at test splits of the storage.
+        look: The look, for the ledger (its ``split`` and ``identity``).
+        ledger: The looks at test splits.
         max_degradation: D, in accuracy units.
         confidence: Family-wise confidence across every look at the split.
         accept_test_looks: Confirm despite an earlier look that confirmed nothing.
 
     Raises:
-        UsageError: An earlier look confirmed nothing and ``accept_test_looks`` is False.
+        UsageError: The ledger refuses the look (see :meth:`~patternsearch.looks.Ledger.spend`) and
+            ``accept_test_looks`` is False.
     """
-    spending = ledger.spend(look, confidence, accept_scored=accept_test_looks)
-    decision = confirm_in_sequence(candidates, paired_differences, design, max_degradation=max_degradation,
+    scored: dict[int, np.ndarray | AdaptationDiverged] = {}
+    for candidate in candidates:
+        try:
+            scored[id(candidate)] = np.asarray(paired_differences(candidate), dtype=np.float64)
+        except AdaptationDiverged as error:  # the test sees it as it would have
+            scored[id(candidate)] = error
+    checksum = scores_checksum([np.array([]) if isinstance(v, AdaptationDiverged) else v for v in scored.values()])
+    spending = ledger.spend(replace(look, scores=checksum), confidence, accept_scored=accept_test_looks)
+
+    def differences(candidate: CandidateTest) -> np.ndarray:
+        found = scored[id(candidate)]
+        if isinstance(found, AdaptationDiverged):
+            raise found
+        return found
+
+    decision = confirm_in_sequence(candidates, differences, design, max_degradation=max_degradation,
                                    confidence=1.0 - spending.level)
     return decision, spending
 

@@ -121,9 +121,9 @@ def evaluate(
     design = pair.design
     scores, baseline_scores = pair.candidate_scores(chosen, advance), pair.baseline_scores(advance)
     if ledger is not None:  # the numbers are about to be seen
-        ledger.record_scoring("evaluate", experiment.benchmark.name,
+        ledger.record_scoring("evaluate", experiment.benchmark,
                               [file_checksum(e.checkpoint_path) for e in (experiment, reference)], [chosen, base],
-                              drawn, seed)
+                              base, drawn, seed)
     # Time does not depend on the weights: both patterns are timed on the same model, interleaved.
     timing = deployment_timing(experiment.model, chosen, base, experiment.inner_lr, experiment.benchmark.loss_fn,
                                drawn[:5], experiment.device, repeats=repeats)
@@ -195,6 +195,6 @@ def bench_patterns(
     drawn = experiment.tasks(split, tasks, seed)
     rows = bench(experiment, parsed, drawn, repeats=repeats, warmup=warmup)
     if ledger is not None:
-        ledger.record_scoring("bench", experiment.benchmark.name, [file_checksum(experiment.checkpoint_path)],
-                              parsed, drawn, seed)
+        ledger.record_scoring("bench", experiment.benchmark, [file_checksum(experiment.checkpoint_path)], parsed,
+                              experiment.pattern("full"), drawn, seed)
     return BenchReport(tuple(rows), tasks, repeats)

