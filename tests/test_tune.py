@@ -224,6 +224,8 @@ def test_tune_specializes_and_confirms_and_an_interrupted_run_resumes_to_the_sam
               "measure": (module.TuningSession, "measure"), "confirm": (module.TuningSession, "confirm")}
     for stage, (owner, name) in stages.items():
         storage = _copy_storage(database, tmp_path / stage)
+        # A first look at the split, as the straight run's was: a copy and a user ledger of its own (another machine).
+        monkeypatch.setenv("PATTERNSEARCH_HOME", str(tmp_path / stage / "home"))
         original = getattr(owner, name)
         calls = {"n": 0}
 

@@ -35,8 +35,8 @@ def _evaluate_options(parser: argparse.ArgumentParser) -> None:
                         help="adapt the baseline on this checkpoint instead (e.g. the parent of a specialized "
                              "--checkpoint); the comparison stays paired on the same tasks")
     parser.add_argument("--split", choices=["val", "test"], default="val",
-                        help="val (default: explore here) or test (recorded in --storage: a later confirmation "
-                             "on the test split is refused without --accept-test-looks)")
+                        help="val (default: explore here) or test (recorded in --storage's ledger and yours: a "
+                             "later confirmation on the test split is refused without --accept-test-looks)")
     parser.add_argument("--tasks", type=positive_int, default=600, help="number of tasks (default 600)")
     add_seed(parser, "task-seed", 0, "seed of the tasks")
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed rounds (default 5)")

@@ -123,8 +123,8 @@ def add_confirmation_options(parser: argparse.ArgumentParser) -> None:
                         help="probability that the answer is truly within the budget (default 0.95)")
     parser.add_argument("--tasks", type=int, default=600, help="confirmation tasks (default 600)")
     parser.add_argument("--accept-test-looks", action="store_true",
-                        help="confirm even though evaluate or bench scored the test split before (recorded, and "
-                             "said, as not covered by the guarantee)")
+                        help="confirm even though evaluate or bench scored the test split before, or earlier "
+                             "confirmations spent its promise (recorded, and said, as not covered by the guarantee)")
     parser.add_argument("--report-tasks", type=int, default=None,
                         help="fresh test tasks for the reported accuracies (default: as many as --tasks)")
     add_seed(parser, "test-seed", 0, "seed of the test tasks and of the split of the test characters")

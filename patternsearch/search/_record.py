@@ -45,12 +45,14 @@ class LookSpent:
     """This confirmation's place among the looks at the benchmark's test split (see :mod:`patternsearch.looks`).
 
     Attributes:
-        number: Its place among the distinct confirmations at the split (1: the first).
-        level: The error rate it spent, ``(1 - confidence) / 2**number``.
+        number: Its place among the confirmations that spent at the split (1: the first).
+        level: The error rate it decided at: half of what was left of the
+            split's budget (a repeat: the level of the look it repeats).
         note: The same in words.
-        earlier: The looks at the split before this one.
-        covered: False when a look that confirmed nothing scored the split
-            before (accepted explicitly): not covered by the guarantee.
+        earlier: The looks at the split before this one, and what each spent.
+        covered: False when it was accepted despite earlier looks (one that
+            confirmed nothing, or a promise that could no longer hold): not
+            covered by the guarantee.
     """
 
     number: int
