@@ -68,6 +68,7 @@ import hashlib
 import itertools
 import json
 import math
+import operator
 import platform
 import threading
 import time
@@ -350,7 +351,7 @@ class _Book:
         old = [(-1, _unreadable(value)) for key, value in self.storage.get_study_user_attrs(study_id).items()
                if key.startswith(_OLD_KEY_PREFIX)]
         trials = self.storage.get_all_trials(study_id, deepcopy=False)
-        return [*old, *((t.number, _read(t.user_attrs.get(_LOOK_ATTR))) for t in sorted(trials, key=_number))]
+        return [*old, *((t.number, _read(t.user_attrs.get(_LOOK_ATTR))) for t in sorted(trials, key=_by_number))]
 
     def write(self, look: Look) -> int:
         """Writes a look; returns its order (the storage numbers trials one at a time)."""
@@ -359,8 +360,7 @@ class _Book:
         return self.storage.get_trial_number_from_id(self.storage.create_new_trial(self._made_id(), trial))
 
 
-def _number(trial: optuna.trial.FrozenTrial) -> int:
-    return trial.number
+_by_number = operator.attrgetter("number")
 
 
 def _read(value: Any) -> Look | Unreadable:
@@ -396,8 +396,9 @@ def _open_user_ledger() -> optuna.storages.BaseStorage:
                         _OPENED[path] = optuna.storages.RDBStorage(
                             user_ledger_url(), engine_kwargs={"connect_args": {"timeout": 60}})
                     break
-                except (OSError, sqlalchemy.exc.SQLAlchemyError, RuntimeError, ValueError) as error:
-                    if attempt < 5 and isinstance(error, sqlalchemy.exc.SQLAlchemyError):
+                except (OSError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, RuntimeError,
+                        ValueError) as error:
+                    if attempt < 5 and not isinstance(error, OSError):
                         time.sleep(0.2 * (attempt + 1))  # another process is making the tables
                         continue
                     reason = (str(getattr(error, "orig", None) or error).strip().splitlines() or ["?"])[0]
