@@ -36,6 +36,7 @@ from ._proposals import (
     plan,
     propose,
     validation_front,
+    winners_curse_corrected,
 )
 from ._records import CandidateTest, Decision, Proposal, check_promise
 from ._testing import (
@@ -80,4 +81,5 @@ __all__ = [
     "propose",
     "statistic_correlation",
     "validation_front",
+    "winners_curse_corrected",
 ]

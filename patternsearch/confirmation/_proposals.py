@@ -155,8 +155,7 @@ def validation_front(proposals: Sequence[Proposal], design: TaskDesign, *, max_d
     scored = []
     for proposal, error, gap in zip(kept, errors, gaps, strict=True):
         error = typical if math.isnan(error) else error
-        corrected = (proposal.val_difference + error**2 * _log_density_slope(proposal.val_difference, spread, typical)
-                     + gap)
+        corrected = winners_curse_corrected(proposal.val_difference, error, spread, typical) + gap
         bound = corrected - quantile * error
         if bound >= -max_degradation:
             scored.append((proposal, corrected, bound, error))
@@ -289,6 +288,19 @@ def _group_fit(groups: tuple[tuple[int, ...], ...]) -> _GroupFit | None:
     return _GroupFit(names, solve, projection, rank, float((centred * centred).sum()),
                      float((shares.mean(axis=0) ** 2).sum()),
                      float(stats.f.isf(GROUP_TEST_LEVEL, rank - 1, len(groups) - rank)))
+
+
+def winners_curse_corrected(difference: float, standard_error: float, compared: np.ndarray,
+                            bandwidth: float) -> float:
+    """A validation difference corrected for the winner's curse by Tweedie's formula.
+
+    ``difference + se^2 * d/dx log f(difference)``, ``f`` the Gaussian
+    kernel density (bandwidth ``bandwidth``, the typical standard error) of
+    the ``compared`` differences: a difference on top of a crowd of similar
+    ones is pulled toward the crowd. Unchanged with fewer than two compared.
+    """
+    return difference + standard_error**2 * _log_density_slope(difference, np.asarray(compared, dtype=np.float64),
+                                                                bandwidth)
 
 
 def _log_density_slope(x: float, sample: np.ndarray, bandwidth: float) -> float:
