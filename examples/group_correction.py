@@ -27,8 +27,9 @@ pattern; and how often that pattern would lose more than D on a new group
 characters, each pattern's group differences and per-task spread those
 validation measured, speedups as assumed in ``LATIN``, and the patterns of a
 family (head frozen, head adapting) sharing most of their task noise, as
-patterns that adapt alike do. ``--json`` prints the numbers as JSON;
-``--runs 10`` is a smoke test.
+patterns that adapt alike do. ``--level`` runs the shipped rule at another
+``GROUP_TEST_LEVEL``; ``--json`` prints the numbers as JSON; ``--runs 10``
+is a smoke test.
 """
 
 from __future__ import annotations
@@ -237,8 +238,12 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=200, help="validation tasks")
     parser.add_argument("--groups", default=",".join(map(str, GROUP_COUNTS)), help="group counts, comma-separated")
     parser.add_argument("--latin", action="store_true", help="reproduce the 2026-12-06 case instead")
+    parser.add_argument("--level", type=float, default=proposals_module.GROUP_TEST_LEVEL,
+                        help="the shipped rule with another GROUP_TEST_LEVEL (how it was chosen)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
+    proposals_module.GROUP_TEST_LEVEL = args.level
+    proposals_module._group_fit.cache_clear()
     rng = np.random.default_rng(args.seed)
     began = time.perf_counter()
     if args.latin:
@@ -246,8 +251,8 @@ def main() -> None:
         if args.json:
             print(json.dumps(result, indent=2))
             return
-        print(f"the 2026-12-06 case, {args.runs} validations of {args.tasks} tasks (seed {args.seed}, "
-              f"{time.perf_counter() - began:.0f} s)")
+        print(f"the 2026-12-06 case, {args.runs} validations of {args.tasks} tasks (seed {args.seed}, level "
+              f"{args.level:g}, {time.perf_counter() - began:.0f} s)")
         print("| correction | front topped by a frozen-head pattern | fastest on the front | "
               + " | ".join(f"`{p.name}` on the front" for p in LATIN) + " |")
         print("| --- " * (3 + len(LATIN)) + "|")
@@ -263,7 +268,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{args.runs} validations of {args.tasks} five-way tasks per row (seed {args.seed}, "
+    print(f"{args.runs} validations of {args.tasks} five-way tasks per row (seed {args.seed}, level {args.level:g}, "
           f"{time.perf_counter() - began:.0f} s); gaps in standard errors of each pattern's mean, old / new rule")
     print("| groups, effects | gap without effect: mean (moved) | gap with effect: mean (moved) | "
           "front's fastest: none / old / new | it loses > D on a new group: none / old / new |")

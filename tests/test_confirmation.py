@@ -529,3 +529,16 @@ def test_the_group_correction_keeps_the_front_without_effects_and_drops_a_patter
     assert [c.pattern for c in front] == ["agrees"]
     assert [c.pattern for c in validation_front(proposals, TaskDesign.none(), max_degradation=D,
                                                 confidence=0.95)] == ["splits", "agrees"]  # without groups
+
+
+def test_the_group_correction_simulation_runs_and_the_old_rule_moves_every_pattern(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import group_correction  # examples/group_correction.py, in this process: no second start of torch
+
+    rng = np.random.default_rng(0)
+    numbers = group_correction.summary(group_correction.simulate(10, False, 2, 200, rng))
+    assert numbers["moved:old/plain"] == 1.0 and numbers["mean_gap_se:old/plain"] < -5.0
+    assert numbers["mean_gap_se:new/plain"] > numbers["mean_gap_se:old/plain"]
+    latin = group_correction.simulate_latin(2, 200, rng)
+    assert set(latin) == {"none", "old", "new"} and 0.0 <= latin["new"]["frozen_head_tops_front"] <= 1.0
