@@ -182,9 +182,7 @@ def group_differences(differences: np.ndarray, groups: tuple[tuple[int, ...], ..
     Empty without groups, with one group, or when the shares cannot
     separate them.
     """
-    if groups is None or len(groups) != np.asarray(differences).size:
-        return {}
-    fit = _group_fit(groups)
+    fit = _fit_for(differences, groups)
     if fit is None or fit.rank < len(fit.names):
         return {}
     return dict(zip(fit.names, map(float, fit.solve @ np.asarray(differences, dtype=np.float64)), strict=True))
@@ -218,9 +216,7 @@ def group_variance(differences: np.ndarray, groups: tuple[tuple[int, ...], ...] 
     than groups, groups always drawn together) count through the contrasts
     they can; 0 with one group, no groups, or no residual degrees of freedom.
     """
-    if groups is None or len(groups) != np.asarray(differences).size:
-        return 0.0
-    fit = _group_fit(groups)
+    fit = _fit_for(differences, groups)
     if fit is None:
         return 0.0
     values = np.asarray(differences, dtype=np.float64)
@@ -254,11 +250,10 @@ def new_group_gap(differences: np.ndarray, groups: tuple[tuple[int, ...], ...] |
     group effects of 1.5 points sd), and then moves the bound by about ``z``
     times the effect's standard deviation (3-4 standard errors there).
     """
+    fit = _fit_for(differences, groups)
     variance = group_variance(differences, groups)
-    if not variance > 0.0 or not math.isfinite(standard_error):
+    if fit is None or not variance > 0.0 or not math.isfinite(standard_error):
         return 0.0
-    fit = _group_fit(groups)  # type: ignore[arg-type]  # a variance was found: the groups are known
-    assert fit is not None
     quantile = float(special.ndtri(confidence))
     spread = math.sqrt(standard_error**2 + variance * (1.0 + fit.mixture))
     return -quantile * (spread - standard_error)
@@ -275,6 +270,13 @@ class _GroupFit:
     spread: float  # summed squared deviations of the shares from their means
     mixture: float  # |w|^2, w each group's mean share
     f_quantile: float
+
+
+def _fit_for(differences: np.ndarray, groups: tuple[tuple[int, ...], ...] | None) -> _GroupFit | None:
+    """:func:`_group_fit` of ``groups`` where they are one per difference; None otherwise."""
+    if groups is None or len(groups) != np.asarray(differences).size:
+        return None
+    return _group_fit(groups)
 
 
 @functools.lru_cache(maxsize=16)
