@@ -149,6 +149,23 @@ def test_the_error_rate_holds_when_candidates_are_specialized() -> None:
     assert errors > 0 and confirmed_special > 0  # the simulation is near the boundary, not trivially safe
 
 
+def test_specialized_candidates_are_corrected_like_the_parents_proposals() -> None:
+    """Ranked on the tuning's validation tasks, then bounded on them: the winner's curse and a new group's gap."""
+    config = TuneConfig(search_study="s", parent_sha256="x", max_degradation=0.01, budget_s=1.0)
+    planned = tuple(PlannedCandidate(f"0001{i}:1", 16.0 - i, -0.005, -0.005, 1.0, f"special-{i}.pt")
+                    for i in range(4))
+    plan = Plan(planned, (4, 2))
+    results = [UnitResult(0, 0, 10, 0.002, 0.004, 0.9, 1.0, 1.0), UnitResult(0, 1, 10, -0.004, 0.004, 0.9, 1.0, 1.0),
+               UnitResult(0, 2, 10, -0.003, 0.004, 0.9, 1.0, 1.0),
+               UnitResult(0, 3, 10, 0.0, 0.004, 0.9, 1.0, 1.0, val_group_gap=-0.006)]
+    contenders = {c.pattern: c for c in tune_contenders(plan, results, config)}
+    # The best of the four is pulled toward the others; the one a new group may move down by 0.6 points is out.
+    best = contenders["00010:1"]
+    assert best.val_corrected < best.val_difference and best.val_lower_bound == pytest.approx(
+        best.val_corrected - 1.6449 * 0.004, abs=1e-4)
+    assert "00013:1" not in contenders and {"00011:1", "00012:1"} <= set(contenders)
+
+
 @pytest.fixture
 def pattern_study(sinusoid_checkpoint: Path, tmp_path: Path) -> tuple[str, Path]:
     """A small sinusoid pattern study in its own SQLite file."""

@@ -33,8 +33,8 @@ class Task:
             account for it. Default: the classes themselves.
         groups: For each way, the group its unit belongs to (Omniglot: the
             alphabet), when the benchmark knows one. A new group moves
-            patterns unlike each other, so validation proposes on the group
-            least favourable to each pattern (see
+            patterns unlike each other, so validation proposes each pattern on
+            how far a new group may lie below it (see
             :func:`patternsearch.confirmation.validation_front`).
     """
 

@@ -115,8 +115,8 @@ def _tune(args: argparse.Namespace) -> int:
 COMMANDS = (
     Command("select", "pick the fastest pattern confirmed within an accuracy budget on test tasks",
             "Validation proposes candidates (the study's patterns faster than the baseline, their validation "
-            "differences corrected for the winner's curse and judged on their least favourable validation "
-            "alphabet); each is compared with the baseline on the same test tasks at its own share of the error "
+            "differences corrected for the winner's curse and for how far a new alphabet may lie below them); "
+            "each is compared with the baseline on the same test tasks at its own share of the error "
             "rate, a confirmed one passing its share on (a fallback procedure: one failure does not end the "
             "testing). The fastest confirmed pattern is selected, with probability >= --confidence of being truly "
             "within D; its accuracy and speedup are then measured on fresh test tasks that took no part in the "

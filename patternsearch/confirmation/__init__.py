@@ -28,12 +28,15 @@ from ._graphs import (
 )
 from ._proposals import (
     DEFAULT_CANDIDATES,
+    GROUP_TEST_LEVEL,
     group_differences,
+    group_variance,
+    new_group_gap,
     pick_candidates,
     plan,
     propose,
     validation_front,
-    worst_group_gap,
+    winners_curse_corrected,
 )
 from ._records import CandidateTest, Decision, Proposal, check_promise
 from ._testing import (
@@ -49,6 +52,7 @@ from ._testing import (
 __all__ = [
     "ANCHOR_SHARE",
     "DEFAULT_CANDIDATES",
+    "GROUP_TEST_LEVEL",
     "MAX_PARAMETRIC_CANDIDATES",
     "POWER_GRID_STEPS",
     "POWER_SHARE",
@@ -63,9 +67,11 @@ __all__ = [
     "fixed_sequence_graph",
     "graphical_test",
     "group_differences",
+    "group_variance",
     "check_promise",
     "holm_graph",
     "intersection_weights",
+    "new_group_gap",
     "p_value",
     "pick_candidates",
     "plan",
@@ -75,5 +81,5 @@ __all__ = [
     "propose",
     "statistic_correlation",
     "validation_front",
-    "worst_group_gap",
+    "winners_curse_corrected",
 ]

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
-from scipy import optimize, special
+from scipy import optimize, special, stats
 
 from ..errors import AdaptationDiverged
 from ..uncertainty import Estimate, TaskDesign, estimate
@@ -62,6 +62,10 @@ _COPULA_DRAWS = 1 << 15
 
 
 _COPULA_SEED = 0  # the same draws every time: a decision does not depend on when it is made
+
+
+_UNSAFE_CHANCE = float(special.ndtr(-2.0))
+"""How likely the draws may put a parametric factor above its true value (two Monte Carlo standard errors)."""
 
 
 def p_value(estimate_: Estimate, max_degradation: float) -> float:
@@ -127,7 +131,10 @@ class IntersectionLevels:
     keeps the chance of any member passing at ``alpha`` when the statistics
     are jointly normal with ``correlation`` (a Gaussian copula over each
     bound's own distribution, computed on fixed draws with a margin of two
-    Monte Carlo standard errors). With ``correlation`` None, or more than
+    Monte Carlo standard errors, by the exact binomial count of draws
+    below the level). Where too few draws fall below ``alpha`` to tell its
+    quantile (``alpha`` under about 1.2e-4 for the 2^15 draws: a late look
+    or a confidence of 0.9999), ``c_J = 1``. With ``correlation`` None, or more than
     :data:`MAX_PARAMETRIC_CANDIDATES` candidates, ``c_J = 1``: weighted
     Bonferroni. Levels depend on the graph and the correlation only, not
     on the data tested, so one object serves many tests; each is computed
@@ -157,12 +164,29 @@ class IntersectionLevels:
             values, vectors = np.linalg.eigh(self._correlation)
             self._tails = special.ndtr(-_standard_normals(self.size)
                                       @ (vectors * np.sqrt(np.maximum(values, 0.0))).T)
+        rank = _safe_rank(self.alpha)
+        if rank is None:  # too few draws below the level to tell its quantile: Bonferroni
+            return 1.0
         tested = np.flatnonzero(weights > 0.0)
         ratio = (self._tails[:, tested] / weights[tested]).min(axis=1)
-        # The alpha-quantile of the draws, two Monte Carlo standard errors toward the safe side.
-        rank = int(self.alpha * _COPULA_DRAWS * (1.0 - 2.0 * math.sqrt((1.0 - self.alpha)
-                                                                        / (self.alpha * _COPULA_DRAWS))))
         return max(float(np.partition(ratio, rank)[rank]) / self.alpha, 1.0)
+
+
+@functools.cache
+def _safe_rank(alpha: float) -> int | None:
+    """The order statistic of the fixed draws that lies at or below their ``alpha``-quantile but for a small chance.
+
+    The largest ``k`` whose draw (0-based, ascending) is above the true
+    ``alpha``-quantile with probability at most ``ndtr(-2)`` (two Monte
+    Carlo standard errors), from the exact binomial count of draws below
+    it. None when even the smallest draw is not that safe (``alpha`` times
+    the draws below about 4, as at 1e-5): the levels are then Bonferroni's.
+    """
+    below = stats.binom(_COPULA_DRAWS, alpha)
+    rank = int(below.ppf(_UNSAFE_CHANCE))
+    while rank >= 0 and below.cdf(rank) > _UNSAFE_CHANCE:
+        rank -= 1
+    return rank if rank >= 0 else None
 
 
 def closed_test(estimates: Sequence[Estimate], levels: IntersectionLevels, *,

@@ -20,7 +20,7 @@ import numpy as np
 import optuna
 
 from ..benchmarks import Benchmark
-from ..confirmation import CandidateTest
+from ..confirmation import CandidateTest, new_group_gap, winners_curse_corrected
 from ..errors import UsageError, one_line
 from ..experiment import Experiment
 from ..looks import Ledger
@@ -180,14 +180,18 @@ class TuningSession:
         special = self.parent.with_checkpoint(planned.checkpoint)
         scores = CachedScorer(special.model, special.benchmark, self.tasks, special.inner_lr).scores(
             special.pattern(planned.pattern))
-        difference = estimate(scores - self.baseline_scores, self.design)
-        score = within_weighted_speedup(planned.speedup, difference.mean, difference.standard_error,
-                                 self.config.max_degradation)
+        differences = scores - self.baseline_scores
+        difference = estimate(differences, self.design)
+        gap = new_group_gap(differences, self.design.groups, difference.standard_error, self.config.confidence)
+        score = within_weighted_speedup(planned.speedup, difference.mean + gap, difference.standard_error,
+                                        self.config.max_degradation)
         self.say(f"  {planned.pattern} after {iterations} meta-updates: validation difference "
-                 f"{difference.mean:+.4f} +/- {difference.ci95:.4f}, within-weighted speedup {score:.1f}x")
+                 f"{difference.mean:+.4f} +/- {difference.ci95:.4f}"
+                 + (f" (a new group may lie {-gap:.4f} lower)" if gap < 0.0 else "")
+                 + f", within-weighted speedup {score:.1f}x")
         return UnitResult(rung=rung, candidate=candidate, iterations=iterations, val_difference=difference.mean,
                           val_standard_error=difference.standard_error, val_accuracy=float(np.mean(scores)),
-                          score=score, seconds=0.0)
+                          score=score, seconds=0.0, val_group_gap=gap)
 
     def confirm(self, plan: Plan, results: Sequence[UnitResult], ledger: Ledger, *,
                 accept_test_looks: bool) -> Selection:
@@ -222,14 +226,26 @@ def tune_contenders(plan: Plan, results: Sequence[UnitResult], config: TuneConfi
     Every specialized candidate whose validation lower bound after its last rung is within D, and the parent's
     own candidates frozen in the plan (not the parent's version of a pattern whose specialized version passed:
     it would only take a share of the error rate); at most ``max_confirmed``: the fastest and the slowest.
+    The specialized candidates' validation differences are corrected as the parent's proposals are
+    (:func:`~patternsearch.confirmation.validation_front`): for the winner's curse, since successive halving
+    ranked them on the same tasks (the spread of every candidate's last result sets its size), and by how far a
+    new unit group may lie below them (the gap each unit measured).
     """
     contenders = []
-    for index, result in sorted(_final_results(results).items()):
+    finals = {index: result for index, result in sorted(_final_results(results).items())
+              if math.isfinite(result.val_difference)}
+    compared = np.array([result.val_difference for result in finals.values()])
+    errors = [result.val_standard_error for result in finals.values() if math.isfinite(result.val_standard_error)]
+    typical = float(np.median(errors)) if errors else 0.0
+    for index, result in finals.items():
         planned = plan.candidates[index]
-        bound = validation_lower_bound(result.val_difference, result.val_standard_error, config.confidence)
+        corrected = result.val_group_gap + (
+            winners_curse_corrected(result.val_difference, result.val_standard_error, compared, typical)
+            if math.isfinite(result.val_standard_error) else result.val_difference)
+        bound = validation_lower_bound(corrected, result.val_standard_error, config.confidence)
         if bound >= -config.max_degradation:
             contenders.append(CandidateTest(planned.pattern, None, result.val_difference, planned.speedup,
-                                            val_corrected=result.val_difference, val_lower_bound=bound,
+                                            val_corrected=corrected, val_lower_bound=bound,
                                             val_standard_error=result.val_standard_error,
                                             checkpoint=planned.checkpoint))
     specialized = {test.pattern for test in contenders}

@@ -50,6 +50,9 @@ class UnitResult:
         diverged: Why the candidate was dropped (its specialization or its
             validation diverged), or empty; a dropped candidate ranks last and
             validation never supports it.
+        val_group_gap: How far below ``val_difference`` a new unit group may
+            lie (:func:`~patternsearch.confirmation.new_group_gap`; 0 without
+            groups, and for units recorded before it was).
     """
 
     rung: int
@@ -61,6 +64,7 @@ class UnitResult:
     score: float
     seconds: float
     diverged: str = ""
+    val_group_gap: float = 0.0
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> UnitResult:
@@ -70,7 +74,8 @@ class UnitResult:
                    iterations=int(attrs["iterations"]), val_difference=float(attrs["val_difference"]),
                    val_standard_error=float(attrs["val_standard_error"]),
                    val_accuracy=float(attrs["val_accuracy"]), score=float(trial.values[0]),
-                   seconds=float(attrs["seconds"]), diverged=str(attrs.get("diverged", "")))
+                   seconds=float(attrs["seconds"]), diverged=str(attrs.get("diverged", "")),
+                   val_group_gap=float(attrs.get("val_group_gap", 0.0)))
 
     @classmethod
     def dropped(cls, rung: int, candidate: int, iterations: int, seconds: float, reason: str) -> UnitResult:
@@ -212,7 +217,8 @@ class _Objective:
             candidate = self.units.candidate_for(rung, slot)
         trial.set_user_attr(CANDIDATE_ATTR, candidate)
         result = self.run_unit(rung, slot, candidate)
-        for name in ("iterations", "val_difference", "val_standard_error", "val_accuracy", "seconds", "diverged"):
+        for name in ("iterations", "val_difference", "val_standard_error", "val_accuracy", "seconds", "diverged",
+                     "val_group_gap"):
             trial.set_user_attr(name, getattr(result, name))
         return result.score
 
