@@ -20,6 +20,7 @@ from patternsearch.deployment import (
     ExportError,
     compiler_available,
     export_adaptation,
+    exported_pattern,
     load_export,
     trace_adapt_predict,
 )
@@ -78,6 +79,7 @@ def test_a_phased_export_runs_with_torch_alone_and_matches_adapt(sinusoid_checkp
                                 sample, out, kind="program")
     assert written.kind == "program" and written.max_difference is not None and written.max_difference <= 1e-4
     assert [p.name for p in tmp_path.iterdir()] == ["adapter.pt2"]  # no temporary file left beside it
+    assert exported_pattern(out) == "011:2@0.5+001:3"
     torch.save({"inputs": sample, "expected": _eager(experiment.model, pattern, experiment.inner_lr,
                                                      experiment.benchmark.loss_fn, sample)}, tmp_path / "io.pt")
     alone = tmp_path / "alone"
@@ -120,7 +122,8 @@ def test_the_traced_adaptation_keeps_the_patterns_savings() -> None:
     assert len(_calls(head_only, conv)) == 4 + 4 and not _calls(head_only, backward)
 
 
-def test_a_users_model_with_dropout_and_running_statistics_exports(tmp_path: Path) -> None:
+def test_a_users_model_with_dropout_and_running_statistics_exports(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     model = _conv_bn_dropout_net().eval()  # running statistics, dropout off: deterministic
     model[1].running_mean.add_(0.5)
     pattern = Pattern.parse("011:3@2")
@@ -130,9 +133,10 @@ def test_a_users_model_with_dropout_and_running_statistics_exports(tmp_path: Pat
     got = load_export(written.path)(*task)
     assert (got - _eager(model, pattern, 0.1, nn.functional.cross_entropy, task)).abs().max() <= 1e-4
     model.train()  # dropout on: adaptation is random, so outputs are not compared
-    random = export_adaptation(model, pattern, 0.1, nn.functional.cross_entropy, task, tmp_path / "train.pt2",
-                               kind="program")
+    monkeypatch.setattr("patternsearch.deployment._export.compiler_available", lambda: False)
+    random = export_adaptation(model, pattern, 0.1, nn.functional.cross_entropy, task, tmp_path / "train.pt2")
     assert random.max_difference is None and load_export(random.path)(*task).shape == (15, 5)
+    assert random.kind == "program" and "no C++ compiler" in random.note  # what auto does without one
 
 
 class _Branchy(nn.Module):
@@ -174,11 +178,14 @@ def test_an_aoti_package_matches_and_refuses_other_shapes_in_one_line(tmp_path: 
     task = (torch.randn(5, 1), torch.randn(5, 1), torch.randn(10, 1))
     written = export_adaptation(model, pattern, 0.01, nn.functional.mse_loss, task, tmp_path / "aoti.pt2", kind="aoti")
     assert written.kind == "aoti" and written.max_difference is not None and written.max_difference <= 1e-4
+    assert exported_pattern(written.path) == "01:2@0.5+11:1"
     adapter = load_export(written.path)
     assert (adapter(*task) - _eager(model, pattern, 0.01, nn.functional.mse_loss, task)).abs().max() <= 1e-4
     with pytest.raises(RuntimeError, match="unmatched dim value at 0, expected: 5, but got: 3") as refused:
         adapter(task[0][:3], task[1][:3], task[2])
     assert len(str(refused.value).strip().splitlines()) == 1
+    program = torch.export.load(written.path).module()  # the same file, where the compiled library cannot run
+    assert (program(*task) - adapter(*task)).abs().max() <= 1e-4
 
 
 def test_the_command_exports_the_stored_select_answer(sinusoid_checkpoint: Path, tmp_path: Path,
@@ -199,3 +206,4 @@ def test_the_command_exports_the_stored_select_answer(sinusoid_checkpoint: Path,
     assert main(["export", str(tmp_path / "b.pt2"), "--storage", storage, "--study", "bare"]) == 2
     refusal = capsys.readouterr().err
     assert len(refusal.strip().splitlines()) == 1 and "holds no answer" in refusal
+

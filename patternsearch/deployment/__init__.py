@@ -9,6 +9,7 @@ from ._export import (
     compiler_available,
     export_adaptation,
     export_kind,
+    exported_pattern,
     load_export,
 )
 from ._program import INPUT_NAMES, adapt_predict, trace_adapt_predict
@@ -24,6 +25,7 @@ __all__ = [
     "compiler_available",
     "export_adaptation",
     "export_kind",
+    "exported_pattern",
     "load_export",
     "trace_adapt_predict",
 ]

@@ -7,7 +7,8 @@ outputs`` for the shapes they were exported for:
   build, not to run), loaded with ``torch._inductor.aoti_load_package(path)``;
   its input checks (shapes, dtypes, devices) are compiled in and always on,
   where AOTInductor by default checks only when ``AOTI_RUNTIME_CHECK_INPUTS``
-  is set and otherwise reads past a wrongly shaped input;
+  is set and otherwise reads past a wrongly shaped input. The package holds
+  the exported program too, so ``torch.export.load`` reads it as well;
 * ``program``: a ``torch.export`` program, loaded with
   ``torch.export.load(path).module()``, whose guards refuse other shapes.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -38,11 +40,12 @@ from ..adaptation import LossFn, is_random
 from ..errors import PatternsearchError, one_line
 from ..groups import layer_groups
 from ..pattern import Pattern
-from ._program import adapt_predict, trace_adapt_predict
+from ._program import INPUT_NAMES, adapt_predict, trace_adapt_predict
 
 KINDS = ("auto", "aoti", "program")
 TOLERANCE = 1e-4
 _AOTI_MARK = "/data/aotinductor/"
+_ABOUT = "patternsearch.json"  # an extra file in the archive: what the export holds
 _CHECK_SWITCH = "const static bool result = env_var_value != nullptr && env_var_value[0] != '0';"
 
 
@@ -75,10 +78,11 @@ class ExportedAdaptation:
 
     @property
     def loader(self) -> str:
-        """The line of Python that loads it."""
+        """The Python that loads it (torch alone)."""
+        program = f"torch.export.load({self.path!r}).module()"
         if self.kind == "aoti":
-            return f"torch._inductor.aoti_load_package({self.path!r})"
-        return f"torch.export.load({self.path!r}).module()"
+            return f"torch._inductor.aoti_load_package({self.path!r}) (compiled), or {program}"
+        return program
 
 
 def check_destination(path: str | os.PathLike[str]) -> Path:
@@ -121,7 +125,8 @@ def export_adaptation(model: nn.Module, pattern: Pattern, inner_lr: float, loss_
             the shapes, dtypes and device the export accepts.
         path: A ``.pt2`` file.
         kind: ``aoti``, ``program`` or ``auto`` (``aoti`` where a C++
-            compiler is present, else ``program``).
+            compiler is present and the build succeeds, else ``program``,
+            saying why in the result's note).
 
     Raises:
         ExportError: A bad path or kind, a pattern for other layer groups, a model that cannot be traced, a
@@ -138,10 +143,19 @@ def export_adaptation(model: nn.Module, pattern: Pattern, inner_lr: float, loss_
                           "layer groups")
     start = time.perf_counter()
     program = _export_program(model, pattern, inner_lr, loss_fn, sample)
+    about = json.dumps({"pattern": str(pattern), "shapes": [list(t.shape) for t in sample],
+                        "inputs": list(INPUT_NAMES)})
     note = ""
     if kind == "auto" and not compiler_available():
         kind, note = "program", "no C++ compiler found: wrote an exported program instead of an AOTInductor package"
-    data = _build(program, kind)
+    try:
+        data = _build(program, "aoti" if kind == "auto" else kind, about)
+        kind = "aoti" if kind == "auto" else kind
+    except ExportError as error:
+        if kind != "auto":
+            raise
+        kind, note = "program", f"wrote an exported program instead: {error}"
+        data = _build(program, kind, about)
     build_s = time.perf_counter() - start
     random = any(is_random(m) for m in model.modules())
     difference = None if random else _verify(data, kind, adapt_predict(model, pattern, inner_lr, loss_fn), sample)
@@ -161,17 +175,17 @@ def _export_program(model: nn.Module, pattern: Pattern, inner_lr: float, loss_fn
                           "data-dependent shapes)") from None
 
 
-def _build(program: torch.export.ExportedProgram, kind: str) -> bytes:
+def _build(program: torch.export.ExportedProgram, kind: str, about: str) -> bytes:
     buffer = io.BytesIO()
     if kind == "program":
-        torch.export.save(program, buffer)
+        torch.export.save(program, buffer, extra_files={_ABOUT: about})
         return buffer.getvalue()
     from torch._inductor import aoti_compile_and_package  # only here: importing it takes a while
 
     with tempfile.TemporaryDirectory(prefix="patternsearch-export-") as folder:
         package = os.path.join(folder, "adapter.pt2")
         try:
-            with _input_checks_always_on(), warnings.catch_warnings():
+            with _input_checks_always_on(), _holding_program(program, about), warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch's own deprecations, not the user's
                 aoti_compile_and_package(program, package_path=package)
         except ExportError:
@@ -180,6 +194,31 @@ def _build(program: torch.export.ExportedProgram, kind: str) -> bytes:
             raise ExportError(f"the AOTInductor build failed ({one_line(error)}); export --kind program writes "
                               "an exported program, which needs no compiler") from None
         return Path(package).read_bytes()
+
+
+@contextlib.contextmanager
+def _holding_program(program: torch.export.ExportedProgram, about: str) -> Iterator[None]:
+    """Packages the exported program beside the compiled model, so that ``torch.export.load`` reads the file too.
+
+    It also holds ``about`` (what the export holds, as JSON). One file then
+    serves both loaders: ``aoti_load_package`` runs the
+    compiled model, ``torch.export.load(path).module()`` the program (on a
+    machine where the compiled library cannot run).
+    """
+    from torch._inductor import package
+    from torch.export.pt2_archive._package import package_pt2
+
+    original = package.package_aoti
+
+    def package_both(archive_file: Any, aoti_files: Any) -> Any:
+        return package_pt2(archive_file, exported_programs={"model": program}, aoti_files=aoti_files,
+                           extra_files={_ABOUT: about})
+
+    package.package_aoti = package_both
+    try:
+        yield
+    finally:
+        package.package_aoti = original
 
 
 @contextlib.contextmanager
@@ -273,3 +312,18 @@ def load_export(path: str | os.PathLike[str]) -> Callable[..., Tensor]:
         return aoti_load_package(os.fspath(path))
     return torch.export.load(os.fspath(path)).module()
 
+
+
+def exported_pattern(path: str | os.PathLike[str]) -> str | None:
+    """The pattern an export of this version holds (None for a ``.pt2`` file written otherwise).
+
+    Raises:
+        ExportError: A missing file or one that is not a ``.pt2`` archive.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [name for name in archive.namelist() if name.endswith("/extra/" + _ABOUT)]
+            about = json.loads(archive.read(names[0])) if names else {}
+    except (OSError, zipfile.BadZipFile, ValueError) as error:
+        raise ExportError(f"cannot read export {path}: {one_line(error)}") from None
+    return about.get("pattern")
