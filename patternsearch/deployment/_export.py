@@ -170,9 +170,18 @@ def _export_program(model: nn.Module, pattern: Pattern, inner_lr: float, loss_fn
         graph = trace_adapt_predict(model, pattern, inner_lr, loss_fn, sample)
         return torch.export.export(graph, tuple(sample))
     except Exception as error:  # tracing raises many kinds: data-dependent reads, unsupported operations
-        raise ExportError(f"cannot trace the adaptation of {type(model).__name__} for export ({one_line(error)}); "
+        raise ExportError(f"cannot trace the adaptation of {type(model).__name__} for export ({_gist(error)}); "
                           "a model must not read tensor values on the host (.item(), if on a tensor, "
                           "data-dependent shapes)") from None
+
+
+def _gist(error: BaseException, limit: int = 160) -> str:
+    """The first sentence of a tracer's message (the rest advises on tracing calls the user never made)."""
+    text = one_line(error)
+    for end in ("! ", ". "):
+        if end in text:
+            text = text[: text.index(end) + 1]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _build(program: torch.export.ExportedProgram, kind: str, about: str) -> bytes:
