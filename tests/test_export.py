@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -24,6 +25,8 @@ from patternsearch.deployment import (
     load_export,
     trace_adapt_predict,
 )
+from patternsearch.errors import UsageError
+from patternsearch.measurement import bench
 from patternsearch.search import CONFIG_ATTR, SELECTION_ATTR, Selection, ValidationEvidence
 
 BLOCK_PATTERNSEARCH = """
@@ -207,3 +210,21 @@ def test_the_command_exports_the_stored_select_answer(sinusoid_checkpoint: Path,
     refusal = capsys.readouterr().err
     assert len(refusal.strip().splitlines()) == 1 and "holds no answer" in refusal
 
+
+def test_bench_times_an_export_beside_the_patterns(sinusoid_checkpoint: Path, tmp_path: Path) -> None:
+    experiment = open_checkpoint(sinusoid_checkpoint, device="cpu")
+    tasks = experiment.tasks("val", 2, 0)
+    task = tasks[0]
+    out = tmp_path / "adapter.pt2"
+    export_adaptation(experiment.model, experiment.pattern("001:3"), experiment.inner_lr, experiment.benchmark.loss_fn,
+                      (task.x_support, task.y_support, task.x_query), out, kind="program")
+    rows = {row.name: row for row in bench(experiment, [experiment.pattern("001:3")], tasks, repeats=1, warmup=0,
+                                           exports=[out])}
+    exported = rows["export adapter.pt2"]
+    assert exported.pattern == "001:3" and exported.adapt_predict_ms > 0 and exported.latency_ms is None
+    assert exported.accuracy == pytest.approx(rows["001:3"].accuracy, abs=1e-4)  # the same adaptation
+    other = experiment.tasks("val", 1, 0)[0]
+    short = dataclasses.replace(other, x_support=other.x_support[:3], y_support=other.y_support[:3])
+    with pytest.raises(UsageError, match="does not take these tasks") as refused:
+        bench(experiment, [], [short], repeats=1, warmup=0, exports=[out])
+    assert "\n" not in str(refused.value)
