@@ -6,6 +6,7 @@ from .benchmarks import Benchmark, Task, create_benchmark, list_benchmarks, regi
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .errors import PatternsearchError
 from .experiment import Experiment, ModelGroups, model_groups, open_checkpoint, open_experiment
+from .exporting import Export, export
 from .groups import LayerGroup, layer_groups
 from .importing import import_checkpoint
 from .models import create_model, list_models, register_model
@@ -53,6 +54,8 @@ __all__ = [
     "adaptation_plan",
     "confirm_pattern",
     "evaluate",
+    "Export",
+    "export",
     "Evaluation",
     "create_benchmark",
     "create_model",

@@ -128,7 +128,7 @@ def _modes(model: nn.Module) -> tuple[bool, ...]:
     return tuple(m.training for m in model.modules())
 
 
-def _is_random(module: nn.Module) -> bool:
+def is_random(module: nn.Module) -> bool:
     """A module that draws random numbers in training mode (dropout, drop-path, drop-block)."""
     return module.training and (isinstance(module, nn.modules.dropout._DropoutNd)
                                 or "Drop" in type(module).__name__)
@@ -215,7 +215,7 @@ def _build_plan(model: nn.Module, flags: tuple[bool, ...]) -> AdaptationPlan:
     for stage in stages:
         if any(model_names[id(p)] in flagged_set for p in stage.parameters()):
             break
-        if any(_is_random(m) for m in stage.modules()):  # must run at every step, like the naive loop
+        if any(is_random(m) for m in stage.modules()):  # must run at every step, like the naive loop
             break
         cut += 1
     if cut == 0 or cut == len(stages):

@@ -40,6 +40,7 @@ APPENDED = {
     "train": ["--iterations", "2", "--meta-batch", "2", "--val-tasks", "4"],
     "specialize": ["--iterations", "2", "--meta-batch", "2", "--val-tasks", "4"],
     "tune": ["--tasks", "12", "--val-tasks", "4", "--budget", "12s", "--candidates", "1"],  # the least that works
+    "export": ["--kind", "program"],  # an AOTInductor build takes tens of seconds; tests/test_export.py builds one
 }
 # The Python blocks' long calls, made tiny the same way.
 PYTHON = {
@@ -151,6 +152,8 @@ def test_readme_quick_start_runs_as_written_and_prints_what_it_promises(workspac
     assert all((workspace.root / "report" / name).is_file() for name in ("report.html", "pareto.png"))
     assert "5 layer groups" in workspace.output("-m patternsearch groups --model conv4")
     assert "adapt + predict" in workspace.output("-m patternsearch evaluate")
+    exported = workspace.output("-m patternsearch export adapter.pt2")  # tune's answer, else select's
+    assert exported.startswith("wrote adapter.pt2: ") and "the answer of 'patternsearch tune' on study" in exported
     assert "query accuracy:" in workspace.output("-c import patternsearch as ps\n\nexperiment")
 
 

@@ -15,12 +15,13 @@ import optuna
 from .. import __version__
 from ..errors import PatternsearchError, one_line
 from ..search import safe_url
-from . import _measuring, _searching, _selecting, _training
+from . import _deploying, _measuring, _searching, _selecting, _training
 
 Handler = Callable[[argparse.Namespace], int]
 
 # Every command, in the order --help lists them.
-_COMMANDS = (*_training.COMMANDS, *_measuring.COMMANDS, *_searching.COMMANDS, *_selecting.COMMANDS)
+_COMMANDS = (*_training.COMMANDS, *_measuring.COMMANDS, *_searching.COMMANDS, *_selecting.COMMANDS,
+             *_deploying.COMMANDS)
 
 
 class _Parser(argparse.ArgumentParser):

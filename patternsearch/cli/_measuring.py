@@ -54,8 +54,11 @@ def _groups_options(parser: argparse.ArgumentParser) -> None:
 
 def _bench_options(parser: argparse.ArgumentParser) -> None:
     add_experiment_options(parser)
-    parser.add_argument("--patterns", nargs="+", required=True,
+    parser.add_argument("--patterns", nargs="+", default=[],
                         help="patterns to time (FLAGS:STEPS[@SCALE] phases joined by +, full, none)")
+    parser.add_argument("--export", dest="exports", action="append", type=Path, default=[], metavar="FILE",
+                        help="a file 'patternsearch export' wrote, timed adapting and predicting beside the "
+                             "patterns (repeatable)")
     parser.add_argument("--tasks", type=positive_int, default=5, help="tasks per round (default 5)")
     parser.add_argument("--repeats", type=positive_int, default=10, help="timed rounds (default 10)")
     parser.add_argument("--warmup", type=non_negative_int, default=2, help="untimed rounds first (default 2)")
@@ -102,7 +105,8 @@ def _bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = bench_patterns(open_experiment(spec(args)), args.patterns, split=args.split, tasks=args.tasks,
-                            seed=args.task_seed, repeats=args.repeats, warmup=args.warmup, storage=args.storage)
+                            seed=args.task_seed, repeats=args.repeats, warmup=args.warmup, storage=args.storage,
+                            exports=args.exports)
     return show(result, args.json)
 
 
@@ -125,5 +129,6 @@ COMMANDS = (
             "Time each pattern, full MAML and a plain PyTorch MAML loop on the same tasks, interleaved, after "
             "warm-up: adaptation time (median, spread, speedup over full MAML: what the search optimises) and "
             "adapt + predict time (adapting, then predicting the task's query batch).", _bench_options, _bench,
-            ("patternsearch bench --patterns 00010:5 00011:1 --data-root DATA",)),
+            ("patternsearch bench --patterns 00010:5 00011:1 --data-root DATA",
+             "patternsearch bench --patterns 00011:2 --export adapter.pt2 --data-root DATA")),
 )

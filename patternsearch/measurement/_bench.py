@@ -10,6 +10,10 @@ benchmark always times
   fast full-MAML path must not be slower than;
 * ``full@S``: full MAML at each requested pattern's own step count ``S``.
 
+Files written by ``patternsearch export`` can be timed beside them (``export
+FILE`` rows): they adapt and predict in one call, so only their adapt +
+predict time is measured.
+
 Every variant is timed twice in the same rounds: adapting (the time every
 speedup is made of, and the one the search optimises) and adapting then
 predicting the task's query batch (what a deployment waits for).
@@ -17,14 +21,18 @@ predicting the task's query batch (what a deployment waits for).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
 from ..adaptation import Params
 from ..benchmarks import Task
+from ..deployment import exported_pattern, load_export
 from ..devices import device_name
+from ..errors import UsageError, one_line
 from ..experiment import Experiment
 from ..pattern import Pattern
 from ..reference import reference_adapt
@@ -33,7 +41,7 @@ from ._precision import environment
 from ._scoring import CachedScorer
 from ._timing import adaptation_call, interleaved_latencies, with_prediction
 
-BASELINE, REFERENCE, PREDICT = "full", "plain-loop", "+predict"
+BASELINE, REFERENCE, PREDICT, EXPORT = "full", "plain-loop", "+predict", "export "
 
 
 @dataclass(frozen=True)
@@ -41,13 +49,15 @@ class BenchRow:
     """One timed variant.
 
     Attributes:
-        name: ``full``, ``plain-loop``, ``full@S`` or the pattern as given.
-        pattern: Explicit ``FLAGS:STEPS``.
-        latency_ms: Median adaptation latency of one task.
-        latency_iqr_ms: Inter-quartile range.
+        name: ``full``, ``plain-loop``, ``full@S``, the pattern as given, or
+            ``export FILE`` for a file ``patternsearch export`` wrote.
+        pattern: Explicit ``FLAGS:STEPS`` (``-`` for an export that does not say).
+        latency_ms: Median adaptation latency of one task (None for an
+            export: it adapts and predicts in one call).
+        latency_iqr_ms: Inter-quartile range (None for an export).
         speedup: Over full MAML, from paired samples
             (:meth:`~patternsearch.measurement.LatencyStats.speedup_over`),
-            as in a study.
+            as in a study (None for an export).
         speedup_same_steps: The same over full MAML at this pattern's step
             count (None for the reference rows).
         adapt_predict_ms: Median time to adapt and then predict the task's
@@ -58,7 +68,7 @@ class BenchRow:
         accuracy: Mean query score on the timed tasks (the same scorer as
             every other command; few tasks, so only a sanity check).
         tasks: Number of timed tasks.
-        flops: FLOPs of one adaptation.
+        flops: FLOPs of one adaptation (None for an export).
         device: Where it ran.
         threads: CPU threads PyTorch used.
         environment: PyTorch version and precision settings.
@@ -66,16 +76,16 @@ class BenchRow:
 
     name: str
     pattern: str
-    latency_ms: float
-    latency_iqr_ms: float
-    speedup: float
+    latency_ms: float | None
+    latency_iqr_ms: float | None
+    speedup: float | None
     speedup_same_steps: float | None
     adapt_predict_ms: float
     adapt_predict_speedup: float
     query_batch: int
     accuracy: float
     tasks: int
-    flops: int
+    flops: int | None
     device: str
     threads: int
     environment: dict[str, object]
@@ -92,6 +102,7 @@ def bench(
     *,
     repeats: int = 10,
     warmup: int = 2,
+    exports: Sequence[str | os.PathLike[str]] = (),
 ) -> list[BenchRow]:
     """Times the patterns, full MAML and the plain loop, interleaved, adapting and adapting then predicting.
 
@@ -101,9 +112,14 @@ def bench(
         tasks: Tasks adapted to in every round.
         repeats: Timed rounds.
         warmup: Untimed rounds first.
+        exports: Files ``patternsearch export`` wrote, timed adapting and
+            predicting in the same rounds.
 
     Returns:
-        ``full``, ``plain-loop``, then each pattern (and each ``full@S``).
+        ``full``, ``plain-loop``, then each pattern (and each ``full@S``), then each export.
+
+    Raises:
+        UsageError: An export that cannot be read or does not take these tasks' shapes.
     """
     model, lr, loss_fn = experiment.model, experiment.inner_lr, experiment.benchmark.loss_fn
     full = experiment.full
@@ -127,6 +143,9 @@ def bench(
         same_steps[name] = same_name
     timed = {name: fn for name, (_, fn) in variants.items()}
     timed.update({name + PREDICT: with_prediction(model, fn) for name, (_, fn) in variants.items()})
+    adapters = {EXPORT + Path(path).name: _fitting_export(path, tasks[0]) for path in exports}
+    timed.update({name: lambda task, a=adapter: a(task.x_support, task.y_support, task.x_query)
+                  for name, (adapter, _) in adapters.items()})
     stats = interleaved_latencies(timed, tasks, experiment.device, repeats=repeats, warmup=warmup)
     scorer = CachedScorer(model, experiment.benchmark, tasks, lr)
     accuracy = {name: float(scorer.scores(pattern).mean()) for name, (pattern, _) in variants.items()}
@@ -144,4 +163,29 @@ def bench(
             flops=adaptation_flops(model, tasks[0], pattern, lr, loss_fn),
             device=device_name(experiment.device), threads=torch.get_num_threads(), environment=environment(),
         ))
+    score = experiment.benchmark.score_fn
+    for name, (adapter, pattern_text) in adapters.items():
+        with torch.no_grad():
+            scores = [score(adapter(t.x_support, t.y_support, t.x_query), t.y_query) for t in tasks]
+        rows.append(BenchRow(
+            name=name, pattern=pattern_text, latency_ms=None, latency_iqr_ms=None, speedup=None,
+            speedup_same_steps=None, adapt_predict_ms=stats[name].median_ms,
+            adapt_predict_speedup=stats[name].speedup_over(stats[BASELINE + PREDICT]),
+            query_batch=int(tasks[0].x_query.shape[0]), accuracy=float(sum(scores) / len(scores)), tasks=len(tasks),
+            flops=None, device=device_name(experiment.device), threads=torch.get_num_threads(),
+            environment=environment(),
+        ))
     return rows
+
+
+def _fitting_export(path: str | os.PathLike[str], task: Task) -> tuple[Callable[..., torch.Tensor], str]:
+    """The adapter in ``path`` and its pattern, after one call on ``task`` (an export for other shapes: one line)."""
+    pattern = exported_pattern(path) or "-"
+    adapter = load_export(path)
+    try:
+        with torch.no_grad():
+            adapter(task.x_support, task.y_support, task.x_query)
+    except Exception as error:  # the loaded program's guard, or the compiled package's input check
+        raise UsageError(f"export {path} does not take these tasks ({one_line(error)}); export it for them, "
+                         "or bench it with the ways, shots and queries it was exported for") from None
+    return adapter, pattern

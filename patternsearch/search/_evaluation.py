@@ -161,10 +161,15 @@ class BenchReport:
                 f"adapt + predict predicts {first.query_batch} queries\n" + text_table(
                     ["variant", "pattern", "adapt ms", "IQR ms", "speedup", "vs full@same steps", "adapt+predict ms",
                      "adapt+predict speedup", "FLOPs", f"accuracy ({self.tasks} tasks)"],
-                    [(r.name, r.pattern, f"{r.latency_ms:.3f}", f"{r.latency_iqr_ms:.3f}", f"{r.speedup:.2f}x",
-                      optional(r.speedup_same_steps, ".2f") + ("" if r.speedup_same_steps is None else "x"),
-                      f"{r.adapt_predict_ms:.3f}", f"{r.adapt_predict_speedup:.2f}x", f"{r.flops:.3g}",
-                      f"{r.accuracy:.4f}") for r in self.rows]))
+                    [(r.name, r.pattern, optional(r.latency_ms, ".3f"), optional(r.latency_iqr_ms, ".3f"),
+                      _times(r.speedup), _times(r.speedup_same_steps), f"{r.adapt_predict_ms:.3f}",
+                      f"{r.adapt_predict_speedup:.2f}x", optional(r.flops, ".3g"), f"{r.accuracy:.4f}")
+                     for r in self.rows]))
+
+
+def _times(ratio: float | None) -> str:
+    """``2.50x``, or ``-`` when there is none."""
+    return "-" if ratio is None else f"{ratio:.2f}x"
 
 
 def bench_patterns(
@@ -177,6 +182,7 @@ def bench_patterns(
     repeats: int = 10,
     warmup: int = 2,
     storage: str = DEFAULT_STORAGE,
+    exports: Sequence[str | os.PathLike[str]] = (),
 ) -> BenchReport:
     """Times ``patterns``, full MAML and the plain PyTorch loop on the same tasks (``patternsearch bench``).
 
@@ -189,11 +195,12 @@ def bench_patterns(
         repeats: Timed rounds, interleaved, after ``warmup`` untimed ones.
         warmup: Untimed rounds first.
         storage: Where a look at the test split is recorded (opened before any work).
+        exports: Files ``patternsearch export`` wrote, timed adapting and predicting beside the patterns.
     """
     ledger = Ledger(open_storage(storage)) if split == "test" else None
     parsed = [experiment.pattern(text) for text in patterns]
     drawn = experiment.tasks(split, tasks, seed)
-    rows = bench(experiment, parsed, drawn, repeats=repeats, warmup=warmup)
+    rows = bench(experiment, parsed, drawn, repeats=repeats, warmup=warmup, exports=exports)
     if ledger is not None:
         ledger.record_scoring("bench", experiment.benchmark, [file_checksum(experiment.checkpoint_path)], parsed,
                               experiment.pattern("full"), drawn, seed)
