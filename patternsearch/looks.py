@@ -184,9 +184,9 @@ class Ledger:
                 continue
         return entries
 
-    def looks(self, benchmark: str) -> list[Look]:
-        """The looks at ``benchmark``'s test split, oldest first."""
-        return sorted((look for look in self._entries().values() if look.benchmark == benchmark),
+    def looks(self, benchmark: str | None = None) -> list[Look]:
+        """The looks at ``benchmark``'s test split (None: at every benchmark's), oldest first."""
+        return sorted((look for look in self._entries().values() if benchmark in (None, look.benchmark)),
                       key=lambda look: look.when)
 
     def _write(self, key: str, look: Look) -> None:
