@@ -86,7 +86,7 @@ class Lease:
         self.study_id: int | None = None  # the study this worker made, while it holds the lease
         self._token = uuid.uuid4().hex
         self._lost = threading.Event()
-        self._seen: dict[int, tuple[Any, float]] = {}  # study id -> (its beat, when this worker first saw that beat)
+        self._seen: dict[tuple[int, Any], tuple[Any, float]] = {}  # (study id, token) -> (beat, when first seen)
 
     def take(self) -> int | None:
         """Takes the lease (creates its study, marked with this worker): the study id; None while another holds it."""
@@ -143,13 +143,14 @@ class Lease:
             return True
         if self.done_attr is not None and self.done_attr in attrs:
             return False
-        beat, now = attrs.get(BEAT_ATTR), self.clock()
-        seen = self._seen.get(study_id)
+        holder, beat, now = (study_id, attrs.get(TOKEN_ATTR)), attrs.get(BEAT_ATTR), self.clock()
+        seen = self._seen.get(holder)
         if seen is None or seen[0] != beat:
-            self._seen[study_id] = (beat, now)
+            self._seen[holder] = (beat, now)
             return False
         if now - seen[1] < self.stale_s:
             return False
+        del self._seen[holder]  # a later study under a reused id (SQLite) is watched afresh
         try:
             self.storage.delete_study(study_id)
         except KeyError:  # another waiter removed it first
