@@ -54,7 +54,7 @@ from ..search import (
 )
 from ..spec import ExperimentSpec
 from ..tables import optional, text_table
-from ._lease import Lease, LeaseLost
+from ._lease import Lease, LeaseLost, stale_seconds
 from ._plan import (
     CONFIG_ATTR as TUNE_CONFIG_ATTR,
 )
@@ -255,6 +255,7 @@ def tune(
                      max_confirmed=max_confirmed, test_tasks=test_tasks,
                      report_tasks=test_tasks if report_tasks is None else report_tasks, test_seed=test_seed)
     TuneConfig(search_study="", parent_sha256="", **requested)  # bad numbers are refused before any work
+    stale_seconds()  # and a bad lease setting
     name, study = _search(spec, storage, study_name, trials, search_options or {}, progress, say)
     study_config = StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR])
     config = TuneConfig(search_study=name, parent_sha256=study_config.checkpoint_sha256,
