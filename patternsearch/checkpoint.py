@@ -188,12 +188,17 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> None:
 
     Raises:
         CheckpointError: If ``path`` is package data (:func:`check_writable`).
+        OSError: The file system failed (a full disk); ``filename`` is ``path``,
+            which still holds its previous content (or does not exist).
     """
     path = Path(path)
     check_writable(path)
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, **asdict(checkpoint)}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    try:
+        atomic_write_bytes(path, buffer.getvalue())
+    except OSError as error:  # e.g. a full disk: the previous file, if any, is intact; named in the error
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
 
 
 def read_torch_file(path: str | Path) -> Any:

@@ -127,11 +127,21 @@ def check_pairable(other: Checkpoint, benchmark: str, ways: int, shots: int, pat
                               f"{benchmark} {ways}-way {shots}-shot; its accuracies would not be paired")
 
 
-def checkpoint_path(spec: ExperimentSpec, benchmark: Benchmark) -> Path:
-    """The spec's checkpoint: as given, else the shipped or cached one of its benchmark, model, ways and shots."""
+def checkpoint_path(spec: ExperimentSpec, benchmark: Benchmark | None = None) -> Path:
+    """The spec's checkpoint: as given, else the shipped or cached one of its benchmark, model, ways and shots.
+
+    Args:
+        spec: The experiment.
+        benchmark: Its benchmark, when built already; else it is built (which
+            may read or download its data) only when the spec names neither a
+            checkpoint nor a model, to learn the benchmark's default model.
+    """
     if spec.checkpoint:
         return Path(spec.checkpoint)
-    return default_checkpoint_path(benchmark.name, spec.model or benchmark.default_model, spec.ways, spec.shots)
+    if spec.model:
+        return default_checkpoint_path(spec.benchmark, spec.model, spec.ways, spec.shots)
+    benchmark = benchmark or build_benchmark(spec)
+    return default_checkpoint_path(benchmark.name, benchmark.default_model, spec.ways, spec.shots)
 
 
 def build_benchmark(spec: ExperimentSpec) -> Benchmark:

@@ -443,6 +443,10 @@ class Ledger:
         """The readable looks at a test split in the storage's ledger, in order (arguments: :meth:`entries`)."""
         return [e.look for e in self.entries(benchmark, split) if e.look is not None]
 
+    def every_look(self) -> list[Look]:
+        """The readable looks in the storage's ledger at every test split, in order."""
+        return [look for _, look in self._books[0].entries() if isinstance(look, Look)]
+
     def record(self, look: Look) -> None:
         """Records a look that confirms nothing (``evaluate``, ``bench`` on the test split)."""
         stamped = replace(look, confirms=False, when=time.time(), host=platform.node())

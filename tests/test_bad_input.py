@@ -76,6 +76,11 @@ CASES = {
     "select --pattern with study options": (["select", "--pattern", "001:3", "--checkpoint", "{ckpt}", "--study",
                                              "good", "--no-confirm"],
                                             "--no-confirm, --study do not apply with --pattern"),
+    "select --baseline without --pattern": (["select", "--storage", "{storage}", "--study", "good", "--baseline",
+                                             "001:3"], "--baseline applies only with --pattern"),
+    "specialize from a default checkpoint that is not there (found without reading data)": (
+        ["specialize", "--benchmark", "omniglot", "--model", "conv4", "--pattern", "00010:1", "--iterations", "1",
+         "--out", "{root}/special.pt"], "checkpoint not found: "),
     "malformed database URL": (["select", "--storage", "not a url", "--study", "good"], "malformed storage URL"),
     "missing sqlite database": (["select", "--storage", "sqlite:///{root}/absent.db"], "no study database at"),
     "checkpoint of another architecture": (["evaluate", *SINUSOID, "--checkpoint", "{root}/other-architecture.pt"],

@@ -16,7 +16,8 @@ import pytest
 from optuna.trial import TrialState
 
 from patternsearch import load_checkpoint
-from patternsearch.search import counts_toward_target
+from patternsearch.looks import Ledger
+from patternsearch.search import counts_toward_target, open_storage
 
 SINUSOID = ["--benchmark", "sinusoid", "--shots", "5", "--device", "cpu"]
 
@@ -116,12 +117,17 @@ def test_interrupted_evaluate_and_select_print_one_line(sinusoid_checkpoint: Pat
     began = time.monotonic()
     subprocess.run([sys.executable, "-m", "patternsearch", "--version"], check=True, capture_output=True)
     start_up = time.monotonic() - began
+    # Its look at the test split is recorded before any score is seen: the line says so, and where.
     select = Command("select", "--pattern", "001:3", "--checkpoint", str(sinusoid_checkpoint), "--tasks", "5000",
                      "--device", "cpu")
     began = time.monotonic()
     code, after = select.interrupt_when(lambda _: time.monotonic() - began > 1.5 * start_up + 1)
     assert code == 130
-    check_one_line(after, "select stores its answer when it ends")
+    storage = "sqlite:///studies/patternsearch.db"
+    looks = Ledger(open_storage(storage, create=False)).looks("sinusoid")
+    assert len(looks) == 1 and looks[0].command.startswith("select")
+    check_one_line(after, f"its look at the test split of sinusoid was recorded in {storage} before any score")
+    assert "the answer is stored only when select ends" in after
 
 
 def test_a_ctrl_c_swallowed_by_a_finalizer_is_delivered_again(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -84,23 +84,6 @@ def test_the_old_seed_keyword_warns_and_seeds_the_specialization() -> None:
                       train_seed=3).confirmation().max_candidates == 4
 
 
-def test_a_lease_has_one_holder_and_passes_on_when_its_holder_stops_beating() -> None:
-    from patternsearch.tuning._lease import BEAT_ATTR, STALE_S, Lease, worker_name
-
-    storage = optuna.storages.InMemoryStorage()
-    first, second = Lease(storage, "plan"), Lease(storage, "plan")
-    assert first.take() and not second.take() and second.holder() == worker_name()
-    study_id = storage.get_study_id_from_name("plan")
-    storage.set_study_user_attr(study_id, BEAT_ATTR, time.time() - STALE_S - 1)  # its holder was killed
-    assert second.take() and storage.get_study_id_from_name("plan") != study_id  # a study of its own
-    done = Lease(storage, "plan", done_attr="finished")
-    storage.set_study_user_attr(storage.get_study_id_from_name("plan"), "finished", True)
-    storage.set_study_user_attr(storage.get_study_id_from_name("plan"), BEAT_ATTR, 0.0)
-    assert not done.take()  # finished work is never taken for a dead holder's
-    second.release()
-    assert done.take()
-
-
 def test_checkpoint_names_are_safe_file_names() -> None:
     assert checkpoint_name("00010:1") == "00010-1.pt"
     assert checkpoint_name("00010:2+00011:4@0.5") == "00010-2-00011-4-0.5.pt"

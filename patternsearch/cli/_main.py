@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import optuna
+import sqlalchemy
+from sqlalchemy.engine import make_url
 
 from .. import __version__
 from ..errors import PatternsearchError, one_line
-from ..search import safe_url
+from ..looks import Ledger, Look
+from ..search import open_storage, safe_url
 from . import _deploying, _measuring, _searching, _selecting, _training
 
 Handler = Callable[[argparse.Namespace], int]
@@ -88,26 +94,78 @@ def _redeliver_swallowed_interrupt(unraisable: Any) -> None:
     sys.__unraisablehook__(unraisable)
 
 
-def _interrupted(args: argparse.Namespace) -> str:
-    """The one line printed after Ctrl-C: what is saved and how to continue."""
+def _saved(args: argparse.Namespace) -> str:
+    """What a command that stopped before its end leaves saved, and what running it again does."""
     again = "run the same command again to"
     if args.command == "optimize":
-        return (f"interrupted: the finished trials are saved in {safe_url(args.storage)} (the interrupted one is "
-                f"marked failed); {again} continue the study")
+        return f"the finished trials are saved in {safe_url(args.storage)}; {again} continue the study"
     if args.command in ("train", "specialize"):
-        where = args.out if args.command == "specialize" else args.checkpoint or "the default checkpoint"
-        return f"interrupted: the meta-training so far is saved in {where}; {again} resume it"
+        where = args.out if args.command == "specialize" else getattr(args, "written", None) or args.checkpoint
+        if where is not None and not Path(where).is_file():
+            return f"nothing was saved; {again} start over"
+        return f"the meta-training so far is saved in {where or 'the default checkpoint'}; {again} resume it"
     if args.command == "tune":
-        return (f"interrupted: the specialization so far is saved in {args.out or 'tuned/<study>'} and the tuning "
-                f"study in {safe_url(args.storage)}; {again} continue")
+        return (f"the specialization so far is saved in {args.out or 'tuned/<study>'} and the tuning study in "
+                f"{safe_url(args.storage)}; {again} continue")
     if args.command == "select":
-        return f"interrupted: nothing was saved (select stores its answer when it ends); {again} start over"
-    return f"interrupted: nothing was saved; {again} start over"
+        look = _recorded_look(args)
+        if look is not None:
+            return (f"its look at the test split of {look.benchmark} was recorded in {safe_url(args.storage)} before "
+                    "any score was seen (it counts toward the error rate of later looks); the answer is stored only "
+                    f"when select ends; {again} start over")
+        return f"nothing was saved (select stores its answer when it ends); {again} start over"
+    return f"nothing was saved; {again} start over"
+
+
+def _recorded_look(args: argparse.Namespace) -> Look | None:
+    """The look at a test split this command recorded (None: none, or the storage cannot say)."""
+    try:
+        looks = Ledger(open_storage(args.storage, create=False), user=False).every_look()
+    except Exception:  # the storage failed or is missing: nothing can be claimed
+        return None
+    return next((look for look in reversed(looks) if look.command.split()[0] == args.command
+                 and look.when >= args.started and look.host == platform.node()), None)
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """The one line printed after Ctrl-C: what is saved and how to continue."""
+    saved = _saved(args)
+    if args.command == "optimize":
+        saved = saved.replace("; ", " (the interrupted one is marked failed); ", 1)
+    return f"interrupted: {saved}"
+
+
+def _storage_failure(args: argparse.Namespace, error: Exception) -> str:
+    """One line for a storage that failed while the command ran (a database restarted, a lock held too long)."""
+    cause = error.__cause__ if isinstance(error, optuna.exceptions.StorageInternalError) and error.__cause__ else error
+    detail = str(getattr(cause, "orig", None) or cause).strip().splitlines()
+    reason = detail[0] if detail else type(cause).__name__
+    url = getattr(args, "storage", None)
+    if url is None:
+        return f"the study storage failed ({' '.join(reason.split())})"
+    try:
+        password = make_url(url).password
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        password = None
+    if password:
+        reason = reason.replace(str(password), "***")
+    return f"the study storage {safe_url(url)} failed ({' '.join(reason.split())})"
+
+
+def _system_failure(error: OSError) -> str:
+    """One line for a file system that failed (a disk full, a folder gone), naming the file."""
+    what = error.strerror or one_line(error)
+    return f"{what}: {error.filename}" if error.filename else what
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit code (2 bad input, 1 an unabsorbed divergence, 130 interrupted)."""
+    """Runs the command line; returns the exit code.
+
+    0 done; 2 bad input; 1 a failure that is not the input's (an unabsorbed divergence, a storage or file system
+    that failed while the command ran); 130 interrupted. Each error is one line, saying what is saved.
+    """
     args = build_parser().parse_args(argv)
+    args.started = time.time()
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     sys.unraisablehook = _redeliver_swallowed_interrupt
@@ -128,3 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into a command that stopped reading
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as error:
+        print(f"patternsearch: error: {_storage_failure(args, error)}; {_saved(args)}", file=sys.stderr)
+        return 1
+    except OSError as error:  # every file is written whole or not at all: what was saved before is intact
+        print(f"patternsearch: error: {_system_failure(error)}; {_saved(args)}", file=sys.stderr)
+        return 1

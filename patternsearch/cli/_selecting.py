@@ -38,7 +38,7 @@ def _select_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pattern", default=None,
                         help="confirm this pattern alone against --baseline, without a study (e.g. after "
                              "'patternsearch specialize')")
-    parser.add_argument("--baseline", default="full", help="baseline with --pattern (default full)")
+    parser.add_argument("--baseline", default=None, help="baseline with --pattern (default full)")
     parser.add_argument("--timed-tasks", type=positive_int, default=REPORT_TIMED_TASKS,
                         help=f"report tasks the reported speedup is timed on (default {REPORT_TIMED_TASKS})")
     parser.add_argument("--timed-rounds", type=positive_int, default=REPORT_TIMED_ROUNDS,
@@ -73,6 +73,9 @@ def _tune_options(parser: argparse.ArgumentParser) -> None:
 
 def _select(args: argparse.Namespace) -> int:
     timing = {"timed_tasks": args.timed_tasks, "timed_rounds": args.timed_rounds}
+    if args.pattern is None and args.baseline is not None:
+        raise UsageError("--baseline applies only with --pattern; a study is confirmed against the baseline it was "
+                         "made with")
     if args.pattern is not None:
         ignored = [flag for flag, given in (("--no-confirm", args.no_confirm), ("--study", args.study is not None),
                                             ("--candidates", args.candidates is not None)) if given]
@@ -83,7 +86,7 @@ def _select(args: argparse.Namespace) -> int:
         warn(experiment.specialization_warning(experiment.pattern(args.pattern), args.baseline_checkpoint))
         result = confirm_pattern(
             experiment, args.pattern, args.max_degradation,
-            baseline=args.baseline, baseline_checkpoint=args.baseline_checkpoint, confidence=args.confidence,
+            baseline=args.baseline or "full", baseline_checkpoint=args.baseline_checkpoint, confidence=args.confidence,
             test_tasks=args.tasks, report_tasks=args.report_tasks, test_seed=args.test_seed, storage=args.storage,
             accept_test_looks=args.accept_test_looks, **timing,
         )

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from ..checkpoint import Checkpoint
 from ..experiment import build_benchmark, checkpoint_path
 from ..importing import import_checkpoint
 from ..training import TrainConfig, specialize, train
@@ -36,6 +40,7 @@ def _train_options(parser: argparse.ArgumentParser) -> None:
                              "loop still updates every parameter")
     add_seed(parser, "train-seed", 0, "seed of the initial weights and the training episodes")
     add_progress_options(parser)
+    add_json_option(parser)
 
 
 def _specialize_options(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +56,7 @@ def _specialize_options(parser: argparse.ArgumentParser) -> None:
                         help="first-order MAML (default: as the source was trained)")
     add_seed(parser, "train-seed", 1, "seed of the training episodes")
     add_progress_options(parser)
+    add_json_option(parser)
 
 
 def _import_options(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +75,44 @@ def _import_options(parser: argparse.ArgumentParser) -> None:
     add_json_option(parser)
 
 
+@dataclass(frozen=True)
+class Trained:
+    """What ``train`` or ``specialize`` wrote.
+
+    Attributes:
+        checkpoint: The checkpoint written.
+        iteration: Its meta-updates in total.
+        val_score: Its last validation score (None: never validated).
+        pattern: The pattern it was specialized for (``specialize`` only).
+        parent: The checkpoint it continued from (``specialize`` only).
+    """
+
+    checkpoint: str
+    iteration: int
+    val_score: float | None
+    pattern: str | None = None
+    parent: str | None = None
+
+    @classmethod
+    def of(cls, checkpoint: Checkpoint, path: Path, parent: Path | None = None) -> Trained:
+        """The summary of a checkpoint written at ``path``."""
+        score = checkpoint.last_val_score()
+        return cls(str(path), int(checkpoint.training.get("iteration", 0)), None if math.isnan(score) else score,
+                   None if parent is None else checkpoint.pattern, None if parent is None else str(parent))
+
+    def describe(self) -> str:
+        """The line the command prints."""
+        score = "nan" if self.val_score is None else f"{self.val_score:.4f}"
+        if self.parent is None:
+            return f"checkpoint: {self.checkpoint} (iteration {self.iteration}, validation score {score})"
+        return (f"specialized checkpoint: {self.checkpoint} (pattern {self.pattern}, parent {self.parent}, iteration "
+                f"{self.iteration}, validation score with the pattern {score})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
 def _train(args: argparse.Namespace) -> int:
     experiment = spec(args)
     config = TrainConfig.for_spec(
@@ -78,24 +122,18 @@ def _train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every, pattern=args.pattern,
     )
     benchmark = build_benchmark(experiment)
-    path = checkpoint_path(experiment, benchmark)
-    checkpoint = train(config, path, benchmark=benchmark)
-    print(f"checkpoint: {path} (iteration {checkpoint.training.get('iteration')}, "
-          f"validation score {checkpoint.last_val_score():.4f})")
-    return 0
+    args.written = path = checkpoint_path(experiment, benchmark)  # what an error or Ctrl-C says is saved
+    return show(Trained.of(train(config, path, benchmark=benchmark), path), args.json)
 
 
 def _specialize(args: argparse.Namespace) -> int:
-    source = args.checkpoint or checkpoint_path(spec(args), build_benchmark(spec(args)))
+    source = args.checkpoint or checkpoint_path(spec(args))
     checkpoint = specialize(  # the parent's own benchmark settings come from its checkpoint
         source, args.pattern, args.iterations, args.out, meta_batch=args.meta_batch, meta_lr=args.meta_lr,
         first_order=args.first_order, seed=args.train_seed, val_every=args.val_every, val_tasks=args.val_tasks,
         checkpoint_every=args.checkpoint_every, data_root=args.data_root, device=args.device,
     )
-    print(f"specialized checkpoint: {args.out} (pattern {checkpoint.pattern}, parent {source}, iteration "
-          f"{checkpoint.training.get('iteration')}, validation score with the pattern "
-          f"{checkpoint.last_val_score():.4f})")
-    return 0
+    return show(Trained.of(checkpoint, args.out, parent=source), args.json)
 
 
 def _import(args: argparse.Namespace) -> int:

@@ -55,7 +55,7 @@ from ..search import (
 )
 from ..spec import ExperimentSpec
 from ..tables import optional, text_table
-from ._lease import Lease
+from ._lease import Lease, LeaseLost, stale_seconds
 from ._plan import (
     CONFIG_ATTR as TUNE_CONFIG_ATTR,
 )
@@ -256,6 +256,7 @@ def tune(
                      max_confirmed=max_confirmed, test_tasks=test_tasks,
                      report_tasks=test_tasks if report_tasks is None else report_tasks, test_seed=test_seed)
     TuneConfig(search_study="", parent_sha256="", **requested)  # bad numbers are refused before any work
+    stale_seconds()  # and a bad lease setting
     name, study = _search(spec, storage, study_name, trials, search_options or {}, progress, say)
     study_config = StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR])
     config = TuneConfig(search_study=name, parent_sha256=study_config.checkpoint_sha256,
@@ -367,44 +368,71 @@ def _tuning_study(storage: optuna.storages.BaseStorage, name: str, config: TuneC
     """The tuning study; the worker that creates it makes the plan and enqueues the units, the others wait.
 
     The study's creation is the plan's lease (:mod:`patternsearch.tuning._lease`): a worker waits while its
-    creator plans, and replaces a creator that was killed before the plan was written.
+    creator plans, and replaces a creator that was killed (or paused) before the plan was written. A creator
+    that finds it was replaced commits nothing, deletes nothing, and waits for the other worker's plan.
     """
     lease, waiting_for = Lease(storage, name, done_attr=PLAN_ATTR), None
-    while not lease.take():
-        try:
-            study = optuna.load_study(study_name=name, storage=storage)
-        except KeyError:  # removed between the two calls: try again
+    while True:
+        study_id = lease.take()
+        if study_id is None:
+            try:
+                study = optuna.load_study(study_name=name, storage=storage)
+            except KeyError:  # removed between the two calls: try again
+                continue
+            if PLAN_ATTR in study.user_attrs:
+                return study
+            if lease.holder() != waiting_for:
+                waiting_for = lease.holder()
+                say(f"waiting for {waiting_for or 'another worker'} to make the tuning's plan")
+            time.sleep(POLL_S)
             continue
-        if PLAN_ATTR in study.user_attrs:
-            return study
-        if lease.holder() != waiting_for:
-            waiting_for = lease.holder()
-            say(f"waiting for {waiting_for or 'another worker'} to make the tuning's plan")
-        time.sleep(POLL_S)
-    study = optuna.load_study(study_name=name, storage=storage)
-    try:
-        with lease.beating():
-            plan = session.plan()
-            study.set_user_attr(TUNE_CONFIG_ATTR, config.to_dict())
-            enqueue_units(study, plan)
-            study.set_user_attr(PLAN_ATTR, plan.to_dict())  # last: a study with a plan has its units
-    except BaseException:
-        optuna.delete_study(study_name=name, storage=storage)  # never left half-made: a rerun starts afresh
-        raise
-    return optuna.load_study(study_name=name, storage=storage)
+        try:
+            with lease.beating():
+                plan = session.plan()
+                study = optuna.load_study(study_name=name, storage=storage)
+                if storage.get_study_id_from_name(name) != study_id:
+                    raise LeaseLost(f"another worker took over {name!r} from this one")
+                lease.check()  # the plan is committed only by the study's holder
+                study.set_user_attr(TUNE_CONFIG_ATTR, config.to_dict())
+                enqueue_units(study, plan)
+                lease.check()
+                study.set_user_attr(PLAN_ATTR, plan.to_dict())  # last: a study with a plan has its units
+        except LeaseLost:
+            say("another worker took over the tuning's plan while this one was silent; waiting for its plan")
+            waiting_for = None
+            continue
+        except BaseException:
+            lease.release()  # never left half-made (its own study only): a rerun starts afresh
+            raise
+        return optuna.load_study(study_name=name, storage=storage)
 
 
 def _confirm_once(tuning: optuna.Study, storage: optuna.storages.BaseStorage, confirm: Callable[[], Selection],
                   say: Callable[[str], None]) -> None:
-    """Stores the tuning's answer: one worker confirms (under a lease), the others wait for its answer."""
+    """Stores the tuning's answer: one worker confirms (under a lease), the others wait for its answer.
+
+    The confirming worker stores its answer only while it still holds the lease and no answer is stored; one
+    that lost the lease (paused, or its heartbeat silent) discards its work and waits like the others.
+    """
     lease, waiting_for = Lease(storage, tuning.study_name + CONFIRM_SUFFIX), None
     study_id = storage.get_study_id_from_name(tuning.study_name)
-    while RESULT_ATTR not in storage.get_study_user_attrs(study_id):
-        if lease.take():
+
+    def answered() -> bool:
+        return RESULT_ATTR in storage.get_study_user_attrs(study_id)
+
+    while not answered():
+        if lease.take() is not None:
             try:
                 with lease.beating():
-                    if RESULT_ATTR not in storage.get_study_user_attrs(study_id):  # not answered meanwhile
-                        storage.set_study_user_attr(study_id, RESULT_ATTR, confirm().to_dict())
+                    if not answered():  # not answered meanwhile
+                        selection = confirm()
+                        lease.check()
+                        if not answered():
+                            storage.set_study_user_attr(study_id, RESULT_ATTR, selection.to_dict())
+            except LeaseLost:
+                say("another worker took over the confirmation while this one was silent; waiting for its answer")
+                waiting_for = None
+                continue
             finally:
                 lease.release()
             return
