@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import io
 import os
+import uuid
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +98,24 @@ def measured_attrs(pattern: str, accuracy: float, speedup: float, device: str = 
     return Measurement(pattern=pattern, accuracy=accuracy, ci95=0.01, scores=scores, tasks_scored=len(scores),
                        latency_ms=10.0 / speedup, latency_iqr_ms=0.0, baseline_latency_ms=10.0,
                        latency_ratio=1.0 / speedup, speedup=speedup, flops=1000, device=device).user_attrs()
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A PostgreSQL database of the test's own (made, then dropped), for commands that confirm on a server storage.
+
+    The ledger of looks at a test split lives in the storage: in the shared ``test`` database every run would
+    spend from the same split's budget, and after some dozens of runs nothing would be left to confirm with.
+    """
+    import sqlalchemy
+
+    database = f"ps_{uuid.uuid4().hex[:16]}"
+    admin = sqlalchemy.create_engine("postgresql://postgres@127.0.0.1:5432/test", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE {database}"))
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{database}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+        admin.dispose()

@@ -139,7 +139,7 @@ def test_a_waiter_whose_clock_is_a_minute_ahead_does_not_take_a_live_lease(monke
 
 
 def test_a_paused_planner_and_a_confirmer_cut_off_from_the_database_make_one_plan_and_one_answer(
-        sinusoid_checkpoint: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        sinusoid_checkpoint: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, postgres_database: str) -> None:
     """Two ``tune`` processes on PostgreSQL: A is SIGSTOPped while it plans, past the stale time, so B takes over,
     plans and works; A resumes (it deletes nothing and commits no plan of its own) and shares the work; then the
     confirming worker's database connections are terminated. One plan, each unit once, one look, one answer.
@@ -159,13 +159,13 @@ def test_a_paused_planner_and_a_confirmer_cut_off_from_the_database_make_one_pla
     stale = 3.0
     monkeypatch.setenv("PATTERNSEARCH_LEASE_STALE_S", str(stale))
     name = f"lease-{uuid.uuid4().hex[:12]}"
-    optimize(12, SINUSOID.but(checkpoint=str(sinusoid_checkpoint)), storage=POSTGRES, study_name=name, tasks=12,
-             latency_tasks=1, repeats=1, progress=False, heartbeat_interval=2)
-    storage, began = open_storage(POSTGRES), time.time()
+    optimize(12, SINUSOID.but(checkpoint=str(sinusoid_checkpoint)), storage=postgres_database, study_name=name,
+             tasks=12, latency_tasks=1, repeats=1, progress=False, heartbeat_interval=2)
+    storage, began = open_storage(postgres_database), time.time()
 
     def start(worker: str) -> tuple[subprocess.Popen[str], Any]:
         log = (tmp_path / f"{worker}.err").open("w")  # a file: a full pipe would stall the worker
-        url = f"{POSTGRES}?application_name={name}-{worker}"  # its connections, to terminate them
+        url = f"{postgres_database}?application_name={name}-{worker}"  # its connections, to terminate them
         return subprocess.Popen(
             [sys.executable, "-m", "patternsearch", "tune", "--storage", url, "--study", name, "--checkpoint",
              str(sinusoid_checkpoint), "--benchmark", "sinusoid", "--shots", "5", "--queries", "10", "--device",
@@ -192,7 +192,7 @@ def test_a_paused_planner_and_a_confirmer_cut_off_from_the_database_make_one_pla
         planning = wait_for("planning", lambda: (found := attrs(f"{name}.tune")) is not None and "tune_plan" not in
                             found and str(found.get("lease_holder", "")).endswith(f":{a.pid}"))
         assert planning
-        engine = sqlalchemy.create_engine(POSTGRES)
+        engine = sqlalchemy.create_engine(postgres_database)
         while True:  # paused between two transactions (one paused inside its own would hold its locks)
             a.send_signal(signal.SIGSTOP)
             with engine.connect() as connection:
@@ -235,7 +235,7 @@ def test_a_paused_planner_and_a_confirmer_cut_off_from_the_database_make_one_pla
             if process is not None and process.poll() is None:
                 process.send_signal(signal.SIGCONT)
                 process.kill()
-    stored = load_result(POSTGRES, name)
+    stored = load_result(postgres_database, name)
     assert stored is not None and answers
     assert all(answer == json.loads(json.dumps(stored.to_dict()))["selection"] for answer in answers)  # the one
     assert "another worker took over the tuning's plan" in (tmp_path / "a.err").read_text()

@@ -428,7 +428,7 @@ def test_a_specialized_checkpoint_warns_when_used_with_another_pattern_or_baseli
 
 
 def test_three_workers_on_a_server_storage_one_killed_make_one_plan_and_one_confirmation(
-        sinusoid_checkpoint: Path, tmp_path: Path) -> None:
+        sinusoid_checkpoint: Path, tmp_path: Path, postgres_database: str) -> None:
     """Three ``tune`` processes on PostgreSQL, one SIGKILLed in a unit: the others finish its work, once.
 
     One plan (the planned units, each completed once), the killed worker's unit retried, one look at the test
@@ -446,7 +446,7 @@ def test_three_workers_on_a_server_storage_one_killed_make_one_plan_and_one_conf
     from patternsearch.looks import Ledger
     from patternsearch.search import open_storage
 
-    storage = "postgresql://postgres@127.0.0.1:5432/test"
+    storage = postgres_database
     name = f"tune-{uuid.uuid4().hex[:12]}"
     optimize(12, SINUSOID.but(checkpoint=str(sinusoid_checkpoint)), storage=storage, study_name=name, **TINY_STUDY)
     began = time.time()
