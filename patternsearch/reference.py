@@ -31,7 +31,7 @@ def reference_adapt(
     inner_lr: float,
     loss_fn: LossFn | None = None,
 ) -> Params:
-    """Adapts like :func:`patternsearch.adapt`, without skipping any work.
+    """Adapts like :func:`patternsearch.adapt`, without skipping any work: the plain PyTorch loop, tensors as given.
 
     Args:
         model: The network; it is not modified.
@@ -56,7 +56,7 @@ def reference_adapt(
         with torch.enable_grad():
             for _ in range(phase.steps):
                 leaves = {name: t.requires_grad_() for name, t in params.items()}
-                loss = loss_fn(functional_forward(model, leaves, x), y)
+                loss = loss_fn(functional_forward(model, leaves, x, layout=False), y)
                 grads = torch.autograd.grad(loss, list(leaves.values()))
                 with torch.no_grad():
                     params = {
