@@ -476,6 +476,7 @@ def adapt(
     create_graph: bool = False,
     first_order: bool = False,
     check_finite: bool = True,
+    layout: bool = True,
 ) -> Params:
     """Adapts the flagged layer groups to a support set with SGD, phase by phase.
 
@@ -501,6 +502,8 @@ def adapt(
         check_finite: Raise on a non-finite inner loss. That check copies a
             value to the host; timing turns it off and checks the result
             afterwards (:func:`check_finite_params`).
+        layout: Convert to the faster layout (:func:`preferred_layout`);
+            False runs the tensors as given.
 
     Returns:
         Parameters by name (all of them), for ``torch.func.functional_call``.
@@ -514,7 +517,7 @@ def adapt(
     differentiable = create_graph or first_order
     if not isinstance(pattern, Pattern):
         pattern = Pattern.parse(pattern, num_groups=len(layer_groups(model)))
-    layout = preferred_layout(model, x)
+    layout = layout and preferred_layout(model, x)
     if layout:
         x = channels_last(x)
     start = _model_params(model, layout) if params is None else laid_out(params) if layout else dict(params)

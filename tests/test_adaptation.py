@@ -293,3 +293,6 @@ def test_adapt_and_functional_forward_convolve_plain_cpu_inputs_channels_last() 
     assert torch.allclose(logits, expected, atol=1e-5)
     slow = reference_adapt(model, x, y, Pattern.parse("00011:2"), 0.4)
     assert _max_relative_error(params, slow) < 1e-5
+    with _ConvLayouts() as log:
+        functional_forward(model, adapt(model, x, y, "00011:2", 0.4, layout=False), x, layout=False)
+    assert log.channels_last and not any(log.channels_last)  # as given: the plain loop's NCHW

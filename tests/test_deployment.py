@@ -86,6 +86,21 @@ def test_compiled_adapter_matches_eager_and_dropout_stays_eager() -> None:
     assert random.path.adapt == random.path.predict == "eager" and "dropout" in (random.path.note or "")
 
 
+def test_a_model_the_compiler_fails_on_deploys_eager_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("unsupported")
+
+    monkeypatch.setattr(torch, "compile", fail)
+    monkeypatch.setattr("patternsearch.deployment._adapter.compiler_present", lambda device: True)
+    torch.manual_seed(0)
+    model = create_model("conv4", num_classes=5, hidden=8)
+    x, y, query = _task()
+    adapter = DeployedAdapter(model, "00011:2", 0.4, example=(x, y, query), compiled=True)
+    assert adapter.path.adapt == adapter.path.predict == "eager"
+    assert adapter.path.note == "compilation failed (RuntimeError): eager"
+    assert torch.allclose(adapter(x, y, query), _expected(model, "00011:2", x, y, query, seed=0), atol=1e-6)
+
+
 def test_small_models_are_not_compiled_and_cuda_uses_cuda_graphs() -> None:
     """Compiling a forward pass that takes microseconds does not pay; CUDA replays graphs (reduce-overhead)."""
     torch.manual_seed(0)
