@@ -51,7 +51,7 @@ def timings(experiment: ps.Experiment, pattern: ps.Pattern, tasks: list[ps.Task]
         return run
 
     def plain(task: ps.Task, predict: bool):  # type: ignore[no-untyped-def]
-        params = ps.reference_adapt(model, task.x_support, task.y_support, full, lr)
+        params = ps.reference_adapt(model, task.x_support, task.y_support, full, lr, layout=False)
         if predict:
             with torch.no_grad():
                 return ps.functional_forward(model, params, task.x_query, layout=False)
@@ -70,12 +70,12 @@ def timings(experiment: ps.Experiment, pattern: ps.Pattern, tasks: list[ps.Task]
     return interleaved_latencies(variants, tasks, experiment.device, repeats=repeats, warmup=warmup)
 
 
-def agreement(experiment: ps.Experiment, pattern: ps.Pattern, count: int) -> None:
+def agreement(experiment: ps.Experiment, pattern: ps.Pattern, count: int, compiled: bool | None) -> None:
     """Deployed predictions against eager ones, and deployed accuracy against the scorer's, on ``count`` tasks."""
     tasks = experiment.tasks("test", count, 0)
     model, lr = experiment.model, experiment.inner_lr
     deployed = ps.DeployedAdapter(model, pattern, lr, example=(tasks[0].x_support, tasks[0].y_support,
-                                                               tasks[0].x_query))
+                                                               tasks[0].x_query), compiled=compiled)
     same, total, accuracies, largest = 0, 0, [], 0.0
     for task in tasks:
         logits = deployed(task.x_support, task.y_support, task.x_query)
@@ -88,7 +88,8 @@ def agreement(experiment: ps.Experiment, pattern: ps.Pattern, count: int) -> Non
         accuracies.append(float((logits.argmax(1) == task.y_query).float().mean()))
     scores = CachedScorer(model, experiment.benchmark, tasks, lr).scores(pattern)
     differ = int((np.abs(np.asarray(accuracies) - scores) > 1e-9).sum())
-    print(f"agreement on {count} test tasks ({total} queries): deployed and eager predict the same class for "
+    print(f"{deployed.path.describe()}\nagreement on {count} test tasks ({total} queries): deployed and eager "
+          f"predict the same class for "
           f"{same}/{total} queries ({same / total:.4%}); largest logit difference {largest:.3g}; accuracy deployed "
           f"{np.mean(accuracies):.6f} vs the scorer's {scores.mean():.6f}; tasks whose accuracy differs: {differ}")
 
@@ -102,15 +103,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--agreement-tasks", type=int, default=0)
+    parser.add_argument("--agreement-compiled", action="store_true",
+                        help="compile adaptation too in the agreement check (the CUDA path), not only where it pays")
     args = parser.parse_args()
 
     experiment = ps.open_experiment(ps.ExperimentSpec(data_root=args.data_root, checkpoint=args.checkpoint,
                                                       device="cpu"))
     pattern = experiment.pattern(args.pattern)
-    tasks = experiment.tasks("test", args.tasks, 0)
     print(f"host: {device_name(experiment.device)}; {platform.machine()}; torch {torch.__version__}; one process, "
           f"{args.tasks} test tasks x {args.repeats} rounds, interleaved, after {args.warmup} warm-up rounds")
-    stats = timings(experiment, pattern, tasks, args.repeats, args.warmup)
+    if args.tasks:
+        report_timings(experiment, pattern, args)
+    if args.agreement_tasks:
+        agreement(experiment, pattern, args.agreement_tasks, True if args.agreement_compiled else None)
+
+
+def report_timings(experiment: ps.Experiment, pattern: ps.Pattern, args: argparse.Namespace) -> None:
+    """Times every variant and prints the medians and the paired speedups the README quotes."""
+    stats = timings(experiment, pattern, experiment.tasks("test", args.tasks, 0), args.repeats, args.warmup)
     for name, value in stats.items():
         print(f"  {name:32s} {value.median_ms:8.2f} ms (IQR {value.spread_ms:.2f})")
     both = "adapt+predict"
@@ -120,8 +130,6 @@ def main() -> None:
         print(f"  vs {other:22s} {mine.speedup_over(stats[f'{other} {both}']):.2f}x")
     print(f"deployed adaptation alone vs eager channels-last adaptation: "
           f"{stats['deployed adapt'].speedup_over(stats['eager channels-last adapt']):.2f}x")
-    if args.agreement_tasks:
-        agreement(experiment, pattern, args.agreement_tasks)
 
 
 if __name__ == "__main__":

@@ -277,8 +277,6 @@ class DeployedAdapter:
                         notes.append(f"compiled prediction not faster ({ratio:.2f}x eager's time, paired)")
             else:
                 notes.append(f"prediction takes {eager_ms:.2g} ms eager: compiling does not pay")
-            if self._compiled_adapt is None and self._compiled_predict is None and not notes:
-                notes.append("nothing pays compiling")
         if not force and self.device.type == "cpu" and not self.pattern.is_none and self._compiled_adapt is None:
             notes.append("adaptation eager on the CPU")
         return (kind if self._compiled_adapt else "eager", kind if self._compiled_predict else "eager",

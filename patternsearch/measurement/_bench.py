@@ -143,7 +143,8 @@ def bench(
 
     variants: dict[str, tuple[Pattern, Callable[[Task], Params]]] = {
         BASELINE: (full, fast(full)),
-        REFERENCE: (full, lambda task: reference_adapt(model, task.x_support, task.y_support, full, lr, loss_fn)),
+        REFERENCE: (full, lambda task: reference_adapt(model, task.x_support, task.y_support, full, lr, loss_fn,
+                                                       layout=False)),
     }
     same_steps: dict[str, str] = {}
     for pattern in patterns:
@@ -159,7 +160,8 @@ def bench(
     timed.update({name + PREDICT: with_prediction(model, fn) for name, (_, fn) in variants.items()
                   if name != REFERENCE})
     timed[REFERENCE + PREDICT] = lambda task: functional_forward(
-        model, reference_adapt(model, task.x_support, task.y_support, full, lr, loss_fn), task.x_query, layout=False)
+        model, reference_adapt(model, task.x_support, task.y_support, full, lr, loss_fn, layout=False), task.x_query,
+        layout=False)
     paths = {REFERENCE: PLAIN_PATH}
     for name, (pattern, _) in variants.items():
         if name != REFERENCE:
