@@ -31,14 +31,16 @@ import patternsearch as ps
 from patternsearch.devices import device_name
 from patternsearch.measurement import CachedScorer, LatencyStats, interleaved_latencies
 
+COMPILED = {"auto": None, "on": True, "off": False}
+
 
 def timings(experiment: ps.Experiment, pattern: ps.Pattern, tasks: list[ps.Task], repeats: int,
-            warmup: int) -> dict[str, LatencyStats]:
+            warmup: int, compiled: bool | None) -> dict[str, LatencyStats]:
     """Every variant, adapting and adapting + predicting, interleaved."""
     model, lr, full = experiment.model, experiment.inner_lr, experiment.full
     example = (tasks[0].x_support, tasks[0].y_support, tasks[0].x_query)
-    deployed = ps.DeployedAdapter(model, pattern, lr, example=example, check_finite=False)
-    full_deployed = ps.DeployedAdapter(model, full, lr, example=example, check_finite=False)
+    deployed = ps.DeployedAdapter(model, pattern, lr, example=example, check_finite=False, compiled=compiled)
+    full_deployed = ps.DeployedAdapter(model, full, lr, example=example, check_finite=False, compiled=compiled)
     print(f"pattern {pattern}: {deployed.path.describe()}\nfull {full}: {full_deployed.path.describe()}")
 
     def eager(layout: bool):  # type: ignore[no-untyped-def]
@@ -102,6 +104,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--compiled", choices=list(COMPILED), default="auto",
+                        help="the deployed adapters' compilation: where it pays (auto), everything (on), none (off)")
     parser.add_argument("--agreement-tasks", type=int, default=0)
     parser.add_argument("--agreement-compiled", action="store_true",
                         help="compile adaptation too in the agreement check (the CUDA path), not only where it pays")
@@ -120,7 +124,8 @@ def main() -> None:
 
 def report_timings(experiment: ps.Experiment, pattern: ps.Pattern, args: argparse.Namespace) -> None:
     """Times every variant and prints the medians and the paired speedups the README quotes."""
-    stats = timings(experiment, pattern, experiment.tasks("test", args.tasks, 0), args.repeats, args.warmup)
+    stats = timings(experiment, pattern, experiment.tasks("test", args.tasks, 0), args.repeats, args.warmup,
+                    COMPILED[args.compiled])
     for name, value in stats.items():
         print(f"  {name:32s} {value.median_ms:8.2f} ms (IQR {value.spread_ms:.2f})")
     both = "adapt+predict"

@@ -13,11 +13,13 @@ What it prepares, once:
     kernels, whose launches a replayed graph removes;
   - on the CPU, prediction is compiled when its eager forward takes at least
     :data:`WORTH_COMPILING_MS` and the compiled one is measured faster at
-    warm-up (median of paired, back-to-back calls): the query forward is memory-bound work (batch norm, ReLU,
-    pooling over a large batch) that the compiler fuses, about 3x faster on
-    Conv-4. Adaptation stays eager: its compiled form gained about 10% there,
-    not worth compiling a backward graph per pattern (``compiled=True``
-    compiles it anyway).
+    warm-up (median of paired, back-to-back calls): the query forward is
+    memory-bound work (batch norm, ReLU, pooling over a large batch) that the
+    compiler fuses. Adaptation stays eager there: compiling it means a
+    backward graph per pattern (over a minute for full MAML's ten steps on a
+    2-core CPU, cold cache), paid by every command that times a pattern,
+    for a gain too small to measure reliably on a shared host;
+    ``compiled=True`` compiles it too.
 
 The compiled adaptation is a pure function of the weights and the support set
 (``torch.func.grad`` per step, the same operations as
