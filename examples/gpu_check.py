@@ -11,6 +11,10 @@ On a CUDA machine (under 5 minutes on one modern GPU):
 2. **Latency**: ``bench`` of full MAML, the plain PyTorch loop and a few
    patterns, interleaved, CUDA events on the device's stream.
 3. **Search**: a short ``optimize`` study (default 30 trials) and ``select``.
+4. **Deployed**: full MAML and the selected pattern (the answer), eager
+   (``adapt`` + ``functional_forward``) against the deployed adapter (on CUDA:
+   compiled with CUDA graphs), adapting and adapting + predicting,
+   interleaved; the path each ran and the largest logit difference.
 
 Everything runs with the device's default precision settings except step 1;
 the summary records them (``environment``). ``--device cpu`` runs the same
@@ -28,9 +32,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from patternsearch import ExperimentSpec, Pattern, adapt, open_experiment, optimize, reference_adapt, select
+from patternsearch import (
+    ExperimentSpec,
+    Pattern,
+    adapt,
+    functional_forward,
+    open_experiment,
+    optimize,
+    reference_adapt,
+    select,
+)
 from patternsearch.devices import device_name
-from patternsearch.measurement import CachedScorer, bench, environment, exact_precision
+from patternsearch.measurement import (
+    CachedScorer,
+    adaptation_call,
+    bench,
+    deployed_adapter,
+    deployed_calls,
+    environment,
+    exact_precision,
+    interleaved_latencies,
+    with_prediction,
+)
 
 BENCH_PATTERNS = ("00010:2", "00011:1", "00001:10", "00011:10")
 
@@ -56,6 +79,33 @@ def equivalence(experiment, tasks, patterns: int, seed: int) -> dict[str, float]
         single = CachedScorer(experiment.model, experiment.benchmark, tasks, experiment.inner_lr, batch_tasks=False)
         gap = max(float(np.abs(batched.scores(p) - single.scores(p)).max()) for p in chosen)
     return {"patterns": len(chosen), "max_relative_error": worst, "max_batched_score_difference": gap}
+
+
+def deployed_vs_eager(experiment, patterns, tasks, repeats: int) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+    """Eager and deployed adaptation and adapt + predict of each pattern, interleaved, with the deployed path."""
+    model, lr, loss_fn = experiment.model, experiment.inner_lr, experiment.benchmark.loss_fn
+    variants, adapters = {}, {}
+    for pattern in patterns:
+        name = str(pattern)
+        adapters[name] = deployed_adapter(model, pattern, lr, loss_fn, tasks[0])
+        eager = adaptation_call(model, pattern, lr, loss_fn)
+        variants[f"{name} eager"], variants[f"{name} eager+predict"] = eager, with_prediction(model, eager)
+        variants[f"{name} deployed"], variants[f"{name} deployed+predict"] = deployed_calls(adapters[name])
+    stats = interleaved_latencies(variants, tasks, experiment.device, repeats=repeats, warmup=2)
+    rows = []
+    for name, adapter in adapters.items():
+        task = tasks[0]
+        with torch.no_grad():
+            eager_logits = functional_forward(model, adapt(model, task.x_support, task.y_support, adapter.pattern, lr,
+                                                           loss_fn), task.x_query)
+        gap = float((adapter(task.x_support, task.y_support, task.x_query) - eager_logits).abs().max())
+        rows.append({"pattern": name, "path": adapter.path.describe(), "max_logit_difference": gap,
+                     **{f"{kind}_ms": stats[f"{name} {kind}"].median_ms
+                        for kind in ("eager", "deployed", "eager+predict", "deployed+predict")},
+                     "deployed_speedup_adapt": stats[f"{name} deployed"].speedup_over(stats[f"{name} eager"]),
+                     "deployed_speedup_adapt_predict": stats[f"{name} deployed+predict"].speedup_over(
+                         stats[f"{name} eager+predict"])})
+    return rows
 
 
 def main() -> None:
@@ -94,6 +144,9 @@ def main() -> None:
     summary["select"] = {**{k: v for k, v in choice.to_dict().items() if k != "confirmation"},
                          "candidates": len(choice.confirmation.candidates), "look": asdict(choice.confirmation.look),
                          "seconds": time.perf_counter() - started}
+    answer = [experiment.full] + ([experiment.pattern(choice.pattern)] if choice.pattern != str(experiment.full)
+                                  else [])
+    summary["deployed"] = deployed_vs_eager(experiment, answer, tasks[: args.bench_tasks], args.bench_repeats)
     summary["total_seconds"] = time.perf_counter() - began
     text = json.dumps(summary, indent=2, default=str)
     (args.out / "summary.json").write_text(text)

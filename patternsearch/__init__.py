@@ -4,6 +4,7 @@ from ._version import __version__
 from .adaptation import adapt, adaptation_plan, functional_forward
 from .benchmarks import Benchmark, Task, create_benchmark, list_benchmarks, register_benchmark
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .deployment import DeployedAdapter
 from .errors import PatternsearchError
 from .experiment import Experiment, ModelGroups, model_groups, open_checkpoint, open_experiment
 from .exporting import Export, export
@@ -40,6 +41,7 @@ __all__ = [
     "open_checkpoint",
     "write_report",
     "Checkpoint",
+    "DeployedAdapter",
     "Experiment",
     "ExperimentSpec",
     "LayerGroup",

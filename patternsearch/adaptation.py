@@ -21,6 +21,13 @@ dropout (any ``Dropout*`` or ``*Drop*`` module in training mode) is random, so
 the frozen prefix ends before it and it runs at every step, as in the naive
 loop.
 
+Layout: on the CPU, a model with 2-D convolutions adapts and predicts in the
+channels-last memory format (inputs and 4-D weights), which oneDNN convolves
+about 1.4x faster than NCHW for few-shot batch sizes; :func:`adapt` and
+:func:`functional_forward` convert ordinary NCHW tensors themselves (see
+:func:`preferred_layout`), so the values are the same and only the strides of
+the 4-D tensors they return differ.
+
 Plans and the private copy are kept on the model itself (an attribute that is
 neither copied nor pickled), so they die with the model.
 """
@@ -105,6 +112,8 @@ class _ModelCache:
         self.shadow: nn.Module | None = None
         self.shadow_checked = False
         self.shadow_modes: tuple[bool, ...] = ()
+        self.convolves: bool | None = None
+        self.laid_out: tuple[tuple[tuple[int, int], ...], Params] | None = None
 
     def __deepcopy__(self, memo: dict[int, object]) -> _ModelCache:
         return _ModelCache()
@@ -128,10 +137,63 @@ def _modes(model: nn.Module) -> tuple[bool, ...]:
     return tuple(m.training for m in model.modules())
 
 
-def is_random(module: nn.Module) -> bool:
+def channels_last(tensor: Tensor) -> Tensor:
+    """``tensor`` with explicit channels-last strides (a copy unless it has them already).
+
+    For one channel (Omniglot) ``contiguous(memory_format=channels_last)``
+    keeps the NCHW strides, which count as channels-last too, and the whole
+    forward then runs NCHW with a weight reorder per convolution; a copy made
+    with ``clone(memory_format=...)`` has the channel stride 1 that oneDNN reads.
+    """
+    if tensor.stride(1) == 1 and tensor.is_contiguous(memory_format=torch.channels_last):
+        return tensor
+    return tensor.clone(memory_format=torch.channels_last)
+
+
+def convolves(model: nn.Module) -> bool:
+    """Whether ``model`` has 2-D convolutions (which the CPU runs faster channels-last)."""
+    cache = _cache(model)
+    if cache.convolves is None:
+        cache.convolves = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    return cache.convolves
+
+
+def preferred_layout(model: nn.Module, x: Tensor) -> bool:
+    """Whether ``model`` runs faster on ``x`` in channels-last: 4-D CPU inputs of a model with 2-D convolutions."""
+    return x.dim() == 4 and x.device.type == "cpu" and convolves(model)
+
+
+def laid_out(params: Mapping[str, Tensor]) -> Params:
+    """``params`` with every 4-D tensor channels-last (:func:`channels_last`), others as they are."""
+    return {name: channels_last(t) if t.dim() == 4 else t for name, t in params.items()}
+
+
+def _model_params(model: nn.Module, layout: bool) -> Params:
+    """The model's parameters, detached; channels-last copies when ``layout``, kept until a parameter changes."""
+    if not layout:
+        return {n: p.detach() for n, p in model.named_parameters()}
+    cache = _cache(model)
+    key = tuple((id(p), p._version) for p in model.parameters())
+    if cache.laid_out is None or cache.laid_out[0] != key:
+        cache.laid_out = key, laid_out({n: p.detach() for n, p in model.named_parameters()})
+    return dict(cache.laid_out[1])
+
+
+def _is_random(module: nn.Module) -> bool:
     """A module that draws random numbers in training mode (dropout, drop-path, drop-block)."""
     return module.training and (isinstance(module, nn.modules.dropout._DropoutNd)
                                 or "Drop" in type(module).__name__)
+
+
+def draws_random(model: nn.Module) -> bool:
+    """Whether a module of ``model`` draws random numbers in its current mode (dropout in training mode)."""
+    return any(_is_random(m) for m in model.modules())
+
+
+def updates_running_statistics(model: nn.Module) -> bool:
+    """Whether a batch norm of ``model`` updates its running statistics in its current mode."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
+               for m in model.modules())
 
 
 def _stages(module: nn.Module) -> Iterator[nn.Module]:
@@ -215,7 +277,7 @@ def _build_plan(model: nn.Module, flags: tuple[bool, ...]) -> AdaptationPlan:
     for stage in stages:
         if any(model_names[id(p)] in flagged_set for p in stage.parameters()):
             break
-        if any(is_random(m) for m in stage.modules()):  # must run at every step, like the naive loop
+        if any(_is_random(m) for m in stage.modules()):  # must run at every step, like the naive loop
             break
         cut += 1
     if cut == 0 or cut == len(stages):
@@ -253,17 +315,21 @@ def copied_buffers(model: nn.Module) -> Params:
     return {name: b.clone() for name, b in model.named_buffers()}
 
 
-def functional_forward(model: nn.Module, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+def functional_forward(model: nn.Module, params: Mapping[str, Tensor], x: Tensor, *, layout: bool = True) -> Tensor:
     """Runs ``model`` on ``x`` with ``params`` and copies of its buffers.
 
     Args:
         model: The network.
         params: Parameter tensors by name (e.g. the output of :func:`adapt`).
         x: Input batch.
+        layout: Convert to the faster layout (:func:`preferred_layout`);
+            False runs the tensors as given, as a plain PyTorch call does.
 
     Returns:
         The model output. The model itself is left unchanged.
     """
+    if layout and preferred_layout(model, x):
+        x, params = channels_last(x), laid_out(params)
     return functional_call(model, {**params, **copied_buffers(model)}, (x,))
 
 
@@ -410,6 +476,7 @@ def adapt(
     create_graph: bool = False,
     first_order: bool = False,
     check_finite: bool = True,
+    layout: bool = True,
 ) -> Params:
     """Adapts the flagged layer groups to a support set with SGD, phase by phase.
 
@@ -435,10 +502,14 @@ def adapt(
         check_finite: Raise on a non-finite inner loss. That check copies a
             value to the host; timing turns it off and checks the result
             afterwards (:func:`check_finite_params`).
+        layout: Convert to the faster layout (:func:`preferred_layout`);
+            False runs the tensors as given.
 
     Returns:
         Parameters by name (all of them), for ``torch.func.functional_call``.
-        Detached unless ``create_graph`` or ``first_order`` is set.
+        Detached unless ``create_graph`` or ``first_order`` is set. On the
+        CPU the 4-D weights of a convolutional model come back channels-last
+        (see the module doc), the layout :func:`functional_forward` uses.
 
     Raises:
         FloatingPointError: If the inner loss becomes NaN or infinite.
@@ -446,7 +517,10 @@ def adapt(
     differentiable = create_graph or first_order
     if not isinstance(pattern, Pattern):
         pattern = Pattern.parse(pattern, num_groups=len(layer_groups(model)))
-    start: Params = dict(params) if params is not None else {n: p.detach() for n, p in model.named_parameters()}
+    layout = layout and preferred_layout(model, x)
+    if layout:
+        x = channels_last(x)
+    start = _model_params(model, layout) if params is None else laid_out(params) if layout else dict(params)
     if pattern.is_none:
         return start
     plan = adaptation_plan(model, pattern)

@@ -10,7 +10,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from patternsearch import Pattern, adapt, create_model, layer_groups, reference_adapt
+from patternsearch import Pattern, adapt, create_model, functional_forward, layer_groups, reference_adapt
 from patternsearch.pattern import Phase
 
 from .conftest import ResidualNet
@@ -263,3 +263,36 @@ def test_pattern_text_and_none_alias_are_accepted() -> None:
     assert all(torch.equal(v, dict(model.named_parameters())[k]) for k, v in adapt(model, x, y, "none", 0.4).items())
     with pytest.raises(ValueError, match="evaluation step count"):
         adapt(model, x, y, "full", 0.4)
+
+
+class _ConvLayouts(TorchDispatchMode):
+    """Records whether each convolution (forward) reads a channels-last input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.channels_last: list[bool] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is aten.convolution.default:
+            x = args[0]
+            self.channels_last.append(x.stride(1) == 1 and x.is_contiguous(memory_format=torch.channels_last))
+        return func(*args, **(kwargs or {}))
+
+
+def test_adapt_and_functional_forward_convolve_plain_cpu_inputs_channels_last() -> None:
+    """Ordinary NCHW tensors (one input channel, as Omniglot's) get the faster layout, so a user passing plain
+    tensors adapts and predicts on the path the tool measures; values agree with the NCHW computation."""
+    model = _tiny_conv4()
+    x, y = _support()
+    with _ConvLayouts() as log:
+        params = adapt(model, x, y, Pattern.parse("00011:2"), 0.4)
+        logits = functional_forward(model, params, x)
+    assert log.channels_last and all(log.channels_last)
+    plain = {k: v.contiguous() for k, v in params.items()}
+    expected = functional_call(model, {**plain, **dict(model.named_buffers())}, (x,))
+    assert torch.allclose(logits, expected, atol=1e-5)
+    slow = reference_adapt(model, x, y, Pattern.parse("00011:2"), 0.4)
+    assert _max_relative_error(params, slow) < 1e-5
+    with _ConvLayouts() as log:
+        functional_forward(model, adapt(model, x, y, "00011:2", 0.4, layout=False), x, layout=False)
+    assert log.channels_last and not any(log.channels_last)  # as given: the plain loop's NCHW

@@ -19,7 +19,7 @@ from patternsearch import Pattern, adapt, create_model, functional_forward, open
 from patternsearch.cli import main
 from patternsearch.deployment import (
     ExportError,
-    compiler_available,
+    compiler_present,
     export_adaptation,
     exported_pattern,
     load_export,
@@ -136,7 +136,7 @@ def test_a_users_model_with_dropout_and_running_statistics_exports(tmp_path: Pat
     got = load_export(written.path)(*task)
     assert (got - _eager(model, pattern, 0.1, nn.functional.cross_entropy, task)).abs().max() <= 1e-4
     model.train()  # dropout on: adaptation is random, so outputs are not compared
-    monkeypatch.setattr("patternsearch.deployment._export.compiler_available", lambda: False)
+    monkeypatch.setattr("patternsearch.deployment._export.compiler_present", lambda device: False)
     random = export_adaptation(model, pattern, 0.1, nn.functional.cross_entropy, task, tmp_path / "train.pt2")
     assert random.max_difference is None and load_export(random.path)(*task).shape == (15, 5)
     assert random.kind == "program" and "no C++ compiler" in random.note  # what auto does without one
@@ -173,7 +173,7 @@ def test_bad_models_and_paths_are_refused_in_one_line_before_the_build(tmp_path:
         assert time.perf_counter() - start < 1.0
 
 
-@pytest.mark.skipif(not compiler_available(), reason="no C++ compiler")
+@pytest.mark.skipif(not compiler_present(torch.device("cpu")), reason="no C++ compiler")
 def test_an_aoti_package_matches_and_refuses_other_shapes_in_one_line(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(1, 8), nn.ReLU(), nn.Linear(8, 1))

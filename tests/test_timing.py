@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from patternsearch.experiment import open_experiment
-from patternsearch.measurement import LatencyStats, PatternEvaluator, _meter
+from patternsearch.measurement import PLAIN_PATH, LatencyStats, PatternEvaluator, _meter, bench, deployment_timing
 
 from .conftest import SINUSOID
 
@@ -29,3 +29,20 @@ def test_latency_ratio_pairs_samples_so_a_burst_of_load_cancels(sinusoid_checkpo
     assert timing.ratio == pytest.approx(1 / 10)
     measurement = evaluator.measure(experiment.pattern("001:1"))
     assert measurement.speedup == pytest.approx(10.0) and measurement.time_objective("ratio") == pytest.approx(0.1)
+
+
+def test_bench_and_deployment_timing_time_the_deployed_adapters_and_name_their_paths(
+        sinusoid_checkpoint: Path) -> None:
+    experiment = open_experiment(SINUSOID.but(checkpoint=sinusoid_checkpoint))
+    tasks = experiment.tasks("val", 2, 0)
+    rows = {row.name: row for row in bench(experiment, [experiment.pattern("001:2")], tasks, repeats=2, warmup=0)}
+    assert rows["plain-loop"].path == PLAIN_PATH and rows["plain-loop"].deployed_latency_ms is None
+    for name in ("full", "001:2", "full@2"):
+        row = rows[name]
+        assert row.path.startswith("deployed: as given, adapt eager, predict eager"), row.path
+        assert row.deployed_adapt_predict_ms and row.deployed_adapt_predict_speedup and row.plain_loop_speedup
+    assert rows["full"].deployed_speedup == rows["full"].deployed_adapt_predict_speedup == 1.0  # paired with itself
+    timing = deployment_timing(experiment.model, experiment.pattern("001:2"), experiment.full, experiment.inner_lr,
+                               experiment.benchmark.loss_fn, tasks, experiment.device, repeats=1)
+    assert timing.path.startswith("deployed:") and timing.baseline_path.startswith("deployed:")
+    assert timing.as_dict()["path"] == timing.path

@@ -23,7 +23,6 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import tempfile
 import time
 import warnings
@@ -36,10 +35,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..adaptation import LossFn, is_random
+from ..adaptation import LossFn, draws_random
 from ..errors import PatternsearchError, one_line
 from ..groups import layer_groups
 from ..pattern import Pattern
+from ._adapter import compiler_present
 from ._program import INPUT_NAMES, adapt_predict, trace_adapt_predict
 
 KINDS = ("auto", "aoti", "program")
@@ -105,12 +105,6 @@ def check_destination(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def compiler_available() -> bool:
-    """Whether a C++ compiler is on the path (``$CXX``, ``c++``, ``g++`` or ``clang++``)."""
-    names = [os.environ.get("CXX", ""), "c++", "g++", "clang++"]
-    return any(shutil.which(name) for name in names if name)
-
-
 def export_adaptation(model: nn.Module, pattern: Pattern, inner_lr: float, loss_fn: LossFn,
                       sample: tuple[Tensor, Tensor, Tensor], path: str | os.PathLike[str], *,
                       kind: str = "auto") -> ExportedAdaptation:
@@ -146,7 +140,7 @@ def export_adaptation(model: nn.Module, pattern: Pattern, inner_lr: float, loss_
     about = json.dumps({"pattern": str(pattern), "shapes": [list(t.shape) for t in sample],
                         "inputs": list(INPUT_NAMES)})
     note = ""
-    if kind == "auto" and not compiler_available():
+    if kind == "auto" and not compiler_present(torch.device("cpu")):
         kind, note = "program", "no C++ compiler found: wrote an exported program instead of an AOTInductor package"
     try:
         data = _build(program, "aoti" if kind == "auto" else kind, about)
@@ -157,7 +151,7 @@ def export_adaptation(model: nn.Module, pattern: Pattern, inner_lr: float, loss_
         kind, note = "program", f"wrote an exported program instead: {error}"
         data = _build(program, kind, about)
     build_s = time.perf_counter() - start
-    random = any(is_random(m) for m in model.modules())
+    random = draws_random(model)
     difference = None if random else _verify(data, kind, adapt_predict(model, pattern, inner_lr, loss_fn), sample)
     _atomic_write(path, data)
     shapes = tuple(tuple(t.shape) for t in sample)

@@ -5,7 +5,8 @@
   the same numbers everywhere);
 * :func:`interleaved_latencies`: adaptation latency, interleaved, warm-up,
   medians, CUDA events on the measured device; :func:`deployment_timing`:
-  adaptation time and adapt + predict time of a pattern and its baseline;
+  adaptation time and adapt + predict time of a pattern and its baseline,
+  each on its deployed adapter (:func:`deployed_adapter`);
   :func:`timing_noise`: whether a machine's load makes speedups unreliable;
 * :func:`adaptation_flops`: FLOPs of one adaptation;
 * :class:`PatternEvaluator`: all three for one pattern against a baseline,
@@ -14,7 +15,7 @@
 * :func:`bench`: the latency table of ``patternsearch bench``.
 """
 
-from ._bench import BenchRow, bench
+from ._bench import PLAIN_PATH, BenchRow, bench
 from ._flops import adaptation_flops
 from ._meter import Measurement, PatternEvaluator, Timing, time_objective
 from ._precision import environment, exact_precision
@@ -25,6 +26,8 @@ from ._timing import (
     DeploymentTiming,
     LatencyStats,
     adaptation_call,
+    deployed_adapter,
+    deployed_calls,
     deployment_timing,
     interleaved_latencies,
     time_call,
@@ -35,6 +38,7 @@ from ._timing import (
 __all__ = [
     "MIN_TASKS",
     "NOISY_SPREAD",
+    "PLAIN_PATH",
     "BenchRow",
     "CachedScorer",
     "DeploymentTiming",
@@ -48,6 +52,8 @@ __all__ = [
     "adaptation_flops",
     "bench",
     "default_threads",
+    "deployed_adapter",
+    "deployed_calls",
     "deployment_timing",
     "environment",
     "exact_precision",

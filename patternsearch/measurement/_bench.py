@@ -10,13 +10,17 @@ benchmark always times
   fast full-MAML path must not be slower than;
 * ``full@S``: full MAML at each requested pattern's own step count ``S``.
 
+Every variant is timed in the same rounds adapting (the time every speedup is
+made of, and the one the search optimises) and adapting then predicting the
+task's query batch (what a deployment waits for), each two ways: **eager**
+(``adapt`` + ``functional_forward``, as a user calls them) and **deployed**
+(its :class:`~patternsearch.deployment.DeployedAdapter`: best layout,
+compiled where it pays). The plain loop runs as users run it today: tensors
+as given (NCHW), eager.
+
 Files written by ``patternsearch export`` can be timed beside them (``export
 FILE`` rows): they adapt and predict in one call, so only their adapt +
 predict time is measured.
-
-Every variant is timed twice in the same rounds: adapting (the time every
-speedup is made of, and the one the search optimises) and adapting then
-predicting the task's query batch (what a deployment waits for).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from ..adaptation import Params
+from ..adaptation import Params, functional_forward
 from ..benchmarks import Task
 from ..deployment import exported_pattern, load_export
 from ..devices import device_name
@@ -39,9 +43,17 @@ from ..reference import reference_adapt
 from ._flops import adaptation_flops
 from ._precision import environment
 from ._scoring import CachedScorer
-from ._timing import adaptation_call, interleaved_latencies, with_prediction
+from ._timing import (
+    LatencyStats,
+    adaptation_call,
+    deployed_adapter,
+    deployed_calls,
+    interleaved_latencies,
+    with_prediction,
+)
 
-BASELINE, REFERENCE, PREDICT, EXPORT = "full", "plain-loop", "+predict", "export "
+BASELINE, REFERENCE, PREDICT, DEPLOYED, EXPORT = "full", "plain-loop", "+predict", "@deployed", "export "
+PLAIN_PATH = "plain PyTorch loop: tensors as given, eager"
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,16 @@ class BenchRow:
             query batch.
         adapt_predict_speedup: Full MAML's adapt + predict time over this
             one's, from paired samples.
+        deployed_latency_ms: Median adaptation latency on the deployed
+            adapter (None for the plain loop).
+        deployed_speedup: Deployed full MAML's adaptation time over this
+            one's deployed, paired.
+        deployed_adapt_predict_ms: Median adapt + predict time, deployed.
+        deployed_adapt_predict_speedup: Deployed full MAML's adapt + predict
+            time over this one's deployed, paired.
+        plain_loop_speedup: The plain loop's adapt + predict time over this
+            one's deployed, paired: how much faster than what users run today.
+        path: What the deployed times ran (or the plain loop's path).
         query_batch: Query examples predicted per task.
         accuracy: Mean query score on the timed tasks (the same scorer as
             every other command; few tasks, so only a sanity check).
@@ -83,6 +105,12 @@ class BenchRow:
     adapt_predict_ms: float
     adapt_predict_speedup: float
     query_batch: int
+    deployed_latency_ms: float | None
+    deployed_speedup: float | None
+    deployed_adapt_predict_ms: float | None
+    deployed_adapt_predict_speedup: float | None
+    plain_loop_speedup: float | None
+    path: str
     accuracy: float
     tasks: int
     flops: int | None
@@ -102,6 +130,7 @@ def bench(
     *,
     repeats: int = 10,
     warmup: int = 2,
+    compiled: bool | None = None,
     exports: Sequence[str | os.PathLike[str]] = (),
 ) -> list[BenchRow]:
     """Times the patterns, full MAML and the plain loop, interleaved, adapting and adapting then predicting.
@@ -112,6 +141,7 @@ def bench(
         tasks: Tasks adapted to in every round.
         repeats: Timed rounds.
         warmup: Untimed rounds first.
+        compiled: The deployed adapters' compilation (None: where it pays).
         exports: Files ``patternsearch export`` wrote, timed adapting and
             predicting in the same rounds.
 
@@ -129,7 +159,8 @@ def bench(
 
     variants: dict[str, tuple[Pattern, Callable[[Task], Params]]] = {
         BASELINE: (full, fast(full)),
-        REFERENCE: (full, lambda task: reference_adapt(model, task.x_support, task.y_support, full, lr, loss_fn)),
+        REFERENCE: (full, lambda task: reference_adapt(model, task.x_support, task.y_support, full, lr, loss_fn,
+                                                       layout=False)),
     }
     same_steps: dict[str, str] = {}
     for pattern in patterns:
@@ -142,7 +173,17 @@ def bench(
         variants.setdefault(same_name, (full_at, fast(full_at)))
         same_steps[name] = same_name
     timed = {name: fn for name, (_, fn) in variants.items()}
-    timed.update({name + PREDICT: with_prediction(model, fn) for name, (_, fn) in variants.items()})
+    timed.update({name + PREDICT: with_prediction(model, fn) for name, (_, fn) in variants.items()
+                  if name != REFERENCE})
+    timed[REFERENCE + PREDICT] = lambda task: functional_forward(
+        model, reference_adapt(model, task.x_support, task.y_support, full, lr, loss_fn, layout=False), task.x_query,
+        layout=False)
+    paths = {REFERENCE: PLAIN_PATH}
+    for name, (pattern, _) in variants.items():
+        if name != REFERENCE:
+            adapter = deployed_adapter(model, pattern, lr, loss_fn, tasks[0], compiled=compiled)
+            timed[name + DEPLOYED], timed[name + DEPLOYED + PREDICT] = deployed_calls(adapter)
+            paths[name] = adapter.path.describe()
     adapters = {EXPORT + Path(path).name: _fitting_export(path, tasks[0]) for path in exports}
     timed.update({name: lambda task, a=adapter: a(task.x_support, task.y_support, task.x_query)
                   for name, (adapter, _) in adapters.items()})
@@ -159,6 +200,7 @@ def bench(
             adapt_predict_ms=stats[name + PREDICT].median_ms,
             adapt_predict_speedup=stats[name + PREDICT].speedup_over(stats[BASELINE + PREDICT]),
             query_batch=int(tasks[0].x_query.shape[0]),
+            **_deployed(stats, name), path=paths[name],
             accuracy=accuracy[name], tasks=len(tasks),
             flops=adaptation_flops(model, tasks[0], pattern, lr, loss_fn),
             device=device_name(experiment.device), threads=torch.get_num_threads(), environment=environment(),
@@ -171,7 +213,12 @@ def bench(
             name=name, pattern=pattern_text, latency_ms=None, latency_iqr_ms=None, speedup=None,
             speedup_same_steps=None, adapt_predict_ms=stats[name].median_ms,
             adapt_predict_speedup=stats[name].speedup_over(stats[BASELINE + PREDICT]),
-            query_batch=int(tasks[0].x_query.shape[0]), accuracy=float(sum(scores) / len(scores)), tasks=len(tasks),
+            query_batch=int(tasks[0].x_query.shape[0]), deployed_latency_ms=None, deployed_speedup=None,
+            deployed_adapt_predict_ms=stats[name].median_ms,
+            deployed_adapt_predict_speedup=stats[name].speedup_over(stats[BASELINE + DEPLOYED + PREDICT]),
+            plain_loop_speedup=stats[name].speedup_over(stats[REFERENCE + PREDICT]),
+            path=f"exported file (adapt + predict in one call, pattern {pattern_text})",
+            accuracy=float(sum(scores) / len(scores)), tasks=len(tasks),
             flops=None, device=device_name(experiment.device), threads=torch.get_num_threads(),
             environment=environment(),
         ))
@@ -189,3 +236,16 @@ def _fitting_export(path: str | os.PathLike[str], task: Task) -> tuple[Callable[
         raise UsageError(f"export {path} does not take these tasks ({one_line(error)}); export it for them, "
                          "or bench it with the ways, shots and queries it was exported for") from None
     return adapter, pattern
+
+
+def _deployed(stats: dict[str, LatencyStats], name: str) -> dict[str, float | None]:
+    """A row's deployed times and ratios (None for the plain loop, which has no deployed form)."""
+    if name == REFERENCE:
+        return dict.fromkeys(("deployed_latency_ms", "deployed_speedup", "deployed_adapt_predict_ms",
+                              "deployed_adapt_predict_speedup", "plain_loop_speedup"))
+    adapting, both = stats[name + DEPLOYED], stats[name + DEPLOYED + PREDICT]
+    return {"deployed_latency_ms": adapting.median_ms,
+            "deployed_speedup": adapting.speedup_over(stats[BASELINE + DEPLOYED]),
+            "deployed_adapt_predict_ms": both.median_ms,
+            "deployed_adapt_predict_speedup": both.speedup_over(stats[BASELINE + DEPLOYED + PREDICT]),
+            "plain_loop_speedup": both.speedup_over(stats[REFERENCE + PREDICT])}

@@ -6,8 +6,10 @@ predict time** (:func:`with_prediction`) adds the forward pass over a
 task's query batch, as a deployment that adapts and then predicts sees it:
 that forward pass is the same for every pattern, so the end-to-end ratio is
 smaller. :func:`deployment_timing` measures both for a pattern and its
-baseline, interleaved, and :func:`timing_noise` says when a machine's load
-makes the ratios unreliable.
+baseline on their **deployed** adapters
+(:class:`~patternsearch.deployment.DeployedAdapter`: best layout, compiled
+where it pays), interleaved, and :func:`timing_noise` says when a machine's
+load makes the ratios unreliable.
 
 On a GPU every sample is bracketed by CUDA events recorded on the measured
 device's current stream after a synchronisation, so the time is that device's,
@@ -28,6 +30,7 @@ import torch
 
 from ..adaptation import LossFn, Params, adapt, check_finite_params, functional_forward
 from ..benchmarks import Task
+from ..deployment import DeployedAdapter
 from ..pattern import Pattern
 
 NOISY_SPREAD = 2.0  # the baseline's 90th latency percentile over its 10th beyond which speedups are unreliable
@@ -91,6 +94,19 @@ def with_prediction(model: torch.nn.Module, adapt_fn: Callable[[Task], Params]) 
             return functional_forward(model, params, task.x_query)
 
     return call
+
+
+def deployed_adapter(model: torch.nn.Module, pattern: Pattern, inner_lr: float, loss_fn: LossFn | None,
+                     example: Task, *, compiled: bool | None = None) -> DeployedAdapter:
+    """The deployed adapter that timing measures: prepared and warmed up on ``example``, no host sync inside."""
+    return DeployedAdapter(model, pattern, inner_lr, loss_fn=loss_fn, compiled=compiled, check_finite=False,
+                           example=(example.x_support, example.y_support, example.x_query))
+
+
+def deployed_calls(adapter: DeployedAdapter) -> tuple[Callable[[Task], Params], Callable[[Task], torch.Tensor]]:
+    """The deployed adapter's adaptation, and its adapt + predict, on a task (what timing runs)."""
+    return (lambda task: adapter.adapt(task.x_support, task.y_support),
+            lambda task: adapter(task.x_support, task.y_support, task.x_query))
 
 
 def time_call(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
@@ -166,6 +182,9 @@ class DeploymentTiming:
         adapt_predict_speedup: Baseline adapt + predict time over the pattern's (paired).
         query_batch: Query examples predicted per task.
         noise: A warning when the baseline's samples spread too much for the ratios to be trusted.
+        path: What was timed for the pattern (:meth:`DeploymentPath.describe
+            <patternsearch.deployment.DeploymentPath.describe>`; empty in records made before deployment).
+        baseline_path: The same for the baseline.
     """
 
     latency_ms: float
@@ -176,6 +195,8 @@ class DeploymentTiming:
     adapt_predict_speedup: float
     query_batch: int
     noise: str | None
+    path: str = ""
+    baseline_path: str = ""
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form (the names ``select`` and ``evaluate`` print)."""
@@ -193,8 +214,12 @@ def deployment_timing(
     *,
     repeats: int = 5,
     warmup: int = 1,
+    compiled: bool | None = None,
 ) -> DeploymentTiming:
     """Times ``pattern`` and ``baseline`` adapting, and adapting then predicting, all four interleaved.
+
+    Each side runs on its deployed adapter (made and warmed up here, on the
+    first task), the path a deployment of it would run.
 
     Args:
         model: The meta-trained model (both patterns adapt it: cost does not depend on the weights).
@@ -206,15 +231,17 @@ def deployment_timing(
         device: Where the work runs.
         repeats: Timed rounds.
         warmup: Untimed rounds first.
+        compiled: The adapters' compilation (None: where it pays; see
+            :class:`~patternsearch.deployment.DeployedAdapter`).
 
     Raises:
         FloatingPointError: If an adaptation diverges.
     """
+    mine_adapter, base_adapter = (deployed_adapter(model, p, inner_lr, loss_fn, tasks[0], compiled=compiled)
+                                  for p in (pattern, baseline))
+    (mine_adapt, mine_both), (base_adapt, base_both) = deployed_calls(mine_adapter), deployed_calls(base_adapter)
     stats = interleaved_latencies({
-        "pattern": adaptation_call(model, pattern, inner_lr, loss_fn),
-        "baseline": adaptation_call(model, baseline, inner_lr, loss_fn),
-        "pattern+predict": with_prediction(model, adaptation_call(model, pattern, inner_lr, loss_fn)),
-        "baseline+predict": with_prediction(model, adaptation_call(model, baseline, inner_lr, loss_fn)),
+        "pattern": mine_adapt, "baseline": base_adapt, "pattern+predict": mine_both, "baseline+predict": base_both,
     }, tasks, device, repeats=repeats, warmup=warmup)
     mine, base = stats["pattern"], stats["baseline"]
     mine_end, base_end = stats["pattern+predict"], stats["baseline+predict"]
@@ -222,7 +249,8 @@ def deployment_timing(
         latency_ms=mine.median_ms, baseline_latency_ms=base.median_ms, speedup=mine.speedup_over(base),
         adapt_predict_ms=mine_end.median_ms, baseline_adapt_predict_ms=base_end.median_ms,
         adapt_predict_speedup=mine_end.speedup_over(base_end), query_batch=int(tasks[0].x_query.shape[0]),
-        noise=timing_noise(base.samples_ms),
+        noise=timing_noise(base.samples_ms), path=mine_adapter.path.describe(),
+        baseline_path=base_adapter.path.describe(),
     )
 
 

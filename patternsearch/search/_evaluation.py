@@ -18,7 +18,15 @@ from ..checkpoint import file_checksum
 from ..devices import device_name
 from ..experiment import Experiment
 from ..looks import Ledger
-from ..measurement import BenchRow, DeploymentTiming, adaptation_flops, bench, deployment_timing, environment
+from ..measurement import (
+    PLAIN_PATH,
+    BenchRow,
+    DeploymentTiming,
+    adaptation_flops,
+    bench,
+    deployment_timing,
+    environment,
+)
 from ..tables import optional, text_table
 from ..uncertainty import Estimate, estimate
 from ._paired import PairedScores
@@ -78,6 +86,7 @@ class Evaluation:
             f"speedup {timing.speedup:.1f}x (what the search optimises)",
             f"  adapt + predict {timing.query_batch} queries: {timing.adapt_predict_ms:.2f} ms vs "
             f"{timing.baseline_adapt_predict_ms:.2f} ms: {timing.adapt_predict_speedup:.1f}x end to end",
+            f"  timed: {timing.path}; baseline {timing.baseline_path}",
             f"  adaptation FLOPs: {self.flops:,}",
         ])
 
@@ -157,19 +166,24 @@ class BenchReport:
     def describe(self) -> str:
         """The lines ``bench`` prints."""
         first = self.rows[0]
-        return (f"{first.device}, {first.threads} threads; {self.tasks} tasks x {self.repeats} rounds, interleaved; "
-                f"adapt + predict predicts {first.query_batch} queries\n" + text_table(
-                    ["variant", "pattern", "adapt ms", "IQR ms", "speedup", "vs full@same steps", "adapt+predict ms",
-                     "adapt+predict speedup", "FLOPs", f"accuracy ({self.tasks} tasks)"],
-                    [(r.name, r.pattern, optional(r.latency_ms, ".3f"), optional(r.latency_iqr_ms, ".3f"),
-                      _times(r.speedup), _times(r.speedup_same_steps), f"{r.adapt_predict_ms:.3f}",
-                      f"{r.adapt_predict_speedup:.2f}x", optional(r.flops, ".3g"), f"{r.accuracy:.4f}")
-                     for r in self.rows]))
+        head = (f"{first.device}, {first.threads} threads; {self.tasks} tasks x {self.repeats} rounds, interleaved; "
+                f"adapt + predict predicts {first.query_batch} queries; eager: adapt + functional_forward; "
+                f"deployed: DeployedAdapter; plain-loop: {PLAIN_PATH}")
+        table = text_table(
+            ["variant", "pattern", "adapt ms", "IQR ms", "speedup", "vs full@same steps", "deployed adapt ms",
+             "deployed speedup", "adapt+predict ms", "deployed adapt+predict ms", "deployed adapt+predict speedup",
+             "vs plain loop", "FLOPs", f"accuracy ({self.tasks} tasks)"],
+            [(r.name, r.pattern, optional(r.latency_ms, ".3f"), optional(r.latency_iqr_ms, ".3f"), _ratio(r.speedup),
+              _ratio(r.speedup_same_steps), optional(r.deployed_latency_ms, ".3f"), _ratio(r.deployed_speedup),
+              f"{r.adapt_predict_ms:.3f}", optional(r.deployed_adapt_predict_ms, ".3f"),
+              _ratio(r.deployed_adapt_predict_speedup), _ratio(r.plain_loop_speedup), optional(r.flops, ".3g"),
+              f"{r.accuracy:.4f}") for r in self.rows])
+        paths = sorted({r.path for r in self.rows if r.path != PLAIN_PATH})
+        return "\n".join([head, table, *(f"  {path}" for path in paths)])
 
 
-def _times(ratio: float | None) -> str:
-    """``2.50x``, or ``-`` when there is none."""
-    return "-" if ratio is None else f"{ratio:.2f}x"
+def _ratio(value: float | None) -> str:
+    return optional(value, ".2f") + ("" if value is None else "x")
 
 
 def bench_patterns(

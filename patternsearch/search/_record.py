@@ -181,6 +181,7 @@ class Selection(VersionedRecord):
                       f"tasks; {self.device}; what the search optimises)",
                       f"  adapt + predict {timing.query_batch} queries: {timing.adapt_predict_ms:.2f} ms vs "
                       f"{timing.baseline_adapt_predict_ms:.2f} ms, {timing.adapt_predict_speedup:.1f}x end to end"]
+            lines += [f"  timed: {timing.path}" if timing.path else "  timed: eager (a record made before deployment)"]
         if self.fresh is not None:
             lines.append(f"  {self.fresh.describe()}")
         if timing is None and validation.speedup is not None:
