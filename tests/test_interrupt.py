@@ -15,7 +15,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from patternsearch import load_checkpoint
+from patternsearch import create_benchmark, load_checkpoint
 from patternsearch.looks import Ledger
 from patternsearch.search import counts_toward_target, open_storage
 
@@ -124,7 +124,7 @@ def test_interrupted_evaluate_and_select_print_one_line(sinusoid_checkpoint: Pat
     code, after = select.interrupt_when(lambda _: time.monotonic() - began > 1.5 * start_up + 1)
     assert code == 130
     storage = "sqlite:///studies/patternsearch.db"
-    looks = Ledger(open_storage(storage, create=False)).looks("sinusoid")
+    looks = Ledger(open_storage(storage, create=False), user=False).looks(create_benchmark("sinusoid"))
     assert len(looks) == 1 and looks[0].command.startswith("select")
     check_one_line(after, f"its look at the test split of sinusoid was recorded in {storage} before any score")
     assert "the answer is stored only when select ends" in after

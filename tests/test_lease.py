@@ -150,6 +150,7 @@ def test_a_paused_planner_and_a_confirmer_cut_off_from_the_database_make_one_pla
     import sqlalchemy
     from optuna.trial import TrialState
 
+    from patternsearch import create_benchmark
     from patternsearch.looks import Ledger
     from patternsearch.search import open_storage, optimize
     from patternsearch.tuning import load_result
@@ -244,5 +245,6 @@ def test_a_paused_planner_and_a_confirmer_cut_off_from_the_database_make_one_pla
     complete = sorted((t.user_attrs["rung"], t.user_attrs["slot"]) for t in trials
                       if "rung" in t.user_attrs and t.state == TrialState.COMPLETE)
     assert complete == [(0, 0)]  # one plan's unit, once
-    looks = [look for look in Ledger(storage).looks("sinusoid") if look.command == "tune" and look.when >= began]
+    looks = [look for look in Ledger(storage, user=False).looks(create_benchmark("sinusoid"))
+             if look.command == "tune" and look.when >= began]
     assert len(looks) == 1 and answers[0]["confirmation"]["look"]["number"] == looks[0].number

@@ -135,6 +135,24 @@ def _interrupted(args: argparse.Namespace) -> str:
     return f"interrupted: {saved}"
 
 
+_STORAGE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
+
+
+def _storage_error(error: BaseException) -> BaseException | None:
+    """The storage error ``error`` is, or was raised while handling; None when there is none.
+
+    Optuna can mask a failed write with an ``UnboundLocalError`` of its own, raised in a ``finally``.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, _STORAGE_ERRORS):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def _storage_failure(args: argparse.Namespace, error: Exception) -> str:
     """One line for a storage that failed while the command ran (a database restarted, a lock held too long)."""
     cause = error.__cause__ if isinstance(error, optuna.exceptions.StorageInternalError) and error.__cause__ else error
@@ -186,9 +204,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into a command that stopped reading
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as error:
-        print(f"patternsearch: error: {_storage_failure(args, error)}; {_saved(args)}", file=sys.stderr)
-        return 1
     except OSError as error:  # every file is written whole or not at all: what was saved before is intact
         print(f"patternsearch: error: {_system_failure(error)}; {_saved(args)}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        failed = _storage_error(error)
+        if failed is None:
+            raise
+        print(f"patternsearch: error: {_storage_failure(args, failed)}; {_saved(args)}", file=sys.stderr)
         return 1

@@ -21,10 +21,10 @@ What it prepares, once:
     for a gain too small to measure reliably on a shared host;
     ``compiled=True`` compiles it too.
 
-The compiled adaptation is a pure function of the weights and the support set
-(``torch.func.grad`` per step, the same operations as
-:func:`~patternsearch.adaptation.adapt`), traced for the shapes and the
-module modes of the example. A model in training mode with an active random
+The compiled adaptation is :func:`~patternsearch.adaptation.adapt` itself,
+traced into one graph of the support set (the weights its constants: the
+trace ``patternsearch export`` writes, :func:`~._program.trace_adaptation`)
+for the shapes and the module modes of the example. A model in training mode with an active random
 module (dropout) is deployed eager: compiled code draws other random numbers
 than eager code, so its predictions would not be the ones ``adapt`` +
 ``functional_forward`` give; put such a model in ``eval()`` mode to compile
@@ -61,12 +61,11 @@ from ..adaptation import (
     copied_buffers,
     draws_random,
     laid_out,
-    part_tensors,
-    stage_part,
     updates_running_statistics,
 )
 from ..groups import layer_groups
 from ..pattern import Pattern
+from ._program import trace_adaptation
 
 WORTH_COMPILING_MS = 1.0
 """Eager prediction time (ms) from which the CPU tries a compiled prediction: below it, per-call overhead dominates."""
@@ -141,47 +140,6 @@ def _paired_ratio(fn: Callable[[], object], other: Callable[[], object], device:
     return statistics.median(ratios)
 
 
-def _functional_adaptation(model: nn.Module, pattern: Pattern, inner_lr: float,
-                           loss_fn: LossFn) -> Callable[[Params, Params, Tensor, Tensor], Params]:
-    """The pattern's inner loop as a pure function of (parameters, buffers, support inputs, targets).
-
-    The same operations as :func:`~patternsearch.adaptation.adapt` (frozen
-    prefix once, each phase's middle stages once, SGD steps on the suffix),
-    with ``torch.func.grad`` instead of ``torch.autograd.grad``, which a
-    compiler traces into one graph.
-    """
-    plan = adaptation_plan(model, pattern)
-    phases = [(phase, adaptation_plan(model, phase.flags)) for phase in pattern.canonical().phases
-              if not phase.is_noop]
-
-    def run(params: Params, buffers: Params, x: Tensor, y: Tensor) -> Params:
-        current = dict(params)
-        features = x
-        if plan.prefix is not None:
-            features = functional_call(plan.prefix.module, part_tensors(plan.prefix, current, buffers), (x,))
-        for phase, phase_plan in phases:
-            phase_features = features
-            if phase_plan.cut > plan.cut:
-                middle = stage_part(model, plan.cut, phase_plan.cut)
-                phase_features = functional_call(middle.module, part_tensors(middle, current, buffers), (features,))
-            suffix = phase_plan.suffix
-            local_of = {name: local for local, name in suffix.param_names}
-            tensors = part_tensors(suffix, current, buffers)
-            fast = {local_of[name]: tensors.pop(local_of[name]) for name in phase_plan.flagged}
-
-            def loss(fast: Params, tensors: Params = tensors, module: nn.Module = suffix.module,
-                     inputs: Tensor = phase_features) -> Tensor:
-                return loss_fn(functional_call(module, {**tensors, **fast}, (inputs,)), y)
-
-            lr = inner_lr * phase.scale
-            for _ in range(phase.steps):
-                grads = torch.func.grad(loss)(fast)
-                fast = {local: t - lr * grads[local] for local, t in fast.items()}
-            current.update({name: fast[local_of[name]] for name in phase_plan.flagged})
-        return current
-
-    return run
-
 
 class DeployedAdapter:
     """One pattern's adaptation and prediction for one model on one device, prepared once (see the module doc).
@@ -230,7 +188,7 @@ class DeployedAdapter:
             adaptation_plan(model, self.pattern)  # built now, not in the first call
         self._mutable_buffers = updates_running_statistics(model)
         self._buffers = dict(model.named_buffers())
-        self._compiled_adapt: Callable[[Params, Params, Tensor, Tensor], Params] | None = None
+        self._compiled_adapt: Callable[[Tensor, Tensor], Params] | None = None
         self._compiled_predict: Callable[[Params, Params, Tensor], Tensor] | None = None
         adapt_how, predict_how, note = "eager", "eager", None
         if compiled is not False and example is not None:
@@ -262,8 +220,9 @@ class DeployedAdapter:
                 if self._mutable_buffers:
                     notes.append("batch norm updating running statistics adapts eager")
                 elif not self.pattern.is_none:
-                    program = _functional_adaptation(self.model, self.pattern, self.inner_lr, self.loss_fn)
-                    self._compiled_adapt = torch.compile(program, **options)  # type: ignore[arg-type]
+                    program = trace_adaptation(self.model, self.pattern, self.inner_lr, self.loss_fn, self._params,
+                                               (x, y))
+                    self._compiled_adapt = torch.compile(program, **options)
             params = self.adapt(x, y)
             eager_ms = statistics.median(_elapsed_ms(lambda: self._eager_predict(params, query), self.device)
                                          for _ in range(3))
@@ -281,8 +240,8 @@ class DeployedAdapter:
                 notes.append(f"prediction takes {eager_ms:.2g} ms eager: compiling does not pay")
         if not force and self.device.type == "cpu" and not self.pattern.is_none and self._compiled_adapt is None:
             notes.append("adaptation eager on the CPU")
-        return (kind if self._compiled_adapt else "eager", kind if self._compiled_predict else "eager",
-                "; ".join(notes) or None)
+        adapt_how = kind if self._compiled_adapt is not None else "eager"
+        return adapt_how, kind if self._compiled_predict is not None else "eager", "; ".join(notes) or None
 
     def _input(self, x: Tensor) -> Tensor:
         x = x.to(self.device)
@@ -306,7 +265,7 @@ class DeployedAdapter:
         if self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
         with torch.no_grad():
-            adapted = self._compiled_adapt(self._params, self._buffer_copies(), x, y)
+            adapted = self._compiled_adapt(x, y)
         if self.device.type == "cuda":  # a replayed graph's outputs are overwritten by its next replay
             adapted = {name: t.clone() for name, t in adapted.items()}
         if self.check_finite:

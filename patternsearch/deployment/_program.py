@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.fx import GraphModule
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from ..adaptation import LossFn, adapt, functional_forward
+from ..adaptation import LossFn, Params, adapt, functional_forward
 from ..pattern import Pattern
 
 INPUT_NAMES = ("x_support", "y_support", "x_query")
@@ -73,3 +73,27 @@ def trace_adapt_predict(model: nn.Module, pattern: Pattern, inner_lr: float, los
         node.name = node.target = name
     graph.recompile()
     return graph
+
+
+def trace_adaptation(model: nn.Module, pattern: Pattern, inner_lr: float, loss_fn: LossFn, params: Params,
+                     support: tuple[Tensor, Tensor]) -> GraphModule:
+    """The aten graph of :func:`~patternsearch.adaptation.adapt` from ``params``: ``(x, y) -> adapted params``.
+
+    The same trace as :func:`trace_adapt_predict` without the prediction, for
+    a compiler (the deployed adapter's compiled adaptation): ``params`` and
+    the model's buffers are constants of the graph.
+
+    Args:
+        model: The meta-trained network, in the modes to adapt in.
+        pattern: The adaptation.
+        inner_lr: The checkpoint's inner learning rate.
+        loss_fn: The benchmark's loss.
+        params: The weights to adapt from (e.g. in the layout deployed).
+        support: Support inputs and targets of the shapes to trace for.
+    """
+
+    def run(x_support: Tensor, y_support: Tensor) -> Params:
+        return adapt(model, x_support, y_support, pattern, inner_lr, loss_fn, params=params, check_finite=False)
+
+    with torch.no_grad():
+        return make_fx(run)(*support)
