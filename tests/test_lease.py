@@ -245,6 +245,6 @@ def test_a_paused_planner_and_a_confirmer_cut_off_from_the_database_make_one_pla
     complete = sorted((t.user_attrs["rung"], t.user_attrs["slot"]) for t in trials
                       if "rung" in t.user_attrs and t.state == TrialState.COMPLETE)
     assert complete == [(0, 0)]  # one plan's unit, once
-    looks = [look for look in Ledger(storage, user=False).looks(create_benchmark("sinusoid"))
-             if look.command == "tune" and look.when >= began]
+    looks = [entry for entry in Ledger(storage, user=False).entries(create_benchmark("sinusoid"))
+             if entry.look is not None and entry.look.command == "tune" and entry.look.when >= began]
     assert len(looks) == 1 and answers[0]["confirmation"]["look"]["number"] == looks[0].number

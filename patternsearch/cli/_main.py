@@ -111,7 +111,7 @@ def _saved(args: argparse.Namespace) -> str:
         look = _recorded_look(args)
         if look is not None:
             return (f"its look at the test split of {look.benchmark} was recorded in {safe_url(args.storage)} before "
-                    "any score was seen (it counts toward the error rate of later looks); the answer is stored only "
+                    "its decision was made (it counts toward the error rate of later looks); the answer is stored only "
                     f"when select ends; {again} start over")
         return f"nothing was saved (select stores its answer when it ends); {again} start over"
     return f"nothing was saved; {again} start over"
