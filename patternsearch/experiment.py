@@ -151,8 +151,14 @@ def build_benchmark(spec: ExperimentSpec) -> Benchmark:
 
 
 def open_checkpoint(path: str | os.PathLike[str] | None = None, *, data_root: str | os.PathLike[str] | None = None,
-                    device: str = "auto") -> Experiment:
+                    device: str = "auto", queries: int | None = None) -> Experiment:
     """The experiment of a checkpoint's own benchmark, ways and shots (default: the shipped parent checkpoint).
+
+    Args:
+        path: The checkpoint (default: the shipped parent).
+        data_root: Data folder.
+        device: Where it runs.
+        queries: Query examples per class (default: the checkpoint's).
 
     Raises:
         CheckpointError: The file is missing or not a patternsearch checkpoint.
@@ -161,7 +167,7 @@ def open_checkpoint(path: str | os.PathLike[str] | None = None, *, data_root: st
     if path is None:
         raise CheckpointError("no shipped checkpoint in this installation; pass --checkpoint")
     spec = load_checkpoint(path).spec(path, data_root=None if data_root is None else str(data_root), device=device)
-    return open_experiment(spec)
+    return open_experiment(spec if queries is None else replace(spec, queries=queries))
 
 
 def open_experiment(spec: ExperimentSpec | None = None, *, benchmark: Benchmark | None = None) -> Experiment:

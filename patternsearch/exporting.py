@@ -11,14 +11,12 @@ export's outputs against eager adaptation) is the first validation task.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from .checkpoint import load_checkpoint, shipped_checkpoint
 from .deployment import ExportedAdaptation, check_destination, export_adaptation
 from .errors import UsageError
-from .experiment import Experiment, open_experiment
+from .experiment import Experiment, open_checkpoint
 from .search import (
     CONFIG_ATTR,
     DEFAULT_STORAGE,
@@ -114,10 +112,7 @@ def _adaptation(storage: str, study_name: str | None, pattern: str | None,
                 device: str, queries: int | None) -> tuple[Experiment, str, str]:
     """The experiment to adapt, the pattern's text and where they came from."""
     if pattern is not None:
-        path = checkpoint or shipped_checkpoint("omniglot-small", "conv4", 5, 1)
-        if path is None:
-            raise UsageError("no shipped checkpoint in this installation; pass --checkpoint")
-        return _open(path, data_root, device, queries), pattern, "as given"
+        return open_checkpoint(checkpoint, data_root=data_root, device=device, queries=queries), pattern, "as given"
     study = resolve_study(storage, study_name)
     tuned = load_result(storage, study.study_name)
     if tuned is not None:
@@ -134,12 +129,4 @@ def _adaptation(storage: str, study_name: str | None, pattern: str | None,
     if path is None:  # validation only: the study's own checkpoint, checked against the study's checksum
         config = StudyConfig.from_dict(study.user_attrs[CONFIG_ATTR])
         path = study_experiment(config, data_root=data_root, checkpoint=None, device=device).checkpoint_path
-    return _open(path, data_root, device, queries), selection.pattern, source
-
-
-def _open(path: str | os.PathLike[str], data_root: str | os.PathLike[str] | None, device: str,
-          queries: int | None = None) -> Experiment:
-    """The experiment of a checkpoint's own benchmark, ways and shots, with ``queries`` per class if given."""
-    spec = load_checkpoint(path).spec(Path(path), data_root=None if data_root is None else os.fspath(data_root),
-                                      device=device)
-    return open_experiment(spec if queries is None else replace(spec, queries=queries))
+    return open_checkpoint(path, data_root=data_root, device=device, queries=queries), selection.pattern, source

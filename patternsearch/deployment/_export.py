@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from ..adaptation import LossFn, draws_random
+from ..benchmarks import atomic_write_bytes
 from ..errors import PatternsearchError, one_line
 from ..groups import layer_groups
 from ..pattern import Pattern
@@ -153,7 +154,7 @@ def export_adaptation(model: nn.Module, pattern: Pattern, inner_lr: float, loss_
     build_s = time.perf_counter() - start
     random = draws_random(model)
     difference = None if random else _verify(data, kind, adapt_predict(model, pattern, inner_lr, loss_fn), sample)
-    _atomic_write(path, data)
+    atomic_write_bytes(path, data)
     shapes = tuple(tuple(t.shape) for t in sample)
     return ExportedAdaptation(str(path), kind, str(pattern), shapes, difference, build_s, note)
 
@@ -274,19 +275,6 @@ def _verify(data: bytes, kind: str, eager: Callable[[Tensor, Tensor, Tensor], Te
                           f"sample task (more than {TOLERANCE:g} x {scale:.3g}); nothing was written")
     return difference
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def export_kind(path: str | os.PathLike[str]) -> str:
