@@ -77,6 +77,16 @@ class ResidualNet(nn.Module):
         return self.head(h.mean(dim=(2, 3)))
 
 
+def dropout_bn_net(width: int) -> nn.Sequential:
+    """A user's model: batch norm with running statistics and dropout before the last block, a flattening head."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.Dropout(0.3),
+        nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(), nn.Linear(4 * width, 5),
+    )
+
+
 @pytest.fixture(scope="session")
 def sinusoid_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A briefly meta-trained mlp on sinusoids (3 groups, eval steps 10)."""

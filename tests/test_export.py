@@ -29,6 +29,8 @@ from patternsearch.errors import UsageError
 from patternsearch.measurement import bench
 from patternsearch.search import CONFIG_ATTR, SELECTION_ATTR, Selection, ValidationEvidence
 
+from .conftest import dropout_bn_net
+
 BLOCK_PATTERNSEARCH = """
 import sys
 class _Refuse:
@@ -56,14 +58,6 @@ def _torch_alone(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300)
 
 
-def _conv_bn_dropout_net() -> nn.Sequential:
-    """A user's model: batch norm with running statistics, dropout, a flattening head."""
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.3),
-        nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-        nn.Linear(16, 5),
-    )
 
 
 def _image_task(queries: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -127,7 +121,7 @@ def test_the_traced_adaptation_keeps_the_patterns_savings() -> None:
 
 def test_a_users_model_with_dropout_and_running_statistics_exports(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    model = _conv_bn_dropout_net().eval()  # running statistics, dropout off: deterministic
+    model = dropout_bn_net(4).eval()  # running statistics, dropout off: deterministic
     model[1].running_mean.add_(0.5)
     pattern = Pattern.parse("011:3@2")
     task = _image_task()

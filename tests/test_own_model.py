@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from patternsearch import ExperimentSpec, Pattern, adapt, create_benchmark, load_checkpoint, reference_adapt
 from patternsearch.adaptation import _cache
@@ -23,17 +22,7 @@ from patternsearch.importing import import_checkpoint
 from patternsearch.measurement import CachedScorer, score_pattern
 from patternsearch.measurement._scoring import _ShardScorer
 
-from .conftest import REPO
-
-
-def _dropout_bn_net() -> nn.Sequential:
-    """Batch norm with running statistics and dropout before the last block: the defects' trigger."""
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Dropout(0.3),
-        nn.Conv2d(6, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-        nn.Linear(24, 5),
-    )
+from .conftest import REPO, dropout_bn_net
 
 
 def _support() -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,7 +36,7 @@ def _max_relative_error(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 @pytest.mark.parametrize("text", ["111:3", "011:3", "001:4"])
 def test_adaptation_follows_the_mode_the_model_is_in_now(text: str) -> None:
-    model = _dropout_bn_net()
+    model = dropout_bn_net(6)
     x, y = _support()
     pattern = Pattern.parse(text)
     adapt(model, x, y, pattern, 0.1)  # first call in training mode: plans and the private copy are made here
@@ -65,7 +54,7 @@ def test_adaptation_follows_the_mode_the_model_is_in_now(text: str) -> None:
 
 
 def test_adaptation_never_changes_running_statistics() -> None:
-    model = _dropout_bn_net()
+    model = dropout_bn_net(6)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = _support()
     for mode in (True, False):
@@ -75,7 +64,7 @@ def test_adaptation_never_changes_running_statistics() -> None:
 
 
 def test_plans_and_private_copies_die_with_their_model() -> None:
-    model = _dropout_bn_net()
+    model = dropout_bn_net(6)
     x, y = _support()
     for text in ("111:2", "011:2", "001:1"):
         adapt(model, x, y, Pattern.parse(text), 0.1)
@@ -90,7 +79,7 @@ def test_plans_and_private_copies_die_with_their_model() -> None:
 def test_copies_and_pickles_of_a_model_carry_no_adaptation_state() -> None:
     import copy
 
-    model = _dropout_bn_net()
+    model = dropout_bn_net(6)
     adapt(model, *_support(), Pattern.parse("011:1"), 0.1)
     assert _cache(copy.deepcopy(model)).shadow is None
     assert _cache(pickle.loads(pickle.dumps(model))).plans == {}
